@@ -1,0 +1,136 @@
+"""Wire the server together: artifact -> runner -> scheduler -> engine -> service, then serve.
+
+Owns the process lifecycle: warm-up before health says SERVING, and the SIGTERM drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from tokenizers import Tokenizer
+
+from export.manifest import Manifest, ManifestError, read_manifest
+from proto import kvserve_pb2 as pb
+from proto import kvserve_pb2_grpc as pb_grpc
+from server.config import ServeConfig
+from server.engine import Engine
+from server.metrics import Metrics
+from server.runner import OnnxRunner, RunnerConfig
+from server.scheduler import Scheduler, SchedulerConfig
+from server.service import GenerationService, ServiceInfo
+from server.validation import Limits
+
+log = logging.getLogger("kvserve.server")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Generation"].full_name
+
+
+@dataclass
+class LoadedModel:
+    manifest: Manifest
+    tokenizer: Tokenizer
+    runner: OnnxRunner
+
+
+def load_model(config: ServeConfig) -> LoadedModel:
+    """Read and verify the artifact; ManifestError names the file and the problem."""
+    manifest = read_manifest(config.model)
+    model_path = config.model / manifest.model_file
+    try:
+        tokenizer = Tokenizer.from_file(str(config.model / manifest.tokenizer_file))
+    except Exception as e:
+        raise ManifestError(f"{config.model / manifest.tokenizer_file}: unreadable ({e})") from None
+    try:
+        runner = OnnxRunner(model_path, manifest, RunnerConfig(config.provider, config.threads))
+    except Exception as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+        raise ManifestError(f"{model_path}: ONNX Runtime cannot load it ({first_line})") from None
+    missing = set(manifest.inputs) - {i.name for i in runner.session.get_inputs()}
+    if missing:
+        raise ManifestError(f"{model_path}: graph lacks inputs {sorted(missing)}")
+    return LoadedModel(manifest, tokenizer, runner)
+
+
+def warm_up(runner: OnnxRunner, token: int) -> None:
+    """One prefill and one decode, so the first real request does not pay for allocation."""
+    logits, cache = runner.prefill([[token, token]])
+    runner.decode(cache, logits.argmax(axis=1))
+
+
+class Server:
+    def __init__(self, config: ServeConfig, model: LoadedModel) -> None:
+        self.config = config
+        manifest = model.manifest
+        self.metrics = Metrics()
+        self.metrics.set_model(manifest.model_name, manifest.quantization, model.runner.provider)
+        scheduler = Scheduler(
+            model.runner,
+            SchedulerConfig(
+                eos_token_id=manifest.eos_token_id,
+                max_context=manifest.architecture.max_positions,
+                max_batch_size=config.max_batch_size,
+                max_batch_tokens=config.max_batch_tokens,
+                max_queue=config.max_queue,
+            ),
+        )
+        self.engine = Engine(scheduler, on_step=self.metrics.observe_step)
+        limits = Limits(
+            default_max_new_tokens=config.default_max_new_tokens,
+            max_new_tokens=config.max_new_tokens,
+        )
+        info = ServiceInfo(model.runner.provider, config.max_batch_size, limits)
+        self.service = GenerationService(self.engine, model.tokenizer, manifest, info, self.metrics)
+        self.model = model
+        self.health = health.aio.HealthServicer()
+        self.grpc = grpc.aio.server()
+        self.port = 0
+        self._stop_requested = asyncio.Event()
+        self._signals = 0
+
+    async def start(self) -> int:
+        pb_grpc.add_GenerationServicer_to_server(self.service, self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+        reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), self.grpc)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = self.grpc.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind gRPC to {self.config.host}:{self.config.port}")
+        await self.grpc.start()
+        warm_up(self.model.runner, self.model.manifest.eos_token_id)
+        self.engine.start()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def run_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal)
+        await self._stop_requested.wait()
+        await self.drain()
+
+    def _on_signal(self) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("signal received: draining (up to %.0fs)", self.config.grace_seconds)
+            self._stop_requested.set()
+        else:
+            log.info("second signal: stopping now")
+            asyncio.get_running_loop().create_task(self.grpc.stop(None))
+
+    async def drain(self) -> None:
+        """Health NOT_SERVING and new RPCs refused at once; in-flight ones get the grace."""
+        self.service.draining = True
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.grpc.stop(self.config.grace_seconds)
+        self.engine.stop()
+        log.info("stopped")
+
+    async def _set_health(self, status) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)

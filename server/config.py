@@ -1,0 +1,122 @@
+"""`kvserve-serve` options: flags, each also from an environment variable KVSERVE_<OPTION>."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model: Path
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 8000
+    provider: str = "auto"
+    threads: int = 0
+    max_batch_size: int = 32
+    max_batch_tokens: int = 16384
+    max_queue: int = 256
+    default_max_new_tokens: int = 64
+    max_new_tokens: int = 1024
+    grace_seconds: float = 30.0
+    log_level: str = "INFO"
+
+
+HELP = """\
+Serve a kvserve model artifact (made by kvserve-export) over gRPC with continuous batching.
+
+Service kvserve.v1.Generation (Generate, GenerateStream, Answer, GetModelInfo), plus
+grpc.health.v1.Health and server reflection, on --host:--port; Prometheus /metrics on
+--metrics-host:--metrics-port. SIGTERM drains: health turns NOT_SERVING, new requests get
+UNAVAILABLE, in-flight ones finish within --grace-seconds; a second SIGTERM stops at once.
+Every option can also be set as an environment variable, e.g. KVSERVE_PORT=50052.
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> ServeConfig:
+    d = ServeConfig(model=Path("."))
+    p = argparse.ArgumentParser(
+        prog="kvserve-serve", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    model_env = os.environ.get("KVSERVE_MODEL")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=model_env,
+        required=not model_env,
+        help="model artifact dir (manifest.json, model.onnx, tokenizer.json)",
+    )
+    option(p, "--host", d.host, "gRPC bind address (0.0.0.0 for all)")
+    option(p, "--port", d.port, "gRPC port (0 = any free port)", type=int)
+    option(p, "--metrics-host", d.metrics_host, "metrics bind address")
+    option(p, "--metrics-port", d.metrics_port, "Prometheus /metrics port (-1 = off)", type=int)
+    option(
+        p,
+        "--provider",
+        d.provider,
+        "ONNX Runtime execution provider; auto = CUDA when a GPU is present",
+        choices=["auto", "cpu", "cuda"],
+    )
+    option(p, "--threads", d.threads, "ONNX Runtime intra-op threads (0 = one per core)", type=int)
+    option(p, "--max-batch-size", d.max_batch_size, "most sequences decoded together", type=int)
+    option(
+        p,
+        "--max-batch-tokens",
+        d.max_batch_tokens,
+        "budget of prompt + max_new_tokens over the running batch",
+        type=int,
+    )
+    option(
+        p,
+        "--max-queue",
+        d.max_queue,
+        "waiting requests beyond this get RESOURCE_EXHAUSTED",
+        type=int,
+    )
+    option(
+        p,
+        "--default-max-new-tokens",
+        d.default_max_new_tokens,
+        "used when a request leaves max_new_tokens at 0",
+        type=int,
+    )
+    option(
+        p,
+        "--max-new-tokens",
+        d.max_new_tokens,
+        "largest max_new_tokens a request may ask for",
+        type=int,
+    )
+    option(p, "--grace-seconds", d.grace_seconds, "drain time on SIGTERM", type=float)
+    option(
+        p, "--log-level", d.log_level, "log level", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    args = p.parse_args(argv)
+    for name in (
+        "max_batch_size",
+        "max_batch_tokens",
+        "max_queue",
+        "default_max_new_tokens",
+        "max_new_tokens",
+    ):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    return ServeConfig(**vars(args))
+
+
+def option(parser: argparse.ArgumentParser, flag: str, default, help: str, **kwargs) -> None:
+    """A flag whose default comes from KVSERVE_<FLAG> when set.
+
+    argparse applies `type` and `choices` to a string default too, so a bad environment
+    value gets the same one-line error as a bad flag."""
+    env = "KVSERVE_" + flag.lstrip("-").replace("-", "_").upper()
+    parser.add_argument(
+        flag,
+        default=os.environ.get(env, default),
+        help=f"{help} (default: %(default)s; env {env})",
+        **kwargs,
+    )

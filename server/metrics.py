@@ -1,0 +1,93 @@
+"""Prometheus series for kvserve: the only module that imports prometheus_client.
+
+An observer: the engine hands over StepStats after every step, the service reports each
+RPC's outcome; nothing here feeds back into serving. Names are a contract (DESIGN.md):
+dashboards and alerts depend on them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from server.scheduler import StepStats
+
+# Buckets span what this workload shows: a first token from ~1 ms (tiny model, idle server)
+# to a minute (a long queue on CPU); a token gap from ~0.5 ms (GPU) to seconds (overload).
+TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+ITL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+E2E_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "kvserve_requests", "RPCs by method and status code.", ["rpc", "code"], registry=r
+        )
+        self.duration = Histogram(
+            "kvserve_request_duration_seconds", "End-to-end RPC latency.", ["rpc"],
+            buckets=E2E_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "kvserve_time_to_first_token_seconds", "Accepted -> first token (queue included).",
+            buckets=TTFT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.itl = Histogram(
+            "kvserve_inter_token_latency_seconds", "Gap between a request's tokens.",
+            buckets=ITL_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_wait = Histogram(
+            "kvserve_queue_wait_seconds", "Accepted -> first scheduled.",
+            buckets=TTFT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "kvserve_batch_size", "Sequences that got a token, per engine step.",
+            buckets=BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.step_seconds = Histogram(
+            "kvserve_engine_step_seconds", "Wall time of one engine step.",
+            buckets=ITL_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.running = Gauge("kvserve_requests_running", "Sequences in the batch.", registry=r)
+        self.waiting = Gauge("kvserve_requests_waiting", "Requests queued.", registry=r)
+        self.prompt_tokens = Counter(
+            "kvserve_prompt_tokens", "Prompt tokens prefilled.", registry=r
+        )
+        self.generated_tokens = Counter("kvserve_generated_tokens", "Tokens generated.", registry=r)
+        self.kv_cache_bytes = Gauge(
+            "kvserve_kv_cache_bytes", "Bytes held by the batch's KV cache.", registry=r
+        )
+        self.model_info = Gauge(
+            "kvserve_model_info", "The served model (value is always 1).",
+            ["model", "quantization", "provider"], registry=r,
+        )  # fmt: skip
+
+    def set_model(self, model: str, quantization: str, provider: str) -> None:
+        self.model_info.labels(model=model, quantization=quantization, provider=provider).set(1)
+
+    def observe_rpc(self, rpc: str, code: str, seconds: float) -> None:
+        self.requests.labels(rpc=rpc, code=code).inc()
+        self.duration.labels(rpc=rpc).observe(seconds)
+
+    def observe_step(self, stats: StepStats) -> None:
+        if stats.batch_size:
+            self.batch_size.observe(stats.batch_size)
+            self.step_seconds.observe(stats.seconds)
+        for seconds in stats.ttft_seconds:
+            self.ttft.observe(seconds)
+        for seconds in stats.itl_seconds:
+            self.itl.observe(seconds)
+        for seconds in stats.queue_seconds:
+            self.queue_wait.observe(seconds)
+        self.prompt_tokens.inc(stats.prompt_tokens)
+        self.generated_tokens.inc(stats.generated_tokens)
+        self.running.set(stats.running)
+        self.waiting.set(stats.waiting)
+        self.kv_cache_bytes.set(stats.kv_cache_bytes)
+
+    def serve(self, host: str, port: int):
+        """Expose /metrics on its own HTTP port; returns the server (call .shutdown())."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return server

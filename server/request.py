@@ -1,0 +1,83 @@
+"""A generation request as the engine sees it, and what the engine sends back for it.
+
+Plain dataclasses: the service converts protobuf at the edge, everything inside uses these.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from server.sampling import SamplingParams
+from server.text_stream import Decode, TextStream
+
+
+class RequestStatus(Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class FinishReason(Enum):
+    LENGTH = "length"  # max_new_tokens or the context window
+    STOP = "stop"  # eos or a stop string
+    CANCELLED = "cancelled"
+    DEADLINE = "deadline"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Timing:
+    queue_seconds: float
+    time_to_first_token_seconds: float
+    total_seconds: float
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """New text for one request; the last event of a request carries `finish_reason`."""
+
+    text: str
+    token_ids: list[int]
+    request_id: str = ""
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    timing: Timing | None = None
+    error: str = ""
+
+
+@dataclass(eq=False)
+class Request:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    decode: Decode  # token ids -> text, for streaming pieces
+    emit: Callable[[StreamEvent], None]  # thread-safe sink; called from the engine thread
+    deadline: float | None = None  # time.monotonic() value
+    arrival: float = field(default_factory=time.monotonic)
+    status: RequestStatus = RequestStatus.WAITING
+    output_ids: list[int] = field(default_factory=list)
+    cancelled: bool = False  # set by the service thread; read by the engine at each step
+    scheduled_at: float | None = None
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+    rng: np.random.Generator = field(init=False)
+    text: TextStream = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.params.seed)
+        self.text = TextStream(self.decode, self.params.stop)
+
+    @property
+    def seen_tokens(self) -> np.ndarray:
+        return np.asarray(self.prompt_ids + self.output_ids, dtype=np.int64)
+
+    def timing(self, now: float) -> Timing:
+        scheduled = self.scheduled_at or now
+        first = self.first_token_at or now
+        return Timing(scheduled - self.arrival, first - self.arrival, now - self.arrival)
