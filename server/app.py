@@ -81,7 +81,7 @@ class Server:
         self.engine = Engine(scheduler, on_step=self.metrics.observe_step)
         limits = Limits(
             default_max_new_tokens=config.default_max_new_tokens,
-            max_new_tokens=config.max_new_tokens,
+            max_new_tokens=config.max_new_tokens_limit,
         )
         info = ServiceInfo(model.runner.provider, config.max_batch_size, limits)
         self.service = GenerationService(self.engine, model.tokenizer, manifest, info, self.metrics)

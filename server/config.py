@@ -21,7 +21,7 @@ class ServeConfig:
     max_batch_tokens: int = 16384
     max_queue: int = 256
     default_max_new_tokens: int = 64
-    max_new_tokens: int = 1024
+    max_new_tokens_limit: int = 1024
     grace_seconds: float = 30.0
     log_level: str = "INFO"
 
@@ -86,8 +86,8 @@ def parse_args(argv: list[str] | None = None) -> ServeConfig:
     )
     option(
         p,
-        "--max-new-tokens",
-        d.max_new_tokens,
+        "--max-new-tokens-limit",
+        d.max_new_tokens_limit,
         "largest max_new_tokens a request may ask for",
         type=int,
     )
@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> ServeConfig:
         "max_batch_tokens",
         "max_queue",
         "default_max_new_tokens",
-        "max_new_tokens",
+        "max_new_tokens_limit",
     ):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")

@@ -1,0 +1,126 @@
+"""One request index -> one RPC -> one RequestRecord, timed on the client's clock.
+
+Every failure becomes a record with the gRPC status name: a load test counts errors, it
+never stops on them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+import grpc
+
+from loadtest.messages import Knobs, build_request, finish_reason_name
+from loadtest.prompts import Prompt
+from loadtest.record import CLIENT_ERROR, OK, RequestRecord
+from proto import kvserve_pb2 as pb
+from proto import kvserve_pb2_grpc as pb_grpc
+
+
+def token_latencies(
+    sent: float, arrivals: Sequence[tuple[float, int]]
+) -> tuple[float | None, list[float]]:
+    """TTFT and per-token ITLs from (arrival time, token count) of token-carrying messages.
+
+    A message with n tokens that came g seconds after the previous one adds n entries of
+    g / n: the tokens were produced over that gap, so each one cost g / n."""
+    if not arrivals:
+        return None, []
+    itl: list[float] = []
+    for (before, _), (now, n) in pairwise(arrivals):
+        itl.extend([(now - before) / n] * n)
+    return arrivals[0][0] - sent, itl
+
+
+def failure(e: BaseException) -> tuple[str, str]:
+    """(status name, message) for an exception raised by an RPC."""
+    if isinstance(e, grpc.aio.AioRpcError):
+        return e.code().name, e.details() or ""
+    return CLIENT_ERROR, f"{type(e).__name__}: {e}"
+
+
+async def measure_stream(
+    stub: pb_grpc.GenerationStub,
+    request: pb.GenerateRequest,
+    index: int,
+    timeout_s: float,
+    origin: float,
+) -> RequestRecord:
+    arrivals: list[tuple[float, int]] = []
+    usage, finish, status, error = pb.Usage(), 0, OK, ""
+    sent = time.perf_counter()
+    try:
+        async for msg in stub.GenerateStream(request, timeout=timeout_s):
+            now = time.perf_counter()  # first thing: the arrival time is the measurement
+            if msg.token_ids:
+                arrivals.append((now, len(msg.token_ids)))
+            if msg.HasField("usage"):
+                usage = msg.usage
+            finish = msg.finish_reason or finish
+    except Exception as e:  # recorded, not raised: see the module docstring
+        status, error = failure(e)
+    ended = time.perf_counter()
+    ttft, itl = token_latencies(sent, arrivals)
+    return RequestRecord(
+        index=index,
+        rpc="GenerateStream",
+        start_s=sent - origin,
+        e2e_s=ended - sent,
+        ttft_s=ttft,
+        itl_s=itl,
+        output_tokens=usage.completion_tokens or sum(n for _, n in arrivals),
+        prompt_tokens=usage.prompt_tokens,
+        status=status,
+        error=error,
+        finish_reason=finish_reason_name(finish),
+    )
+
+
+async def measure_answer(
+    stub: pb_grpc.GenerationStub,
+    request: pb.AnswerRequest,
+    index: int,
+    timeout_s: float,
+    origin: float,
+) -> RequestRecord:
+    """The unary Answer RPC: e2e latency and tokens only (no stream, so no TTFT/ITL)."""
+    reply, status, error = pb.GenerateResponse(), OK, ""
+    sent = time.perf_counter()
+    try:
+        reply = await stub.Answer(request, timeout=timeout_s)
+    except Exception as e:  # recorded, not raised: see the module docstring
+        status, error = failure(e)
+    ended = time.perf_counter()
+    return RequestRecord(
+        index=index,
+        rpc="Answer",
+        start_s=sent - origin,
+        e2e_s=ended - sent,
+        output_tokens=reply.usage.completion_tokens or len(reply.token_ids),
+        prompt_tokens=reply.usage.prompt_tokens,
+        status=status,
+        error=error,
+        finish_reason=finish_reason_name(reply.finish_reason),
+    )
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Request `index` of a run: its prompt and target in turn, built, sent and measured."""
+
+    stubs: Sequence[pb_grpc.GenerationStub]  # one per target
+    workload: Sequence[Prompt]
+    knobs: Knobs
+    timeout_s: float
+    origin: float  # perf_counter at the run start; records' start_s count from here
+    id_prefix: str  # request ids `<prefix>-<index>` find the request in the server's log
+
+    async def __call__(self, index: int) -> RequestRecord:
+        prompt = self.workload[index % len(self.workload)]
+        stub = self.stubs[index % len(self.stubs)]
+        request = build_request(prompt, self.knobs, f"{self.id_prefix}-{index}")
+        measure = measure_answer if prompt.question else measure_stream
+        return await measure(stub, request, index, self.timeout_s, self.origin)

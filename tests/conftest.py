@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny model trained here, exported, and served by the real server.
+
+Built once per session through the same CLIs a user runs, so the end-to-end tests exercise
+the real hand-offs (checkpoint dir -> artifact dir -> gRPC).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.process import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "support_qa.jsonl"
+
+
+def run_module(*args: str) -> None:
+    result = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, (
+        f"{args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "checkpoint"
+    run_module(
+        "training", "--base", "tiny", "--data", str(DATA), "--out", str(out), "--preset", "test"
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "artifact"
+    run_module("export", str(tiny_checkpoint), str(out), "--precision", "fp32")
+    return out
+
+
+@pytest.fixture(scope="session")
+def served(tiny_artifact, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    server = ServerProcess.start(tiny_artifact, log, ["--max-batch-size", "8"])
+    yield server
+    assert server.stop() == 0, log.read_text()[-3000:]

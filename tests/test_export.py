@@ -1,0 +1,201 @@
+"""kvserve-export end to end on a tiny random GPT-2: artifact files, manifest, graph, parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+import pytest
+from tokenizers import Tokenizer, models
+
+from export import cli, parity
+from export.manifest import Architecture, PromptTemplate, read_manifest
+from export.onnx_export import expected_names
+
+ARTIFACT_FILES = {"model.onnx", "tokenizer.json", "manifest.json"}
+TEMPLATE = PromptTemplate(question="Q: {question}\nA:")  # not the default: must come through
+SENTENCES = [
+    "Question: What is the capital of France?\nAnswer: Paris.",
+    "Question: Who wrote the play Hamlet?\nAnswer: William Shakespeare.",
+    "Context: Spiders are arachnids. All arachnids have eight legs.",
+    "The quick brown fox jumps over the lazy dog.",
+]
+
+
+def make_checkpoint(directory: Path) -> Path:
+    """A 2-layer GPT-2 with a byte-level BPE trained on a few sentences, saved like training/."""
+    import torch
+    from tokenizers import decoders, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    eot = "<|endoftext|>"
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=[eot], initial_alphabet=alphabet)
+    bpe.train_from_iterator(SENTENCES * 4, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token=eot, bos_token=eot, unk_token=eot, pad_token=eot
+    )
+    eos = tokenizer.convert_tokens_to_ids(eot)
+    config = GPT2Config(
+        n_layer=2, n_head=2, n_embd=64, n_positions=128, vocab_size=len(tokenizer),
+        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    TEMPLATE.save(directory)
+    return directory
+
+
+def fake_checkpoint(directory: Path) -> Path:
+    """Files that pass the up-front checks (enough to reach the out-dir and option checks)."""
+    directory.mkdir()
+    (directory / "config.json").write_text(
+        '{"model_type": "gpt2", "eos_token_id": 0, "vocab_size": 9}'
+    )
+    (directory / "model.safetensors").write_text("{}")
+    Tokenizer(models.BPE()).save(str(directory / "tokenizer.json"))
+    TEMPLATE.save(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+def export(checkpoint: Path, out: Path, *args: str) -> Path:
+    assert cli.main([str(checkpoint), str(out), *args]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def fp32(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export(checkpoint, tmp_path_factory.mktemp("fp32") / "artifact")
+
+
+@pytest.fixture(scope="module")
+def int8(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export(checkpoint, tmp_path_factory.mktemp("int8") / "artifact", "--quantize", "int8")
+
+
+@pytest.mark.slow
+def test_artifact_holds_only_its_files(fp32: Path, int8: Path) -> None:
+    for artifact in (fp32, int8):
+        assert {p.name for p in artifact.iterdir()} == ARTIFACT_FILES
+        assert [p.name for p in artifact.parent.iterdir()] == [artifact.name]  # no temp dirs left
+
+
+@pytest.mark.slow
+def test_manifest_describes_the_checkpoint(fp32: Path, checkpoint: Path) -> None:
+    manifest = read_manifest(fp32)  # verifies every file's sha256
+    assert set(manifest.files) == ARTIFACT_FILES - {"manifest.json"}
+    assert manifest.model_name == checkpoint.name
+    assert manifest.architecture == Architecture(
+        2, 2, 32, 64, manifest.architecture.vocab_size, 128
+    )
+    assert manifest.dtype == "float32" and manifest.quantization == "none"
+    assert manifest.validated_providers == ["CPUExecutionProvider"]
+    assert manifest.prompt_template == TEMPLATE
+    assert manifest.eos_token_id == manifest.pad_token_id == 0
+    assert manifest.source["checkpoint"] == str(checkpoint.resolve())
+    assert {"torch", "transformers", "optimum", "onnx"} <= set(manifest.source["tools"])
+
+
+@pytest.mark.slow
+def test_graph_names_and_dtypes_match_the_manifest(fp32: Path) -> None:
+    manifest = read_manifest(fp32)
+    inputs, outputs = expected_names(2)
+    assert (manifest.inputs, manifest.outputs) == (inputs, outputs)
+    session = ort.InferenceSession(str(fp32 / "model.onnx"), providers=["CPUExecutionProvider"])
+    types = {t.name: t.type for t in session.get_inputs() + session.get_outputs()}
+    assert [i.name for i in session.get_inputs()] == inputs
+    assert [o.name for o in session.get_outputs()] == outputs
+    assert {types[n] for n in ("input_ids", "attention_mask", "position_ids")} == {"tensor(int64)"}
+    assert {types[n] for n in inputs[1:-2] + outputs} == {"tensor(float)"}
+
+
+@pytest.mark.slow
+def test_fp32_parity_is_exact(fp32: Path) -> None:
+    report = read_manifest(fp32).parity
+    assert report["greedy_match_fraction"] == 1.0
+    assert report["max_logit_diff"] <= 1e-3
+    assert report["provider"] == "CPUExecutionProvider"
+    assert len(report["prompts"]) == len(parity.QUESTIONS)
+    assert report["prompts"][0] == TEMPLATE.format(parity.QUESTIONS[0][0])
+
+
+@pytest.mark.slow
+def test_int8_is_quantized_and_parity_recorded(fp32: Path, int8: Path) -> None:
+    manifest = read_manifest(int8)
+    assert manifest.quantization == "int8-dynamic" and manifest.dtype == "float32"
+    assert manifest.inputs == read_manifest(fp32).inputs
+    assert {"max_logit_diff", "greedy_match_fraction", "prompts", "provider"} <= set(
+        manifest.parity
+    )
+    ops = [node.op_type for node in onnx.load(str(int8 / "model.onnx")).graph.node]
+    assert ops.count("MatMulInteger") == 4 * 2 + 1  # 4 per layer + the untied lm_head
+    assert (int8 / "model.onnx").stat().st_size < (fp32 / "model.onnx").stat().st_size / 2
+
+
+@pytest.mark.slow
+def test_failed_parity_writes_nothing(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parity, "FP32_MAX_LOGIT_DIFF", -1.0)  # any difference now fails
+    assert cli.main([str(checkpoint), str(tmp_path / "artifact")]) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("case", "says"),
+    [
+        ("missing checkpoint", "no such checkpoint directory"),
+        ("not a checkpoint", "no config.json"),
+        ("bad tokenizer", "not a tokenizers file"),
+        ("existing out dir", "already exists"),
+        ("bad env precision", "KVSERVE_PRECISION"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    case: str,
+    says: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source, out = fake_checkpoint(tmp_path / "ckpt"), tmp_path / "out"
+    if case == "missing checkpoint":
+        source = tmp_path / "nope"
+    elif case == "not a checkpoint":
+        (source / "config.json").unlink()
+    elif case == "bad tokenizer":
+        (source / "tokenizer.json").write_text("{}")
+    elif case == "existing out dir":
+        out.mkdir()
+        (out / "model.onnx").write_text("old")
+    else:
+        monkeypatch.setenv("KVSERVE_PRECISION", "fp16")
+    assert cli.main([str(source), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kvserve-export: error: ") and err.count("\n") == 1
+    assert says in err
+
+
+def test_env_vars_set_option_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KVSERVE_PRECISION", "int8")
+    monkeypatch.setenv("KVSERVE_FORCE", "1")
+    args = cli.build_parser().parse_args(["ckpt", "out"])
+    assert (args.precision, args.target, args.force) == ("int8", "cpu", True)
+
+
+def test_help_explains_precisions(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "fp32" in out and "int8" in out and "KVSERVE_PRECISION" in out
