@@ -89,9 +89,9 @@ def main() -> int:
         stage("4/5 ask questions through the Answer RPC  (= exact answer, ~ differs)")
         ask(server.target, pick_questions(QUESTIONS))
 
-        stage("5/5 load test: 8 concurrent streams, 64 requests")
+        stage("5/5 load test: 16 concurrent streams, 256 requests")
         prompts = write_prompts(checkpoint, RUN / "loadtest-prompts.jsonl")
-        run("loadtest", "--target", server.target, "--concurrency", "8", "--requests", "64",
+        run("loadtest", "--target", server.target, "--concurrency", "16", "--requests", "256",
             "--max-new-tokens", "32", "--prompts-file", str(prompts), "--out", str(reports),
             "--no-progress")  # fmt: skip
     finally:
