@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 FORMAT_VERSION = "1"
 MANIFEST_NAME = "manifest.json"
 PROMPT_FILE = "kvserve_prompt.json"  # the template as stored in a training checkpoint
+GRAPH_INTERFACE = "gqa-slots-v1"  # how the server calls the graph (export/gqa_graph.py)
 
 
 class ManifestError(ValueError):
@@ -32,6 +34,27 @@ class PromptTemplate:
         if context:
             return self.with_context.format(question=question.strip(), context=context.strip())
         return self.question.format(question=question.strip())
+
+    def fit(
+        self, question: str, context: str, max_tokens: int, count_tokens: Callable[[str], int]
+    ) -> str | None:
+        """The prompt in at most `max_tokens`, dropping whole words from the context's start.
+
+        The question is never cut: None when even the prompt without context is too long.
+        `count_tokens` is the model's tokenizer (prompt text -> number of tokens).
+        """
+        if count_tokens(self.format(question, context)) <= max_tokens:
+            return self.format(question, context)
+        words = context.split()
+        lo, hi = 1, len(words)  # find the fewest words to drop (hi = all: no context)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if count_tokens(self.format(question, " ".join(words[mid:]))) <= max_tokens:
+                hi = mid
+            else:
+                lo = mid + 1
+        prompt = self.format(question, " ".join(words[hi:]))
+        return prompt if count_tokens(prompt) <= max_tokens else None
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -78,6 +101,7 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     source: dict = field(default_factory=dict)  # where it came from (checkpoint, tool versions)
     format_version: str = FORMAT_VERSION
+    interface: str = ""  # the graph's calling convention, e.g. "gqa-slots-v1"
 
     def to_dict(self) -> dict:
         data = asdict(self)

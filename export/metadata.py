@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 
 from export.checkpoint import Checkpoint
-from export.manifest import Manifest
+from export.manifest import GRAPH_INTERFACE, Manifest
 from export.onnx_export import GraphSignature
 from export.options import ExportOptions
 from export.parity import ParityReport
@@ -13,8 +13,6 @@ from export.parity import ParityReport
 TOOLS = (
     "torch",
     "transformers",
-    "optimum",
-    "optimum-onnx",
     "onnx",
     "onnxruntime-gpu",
     "onnxruntime",
@@ -39,6 +37,7 @@ def build_manifest(
         eos_token_id=checkpoint.eos_token_id,
         pad_token_id=checkpoint.pad_token_id,
         parity=parity.to_dict(),
+        interface=GRAPH_INTERFACE,
         source={
             "checkpoint": str(checkpoint.path),
             "precision": options.precision,

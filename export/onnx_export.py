@@ -1,9 +1,9 @@
-"""PyTorch checkpoint -> one ONNX decoder graph with a KV cache, via optimum-onnx.
+"""PyTorch checkpoint -> the one ONNX graph the server runs, and checks of its interface.
 
-The server relies on one graph for both prefill (past length 0) and decode, with inputs
-`input_ids, attention_mask, position_ids, past_key_values.N.key/value` and outputs
-`logits, present.N.key/value`. optimum's `text-generation-with-past` export gives exactly that;
-`check_signature` makes sure it still does after any optimum upgrade.
+The graph is built by export/gqa_graph.py (fused GroupQueryAttention over an in-place KV
+buffer; see its docstring for why not optimum's `text-generation-with-past` export, which
+this module used first). `check_signature` makes sure the names and dtypes are the ones the
+server's runner binds.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from onnx.external_data_helper import uses_external_data
 from export.errors import ExportFailed
 
 MODEL_FILE = "model.onnx"
-TASK = "text-generation-with-past"
 
 
 @dataclass(frozen=True)
@@ -47,31 +46,17 @@ class GraphSignature:
 
 
 def export_onnx(checkpoint: Path, workdir: Path) -> Path:
-    """Export `checkpoint` (fp32, CPU) into `workdir`; return the path of model.onnx."""
-    from optimum.exporters.onnx import main_export  # heavy: imports torch and transformers
+    """Build the serving graph of `checkpoint` (fp32) in `workdir`; return model.onnx's path."""
+    from export.gqa_graph import export_gqa_model  # heavy: imports torch and transformers
 
-    # Default post-processing kept on purpose: it re-ties lm_head to wte (a Transpose node)
-    # instead of storing the embedding matrix twice. Our own parity check replaces optimum's
-    # validation, so that is off.
+    workdir.mkdir(parents=True, exist_ok=True)
     with _quiet():
         try:
-            main_export(
-                str(checkpoint),
-                output=workdir,
-                task=TASK,
-                device="cpu",
-                local_files_only=True,  # never reach for a hub
-                do_validation=False,
-            )
-        except Exception as e:  # optimum raises many types; the user needs one line
+            return export_gqa_model(checkpoint, workdir / MODEL_FILE)
+        except Exception as e:  # the user needs one line, not a traceback
             raise ExportFailed(
                 f"ONNX export of {checkpoint} failed: {type(e).__name__}: {e}"
             ) from e
-    model = workdir / MODEL_FILE
-    if not model.is_file():
-        found = sorted(p.name for p in workdir.glob("*.onnx"))
-        raise ExportFailed(f"optimum wrote {found}, expected a single {MODEL_FILE}")
-    return model
 
 
 def read_signature(model: Path) -> GraphSignature:
@@ -85,10 +70,11 @@ def read_signature(model: Path) -> GraphSignature:
 
 
 def expected_names(num_layers: int) -> tuple[list[str], list[str]]:
-    """The names the server feeds and fetches, in the order optimum exports them."""
+    """The names the server feeds and fetches."""
     past = [f"past_key_values.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
     present = [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
-    return ["input_ids", *past, "attention_mask", "position_ids"], ["logits", *present]
+    control = ["input_ids", "position_ids", "last_index", "seqlens_k", "total_sequence_length"]
+    return [*control, *past], ["logits", *present]
 
 
 def check_signature(signature: GraphSignature, num_layers: int) -> None:
@@ -99,10 +85,11 @@ def check_signature(signature: GraphSignature, num_layers: int) -> None:
         problems.append(f"inputs {signature.input_names} != {inputs}")
     if sorted(signature.output_names) != sorted(outputs):
         problems.append(f"outputs {signature.output_names} != {outputs}")
-    int_inputs = {"input_ids", "attention_mask", "position_ids"}
-    wrong = [t.name for t in signature.inputs if t.name in int_inputs and t.dtype != "int64"]
+    int_inputs = {"input_ids": "int64", "position_ids": "int64", "last_index": "int64",
+                  "seqlens_k": "int32", "total_sequence_length": "int32"}  # fmt: skip
+    wrong = [t.name for t in signature.inputs if int_inputs.get(t.name, t.dtype) != t.dtype]
     if wrong:
-        problems.append(f"inputs {wrong} are not int64")
+        problems.append(f"inputs {wrong} have the wrong integer type")
     if problems:
         raise ExportFailed(
             "exported graph does not match the server contract: " + "; ".join(problems)
@@ -139,8 +126,8 @@ def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Hide tracer warnings and info logs from torch/transformers/optimum during the export."""
-    loggers = [logging.getLogger(n) for n in ("optimum", "transformers", "torch.onnx")]
+    """Hide warnings and info logs from torch/transformers while loading the checkpoint."""
+    loggers = [logging.getLogger(n) for n in ("transformers", "torch")]
     levels = [log.level for log in loggers]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

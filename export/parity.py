@@ -1,8 +1,9 @@
 """Does the ONNX graph compute what the PyTorch checkpoint computes?
 
-For a few prompts built from the checkpoint's own template: the max abs logit difference on
-the prefill, and greedy decoding with the KV cache in ONNX Runtime (exactly as the server runs
-it: one graph, a zero-length past on the first step) against `model.generate(do_sample=False)`.
+For a few prompts built from the checkpoint's own template: greedy decoding through the
+server's own runner (ONNX Runtime, slot KV cache) against `model.generate(do_sample=False)`,
+with the max abs difference of the next-token logits at every step where both saw the same
+context.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from export.checkpoint import Checkpoint
+from server.runner import OnnxRunner, RunnerConfig
 
 PROVIDER = "CPUExecutionProvider"
 MAX_NEW_TOKENS = 16
@@ -90,21 +92,21 @@ def check_parity(
     model: Path, checkpoint: Checkpoint, max_new_tokens: int = MAX_NEW_TOKENS
 ) -> ParityReport:
     """Run every prompt through ONNX Runtime and PyTorch; report how far apart they are."""
-    import onnxruntime as ort
     import torch
     from tokenizers import Tokenizer
     from transformers import GPT2LMHeadModel
 
-    session = ort.InferenceSession(str(model), providers=[PROVIDER])
+    runner = OnnxRunner(model, checkpoint.architecture, "float32", RunnerConfig("cpu"))
     torch_model = GPT2LMHeadModel.from_pretrained(checkpoint.path, dtype=torch.float32).eval()
     tokenizer = Tokenizer.from_file(str(checkpoint.tokenizer_file))  # as the server tokenizes
     results = []
     for question, context in tqdm(QUESTIONS, desc="parity", unit="prompt", disable=None):
         prompt = checkpoint.prompt_template.format(question, context)
         ids = _prompt_ids(tokenizer, prompt, checkpoint, max_new_tokens)
-        ort_logits, ort_tokens = _ort_greedy(session, ids, checkpoint, max_new_tokens)
+        ort_logits, ort_tokens = _ort_greedy(runner, ids, checkpoint, max_new_tokens)
         torch_logits, torch_tokens = _torch_greedy(torch_model, ids, checkpoint, max_new_tokens)
-        diff = float(np.max(np.abs(ort_logits - torch_logits)))
+        steps = min(len(ort_logits), len(torch_logits))  # the same contexts while tokens agree
+        diff = float(np.max(np.abs(ort_logits[:steps] - torch_logits[:steps])))
         results.append(PromptResult(prompt, len(ids), diff, ort_tokens, torch_tokens))
     return ParityReport(PROVIDER, max_new_tokens, results)
 
@@ -114,35 +116,19 @@ def _prompt_ids(tokenizer, prompt: str, checkpoint: Checkpoint, max_new_tokens: 
     return tokenizer.encode(prompt).ids[-room:]  # keep the end: it holds "Answer:"
 
 
-def _ort_greedy(session, ids: list[int], ckpt: Checkpoint, max_new: int):
-    """Prefill logits [T, V] and up to `max_new` greedy tokens, decoding with the KV cache."""
-    arch = ckpt.architecture
-    past_dtype = _past_dtype(session)
-    empty = np.zeros((1, arch.num_heads, 0, arch.head_dim), dtype=past_dtype)  # [B, H, 0, D]
-    past = {
-        f"past_key_values.{i}.{kv}": empty
-        for i in range(arch.num_layers)
-        for kv in ("key", "value")
-    }
-    outputs = ["logits"] + [f"present.{n[len('past_key_values.') :]}" for n in past]
-    step_ids, start, tokens, prefill = list(ids), 0, [], None
+def _ort_greedy(runner, ids: list[int], ckpt: Checkpoint, max_new: int):
+    """Logits of every step [steps, V] and up to `max_new` greedy tokens, through the
+    server's own runner (slot cache, in-place KV), so the check covers what is served."""
+    cache = runner.new_cache(max_rows=1)
+    logits = runner.prefill(cache, [ids])[0]
+    steps, tokens = [logits], []
     for _ in range(max_new):
-        total = start + len(step_ids)
-        feed = {
-            "input_ids": np.array([step_ids], dtype=np.int64),  # [1, T]
-            "attention_mask": np.ones((1, total), dtype=np.int64),  # [1, past + T]
-            "position_ids": np.arange(start, total, dtype=np.int64)[None, :],  # [1, T]
-            **past,
-        }
-        logits, *present = session.run(outputs, feed)  # logits [1, T, V]
-        prefill = logits[0] if prefill is None else prefill
-        token = int(np.argmax(logits[0, -1]))
+        token = int(np.argmax(steps[-1]))
         tokens.append(token)
-        if token == ckpt.eos_token_id:
+        if token == ckpt.eos_token_id or len(tokens) == max_new:
             break
-        past = dict(zip(past, present, strict=True))
-        step_ids, start = [token], total
-    return prefill.astype(np.float32), tokens
+        steps.append(runner.decode(cache, np.array([token], dtype=np.int64))[0])
+    return np.stack(steps).astype(np.float32), tokens
 
 
 def _torch_greedy(model, ids: list[int], ckpt: Checkpoint, max_new: int):
@@ -158,18 +144,14 @@ def _torch_greedy(model, ids: list[int], ckpt: Checkpoint, max_new: int):
         eos_token_id=ckpt.eos_token_id,
         pad_token_id=ckpt.pad_token_id,
     )
+    config.output_scores = config.return_dict_in_generate = True
     input_ids = torch.tensor([ids], dtype=torch.long)
     with torch.no_grad():
-        logits = model(input_ids).logits[0].numpy()  # [T, V]
         out = model.generate(
             input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config
         )
-    return logits, out[0, len(ids) :].tolist()
-
-
-def _past_dtype(session) -> type:
-    past = next(i for i in session.get_inputs() if i.name.startswith("past_key_values."))
-    return np.float16 if past.type == "tensor(float16)" else np.float32
+    logits = torch.stack(out.scores)[:, 0].numpy()  # [steps, V]: each step's next-token logits
+    return logits, out.sequences[0, len(ids) :].tolist()
 
 
 def format_table(report: ParityReport) -> str:

@@ -63,7 +63,7 @@ def _build_graph(
 ) -> Path:
     """The final model.onnx (in scratch), its interface checked against the server contract."""
     layers = checkpoint.architecture.num_layers
-    with steps.step("Exporting ONNX graph with KV cache (optimum, fp32)"):
+    with steps.step("Building the ONNX serving graph (fp32, fused attention, in-place KV cache)"):
         model = export_onnx(checkpoint.path, scratch / "fp32")
     with steps.step("Checking graph inputs and outputs"):
         check_signature(read_signature(model), layers)

@@ -15,7 +15,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tokenizers import Tokenizer
 
-from export.manifest import Manifest, ManifestError, read_manifest
+from export.manifest import (
+    GRAPH_INTERFACE,
+    MANIFEST_NAME,
+    Manifest,
+    ManifestError,
+    read_manifest,
+)
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.config import ServeConfig
@@ -45,20 +51,24 @@ def load_model(config: ServeConfig) -> LoadedModel:
         tokenizer = Tokenizer.from_file(str(config.model / manifest.tokenizer_file))
     except Exception as e:
         raise ManifestError(f"{config.model / manifest.tokenizer_file}: unreadable ({e})") from None
+    if manifest.interface != GRAPH_INTERFACE:
+        raise ManifestError(
+            f"{config.model / MANIFEST_NAME}: graph interface {manifest.interface!r}, this "
+            f"server runs {GRAPH_INTERFACE!r} (re-export with this version of kvserve-export)"
+        )
     try:
-        runner = OnnxRunner(model_path, manifest, RunnerConfig(config.provider, config.threads))
+        settings = RunnerConfig(config.provider, config.threads)
+        runner = OnnxRunner(model_path, manifest.architecture, manifest.dtype, settings)
     except Exception as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
         raise ManifestError(f"{model_path}: ONNX Runtime cannot load it ({first_line})") from None
-    missing = set(manifest.inputs) - {i.name for i in runner.session.get_inputs()}
-    if missing:
-        raise ManifestError(f"{model_path}: graph lacks inputs {sorted(missing)}")
     return LoadedModel(manifest, tokenizer, runner)
 
 
 def warm_up(runner: OnnxRunner, token: int) -> None:
     """One prefill and one decode, so the first real request does not pay for allocation."""
-    logits, cache = runner.prefill([[token, token]])
+    cache = runner.new_cache(max_rows=1)
+    logits = runner.prefill(cache, [[token, token]])
     runner.decode(cache, logits.argmax(axis=1))
 
 

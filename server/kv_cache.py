@@ -1,82 +1,97 @@
-"""A batch's KV cache: left-padded per-layer past key/values plus the attention mask.
+"""The running batch's KV cache: one slot (row) per sequence in preallocated buffers.
 
 Hand-written because it is the engine's core data structure and no serving library exposes
-one for ONNX Runtime. Shapes follow optimum's GPT-2 export: past key/value `[B, H, T, D]` per
-layer, `attention_mask` `[B, T]` int64 with 0 on the left padding. Rows are sequences; a
-row's real tokens are right-aligned, so every row's next token goes in the same column.
-Like TGI's CausalLMBatch: `filter` keeps some rows, `concatenate` merges batches; both trim
-padding columns that no row needs, so a long sequence leaving shrinks everyone's past.
+one for ONNX Runtime. Per layer, key and value buffers `[rows, H, capacity, D]`; row r holds
+its sequence's first `lengths[r]` positions. The graph (export/gqa_graph.py) writes each new
+key/value in place at the row's own length, so a decode step copies no cache at all, and
+rows of any lengths sit side by side with no padding to align them.
+
+Active rows are always `0 .. size-1` (the graph takes one contiguous block). When sequences
+leave, `keep` moves the fewest rows to close the gaps (survivors past the end fill holes),
+so a finished slot costs one row copy at most, and new sequences are appended at the end.
+Buffers grow by doubling (rows up to the batch limit, capacity up to the model's context).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 
 @dataclass
-class KVCache:
-    layers: list[tuple[np.ndarray, np.ndarray]]  # per layer (key, value), each [B, H, T, D]
-    mask: np.ndarray  # [B, T] int64, 1 = real token
+class SlotCache:
+    num_layers: int
+    heads: int
+    head_dim: int
+    max_rows: int
+    max_length: int
+    dtype: type = np.float32
+    size: int = 0  # active rows
+    lengths: np.ndarray = field(init=False)  # [rows] int64, tokens held per row
+    layers: list[tuple[np.ndarray, np.ndarray]] = field(init=False)  # [rows, H, cap, D]
+
+    def __post_init__(self) -> None:
+        self.lengths = np.zeros(0, dtype=np.int64)
+        self.layers = [self._zeros(0, 0) for _ in range(self.num_layers)]
 
     @property
-    def batch_size(self) -> int:
-        return int(self.mask.shape[0])
+    def rows(self) -> int:
+        return int(self.lengths.shape[0])
 
     @property
-    def length(self) -> int:
-        return int(self.mask.shape[1])
+    def capacity(self) -> int:
+        return int(self.layers[0][0].shape[2]) if self.layers else 0
 
     @property
     def nbytes(self) -> int:
         return sum(k.nbytes + v.nbytes for k, v in self.layers)
 
-    @classmethod
-    def empty(cls, batch: int, num_layers: int, heads: int, head_dim: int, dtype) -> KVCache:
-        zeros = np.zeros((batch, heads, 0, head_dim), dtype=dtype)
-        return cls([(zeros, zeros)] * num_layers, np.zeros((batch, 0), dtype=np.int64))
+    def reserve(self, rows: int, length: int) -> None:
+        """Make room for `rows` active rows of up to `length` tokens (amortised doubling)."""
+        if rows > self.max_rows or length > self.max_length:
+            raise ValueError(f"cache limit: {rows} rows x {length} tokens")
+        if rows <= self.rows and length <= self.capacity:
+            return
+        new_rows = min(self.max_rows, max(rows, 2 * self.rows, 1))
+        new_cap = min(self.max_length, max(length, 2 * self.capacity, 64))
+        if length <= self.capacity:
+            new_cap = self.capacity
+        n, used = self.size, int(self.lengths[: self.size].max(initial=0))
+        grown = []
+        for key, value in self.layers:
+            k2, v2 = self._zeros(new_rows, new_cap)
+            k2[:n, :, :used] = key[:n, :, :used]
+            v2[:n, :, :used] = value[:n, :, :used]
+            grown.append((k2, v2))
+        self.layers = grown
+        lengths = np.zeros(new_rows, dtype=np.int64)
+        lengths[:n] = self.lengths[:n]
+        self.lengths = lengths
 
-    def positions(self) -> np.ndarray:
-        """Position id of each row's next token: the count of its real tokens.  # [B, 1]"""
-        return self.mask.sum(axis=1, keepdims=True)
+    def block(self, start: int, stop: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Views of rows start..stop-1 (contiguous, so the graph writes into the buffers)."""
+        return [(k[start:stop], v[start:stop]) for k, v in self.layers]
 
-    def filter(self, rows: list[int]) -> KVCache:
-        """Keep `rows` (in that order) and drop the padding columns none of them needs."""
-        idx = np.asarray(rows, dtype=np.int64)
-        mask = self.mask[idx]
-        start = _first_needed_column(mask)
-        layers = [(k[idx, :, start:], v[idx, :, start:]) for k, v in self.layers]
-        return KVCache(layers, mask[:, start:])
+    def keep(self, survivors: list[int]) -> list[int]:
+        """Keep these active rows; return their new order (new row i = old row order[i]).
 
-    @staticmethod
-    def concatenate(caches: list[KVCache]) -> KVCache:
-        """Stack batches row-wise, left-padding the shorter ones to the longest past."""
-        caches = [c for c in caches if c.batch_size]
-        if len(caches) == 1:
-            return caches[0]
-        length = max(c.length for c in caches)
-        mask = np.concatenate([_left_pad(c.mask, length, axis=1) for c in caches])
-        layers = []
-        for i in range(len(caches[0].layers)):
-            key = np.concatenate([_left_pad(c.layers[i][0], length, axis=2) for c in caches])
-            value = np.concatenate([_left_pad(c.layers[i][1], length, axis=2) for c in caches])
-            layers.append((key, value))
-        return KVCache(layers, mask)
+        Survivors already inside the new size stay put; those beyond it fill the holes."""
+        new_size = len(survivors)
+        kept = set(survivors)
+        holes = [r for r in range(new_size) if r not in kept]
+        movers = [r for r in survivors if r >= new_size]
+        for hole, src in zip(holes, movers, strict=True):
+            length = int(self.lengths[src])
+            for key, value in self.layers:
+                key[hole, :, :length] = key[src, :, :length]
+                value[hole, :, :length] = value[src, :, :length]
+            self.lengths[hole] = length
+        self.lengths[new_size : self.size] = 0
+        self.size = new_size
+        moved = dict(zip(holes, movers, strict=True))
+        return [moved.get(r, r) for r in range(new_size)]
 
-
-def _first_needed_column(mask: np.ndarray) -> int:
-    """Leading columns that are padding in every row can go."""
-    if mask.shape[1] == 0 or mask.shape[0] == 0:
-        return 0
-    used = mask.any(axis=0)
-    return int(np.argmax(used)) if used.any() else mask.shape[1]
-
-
-def _left_pad(array: np.ndarray, length: int, axis: int) -> np.ndarray:
-    missing = length - array.shape[axis]
-    if missing == 0:
-        return array
-    pad = [(0, 0)] * array.ndim
-    pad[axis] = (missing, 0)
-    return np.pad(array, pad)
+    def _zeros(self, rows: int, cap: int) -> tuple[np.ndarray, np.ndarray]:
+        shape = (rows, self.heads, cap, self.head_dim)
+        return np.zeros(shape, dtype=self.dtype), np.zeros(shape, dtype=self.dtype)

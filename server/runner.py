@@ -1,24 +1,26 @@
-"""The only module that touches ONNX Runtime: run the exported GPT-2 graph with a KV cache.
+"""The only module that touches ONNX Runtime: run the served GPT-2 graph over the slot cache.
 
-Inputs and outputs follow optimum's `text-generation-with-past` export, as recorded in the
-artifact's manifest: input_ids, attention_mask (int64), position_ids, past_key_values.N.key /
-value -> logits, present.N.key / value. A prefill is the same graph with a zero-length past.
+The graph (export/gqa_graph.py, manifest interface GRAPH_INTERFACE) takes input_ids,
+position_ids, last_index, seqlens_k, total_sequence_length and per-layer past key/values, and
+writes each new key/value in place: past and present are bound (IOBinding) to the same
+numpy buffer of the cache, so nothing is copied between steps.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from export.manifest import Manifest
-from server.kv_cache import KVCache
+from export.manifest import Architecture
+from server.kv_cache import SlotCache
 
 log = logging.getLogger(__name__)
+CONTROL_DTYPES = {"input_ids": np.int64, "position_ids": np.int64, "last_index": np.int64,
+                  "seqlens_k": np.int32, "total_sequence_length": np.int32}  # fmt: skip
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
@@ -44,59 +46,78 @@ def choose_providers(requested: str, available: list[str], gpu_present: bool) ->
 
 def gpu_present() -> bool:
     """onnxruntime-gpu lists CUDA even on machines without a GPU; look for the device."""
-    return Path("/dev/nvidiactl").exists() or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return Path("/dev/nvidiactl").exists()
 
 
 class OnnxRunner:
-    def __init__(self, model_path: Path, manifest: Manifest, config: RunnerConfig) -> None:
-        arch = manifest.architecture
-        self.num_layers, self.num_heads, self.head_dim = (
-            arch.num_layers,
-            arch.num_heads,
-            arch.head_dim,
-        )
+    def __init__(
+        self, model_path: Path, architecture: Architecture, dtype: str, config: RunnerConfig
+    ) -> None:
+        self.architecture = architecture
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = config.intra_op_threads
+        # flush denormals to zero: tiny attention weights otherwise slow float math 5x+ here
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
         providers = choose_providers(config.provider, ort.get_available_providers(), gpu_present())
         self.session = ort.InferenceSession(str(model_path), options, providers=providers)
         self.provider = self.session.get_providers()[0]
         if providers[0] == CUDA and self.provider != CUDA:
             log.warning("CUDA provider could not start; serving on CPU")
-        self.dtype = np.float16 if manifest.dtype == "float16" else np.float32
-        self._past_names = [
-            (f"past_key_values.{i}.key", f"past_key_values.{i}.value")
-            for i in range(self.num_layers)
-        ]
-        present = [(f"present.{i}.key", f"present.{i}.value") for i in range(self.num_layers)]
-        self._outputs = ["logits"] + [name for pair in present for name in pair]
+        self.dtype = np.float16 if dtype == "float16" else np.float32
 
-    def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, KVCache]:
-        """Left-padded batch of prompts through the graph with an empty past."""
-        length = max(len(p) for p in prompts)
-        input_ids = np.zeros((len(prompts), length), dtype=np.int64)  # [n, T]
-        mask = np.zeros((len(prompts), length), dtype=np.int64)  # [n, T]
+    def new_cache(self, max_rows: int) -> SlotCache:
+        arch = self.architecture
+        return SlotCache(arch.num_layers, arch.num_heads, arch.head_dim, max_rows,
+                         arch.max_positions, self.dtype)  # fmt: skip
+
+    def prefill(self, cache: SlotCache, prompts: list[list[int]]) -> np.ndarray:
+        """Append one row per prompt to the cache; logits at each prompt's last token [n, V]."""
+        lengths = np.array([len(p) for p in prompts], dtype=np.int64)
+        width = int(lengths.max())
+        start, stop = cache.size, cache.size + len(prompts)
+        cache.reserve(stop, width)
+        input_ids = np.zeros((len(prompts), width), dtype=np.int64)  # [n, T] right-padded
         for row, prompt in enumerate(prompts):
-            input_ids[row, length - len(prompt) :] = prompt
-            mask[row, length - len(prompt) :] = 1
-        positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)  # [n, T]
-        empty = KVCache.empty(
-            len(prompts), self.num_layers, self.num_heads, self.head_dim, self.dtype
-        )
-        return self._run(input_ids, mask, positions, empty)
+            input_ids[row, : len(prompt)] = prompt
+        controls = {
+            "input_ids": input_ids,
+            "position_ids": np.broadcast_to(np.arange(width), input_ids.shape),
+            "last_index": lengths - 1,
+            "seqlens_k": lengths - 1,  # each row's length after this call, minus one
+            "total_sequence_length": width,
+        }
+        logits = self._run(cache, start, stop, controls)
+        cache.lengths[start:stop] = lengths
+        cache.size = stop
+        return logits
 
-    def decode(self, cache: KVCache, tokens: np.ndarray) -> tuple[np.ndarray, KVCache]:
-        """One new token per row on top of the cache."""
-        ones = np.ones((cache.batch_size, 1), dtype=np.int64)
-        mask = np.concatenate([cache.mask, ones], axis=1)  # [B, T + 1]
-        return self._run(tokens.reshape(-1, 1), mask, cache.positions(), cache)
+    def decode(self, cache: SlotCache, tokens: np.ndarray) -> np.ndarray:
+        """One new token for each of the first len(tokens) rows; logits [B, V]."""
+        n = len(tokens)
+        cache.reserve(n, int(cache.lengths[:n].max()) + 1)
+        lengths = cache.lengths[:n]  # the new token's position in each row
+        controls = {
+            "input_ids": tokens.reshape(n, 1),
+            "position_ids": lengths[:, None],
+            "last_index": np.zeros(n),
+            "seqlens_k": lengths,
+            "total_sequence_length": int(lengths.max()) + 1,
+        }
+        logits = self._run(cache, 0, n, controls)
+        cache.lengths[:n] += 1
+        return logits
 
-    def _run(
-        self, input_ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, past: KVCache
-    ) -> tuple[np.ndarray, KVCache]:
-        feed = {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions}
-        for (key_name, value_name), (key, value) in zip(self._past_names, past.layers, strict=True):
-            feed[key_name], feed[value_name] = key, value
-        logits, *present = self.session.run(self._outputs, feed)
-        layers = list(zip(present[0::2], present[1::2], strict=True))
-        return logits[:, -1, :], KVCache(layers, mask)  # [B, V]
+    def _run(self, cache: SlotCache, start: int, stop: int, controls: dict) -> np.ndarray:
+        """Run rows start..stop-1; their past and present bound to the cache's own buffers."""
+        binding = self.session.io_binding()
+        for name, value in controls.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value, dtype=CONTROL_DTYPES[name]))
+        for i, (key, value) in enumerate(cache.block(start, stop)):
+            for kind, array in (("key", key), ("value", value)):
+                shared = ort.OrtValue.ortvalue_from_numpy(array)  # same memory in and out
+                binding.bind_ortvalue_input(f"past_key_values.{i}.{kind}", shared)
+                binding.bind_ortvalue_output(f"present.{i}.{kind}", shared)
+        binding.bind_output("logits")
+        self.session.run_with_iobinding(binding)
+        return binding.get_outputs()[-1].numpy()  # [n, V]; the cache stays where it is

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from server.kv_cache import KVCache
+from server.kv_cache import SlotCache
 from server.request import FinishReason, Request, RequestStatus, StreamEvent
 from server.sampling import select_tokens
 
@@ -30,11 +30,14 @@ class QueueFull(Exception):
 
 
 class Runner(Protocol):
-    def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, KVCache]:
-        """Logits of each prompt's last position `[n, V]` and the prompts' cache."""
+    def new_cache(self, max_rows: int) -> SlotCache:
+        """An empty cache for up to `max_rows` sequences."""
 
-    def decode(self, cache: KVCache, tokens: np.ndarray) -> tuple[np.ndarray, KVCache]:
-        """Feed one token per row `[B]`; logits `[B, V]` and the grown cache."""
+    def prefill(self, cache: SlotCache, prompts: list[list[int]]) -> np.ndarray:
+        """Append a row per prompt to the cache; logits of each prompt's last token `[n, V]`."""
+
+    def decode(self, cache: SlotCache, tokens: np.ndarray) -> np.ndarray:
+        """Feed one token to each of the first `len(tokens)` rows; their logits `[B, V]`."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,8 @@ class Scheduler:
         self.runner = runner
         self.config = config
         self.waiting: deque[Request] = deque()
-        self.running: list[Request] = []
-        self.cache: KVCache | None = None  # rows line up with self.running
+        self.running: list[Request] = []  # running[i] owns cache row i
+        self.cache = runner.new_cache(config.max_batch_size)
         self._lock = threading.Lock()  # `add` comes from the service thread
 
     def add(self, request: Request) -> None:
@@ -87,14 +90,15 @@ class Scheduler:
         stats = StepStats()
         self._drop_abandoned(start, stats)
         admitted = self._admit(start, stats)
-        old, old_cache = self.running, self.cache
-        new_cache = self._prefill(admitted, stats) if admitted else None
-        if old:
-            old_cache = self._decode(old, old_cache, stats)
-        self._regroup([(old, old_cache), (admitted, new_cache)])
+        decoding = self.running
+        if admitted:
+            self._prefill(admitted, stats)  # rows appended after the decoding ones
+        if decoding:
+            self._decode(decoding, stats)
+        self._release_finished()
         stats.seconds = time.monotonic() - start
         stats.running, stats.waiting = len(self.running), len(self.waiting)
-        stats.kv_cache_bytes = self.cache.nbytes if self.cache else 0
+        stats.kv_cache_bytes = self.cache.nbytes
         return stats
 
     # -- schedule --------------------------------------------------------------------------
@@ -108,7 +112,7 @@ class Scheduler:
         for i in gone:
             self._finish(self.running[i], _abandon_reason(self.running[i]), now, stats)
         if gone:
-            self._regroup([(self.running, self.cache)])
+            self._release_finished()
 
     def _admit(self, now: float, stats: StepStats) -> list[Request]:
         cfg = self.config
@@ -127,26 +131,25 @@ class Scheduler:
         return admitted
 
     # -- execute ---------------------------------------------------------------------------
-    def _prefill(self, requests: list[Request], stats: StepStats) -> KVCache | None:
+    def _prefill(self, requests: list[Request], stats: StepStats) -> None:
         stats.prefill_requests = len(requests)
         stats.prompt_tokens = sum(len(r.prompt_ids) for r in requests)
         try:
-            logits, cache = self.runner.prefill([r.prompt_ids for r in requests])
+            logits = self.runner.prefill(self.cache, [r.prompt_ids for r in requests])
         except Exception as error:  # a bad step fails its own requests, not the server
             self._fail(requests, error, stats)
-            return None
+            return
+        self.running = self.running + requests
         self._update(requests, logits, stats)
-        return cache
 
-    def _decode(self, requests: list[Request], cache: KVCache, stats: StepStats) -> KVCache | None:
+    def _decode(self, requests: list[Request], stats: StepStats) -> None:
         tokens = np.array([r.output_ids[-1] for r in requests], dtype=np.int64)
         try:
-            logits, cache = self.runner.decode(cache, tokens)
+            logits = self.runner.decode(self.cache, tokens)
         except Exception as error:
             self._fail(requests, error, stats)
-            return None
+            return
         self._update(requests, logits, stats)
-        return cache
 
     # -- update ----------------------------------------------------------------------------
     def _update(self, requests: list[Request], logits: np.ndarray, stats: StepStats) -> None:
@@ -223,20 +226,12 @@ class Scheduler:
         for request in requests:
             self._finish(request, FinishReason.ERROR, now, stats, error=str(error) or repr(error))
 
-    def _regroup(self, groups: list[tuple[list[Request], KVCache | None]]) -> None:
-        """Running = the unfinished rows of each group, caches filtered and stacked in order.
-
-        Finished rows leave at once, so their batch slots are free on the next step."""
-        running: list[Request] = []
-        caches: list[KVCache] = []
-        for requests, cache in groups:
-            keep = [i for i, r in enumerate(requests) if r.status is RequestStatus.RUNNING]
-            if not keep or cache is None:
-                continue
-            running += [requests[i] for i in keep]
-            caches.append(cache if len(keep) == len(requests) else cache.filter(keep))
-        self.running = running
-        self.cache = KVCache.concatenate(caches) if caches else None
+    def _release_finished(self) -> None:
+        """Finished rows leave the cache at once, so their slots are free on the next step."""
+        survivors = [i for i, r in enumerate(self.running) if r.status is RequestStatus.RUNNING]
+        if len(survivors) < len(self.running):
+            order = self.cache.keep(survivors)
+            self.running = [self.running[i] for i in order]
 
 
 def _token_need(request: Request) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.kv_cache import KVCache
+from server.kv_cache import SlotCache
 from server.request import FinishReason, Request, StreamEvent
 from server.sampling import SamplingParams
 from server.scheduler import QueueFull, Scheduler, SchedulerConfig
@@ -19,33 +19,34 @@ EOS = 0
 
 
 class TokenEchoRunner:
-    """Next token = (last token + 1) % VOCAB, skipping EOS unless it is `eos_after` a 9."""
+    """Next token = (last token + 1) % VOCAB, never EOS. Its "KV cache" holds token ids."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
 
-    def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, KVCache]:
-        length = max(len(p) for p in prompts)
-        ids = np.zeros((len(prompts), length), dtype=np.int64)
-        mask = np.zeros_like(ids)
-        for row, prompt in enumerate(prompts):
-            ids[row, length - len(prompt) :] = prompt
-            mask[row, length - len(prompt) :] = 1
+    def new_cache(self, max_rows: int) -> SlotCache:
+        return SlotCache(num_layers=1, heads=1, head_dim=1, max_rows=max_rows, max_length=256)
+
+    def prefill(self, cache: SlotCache, prompts: list[list[int]]) -> np.ndarray:
+        start = cache.size
+        cache.reserve(start + len(prompts), max(len(p) for p in prompts))
+        key = cache.layers[0][0]  # [rows, 1, capacity, 1]
+        for row, prompt in enumerate(prompts, start):
+            key[row, 0, : len(prompt), 0] = prompt
+            cache.lengths[row] = len(prompt)
+        cache.size = start + len(prompts)
         self.calls.append(("prefill", len(prompts)))
-        return _logits(ids[:, -1]), KVCache([_layer(ids)], mask)
+        return _logits(np.array([p[-1] for p in prompts]))
 
-    def decode(self, cache: KVCache, tokens: np.ndarray) -> tuple[np.ndarray, KVCache]:
-        assert tokens.shape == (cache.batch_size,)
-        key = cache.layers[0][0]  # [B, 1, T, 1]
-        ids = np.concatenate([key[:, 0, :, 0], tokens[:, None]], axis=1)
-        mask = np.concatenate([cache.mask, np.ones((cache.batch_size, 1), np.int64)], axis=1)
-        self.calls.append(("decode", cache.batch_size))
-        return _logits(tokens), KVCache([_layer(ids)], mask)
-
-
-def _layer(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    arr = ids[:, None, :, None].astype(np.float32)  # [B, H=1, T, D=1]
-    return arr, arr
+    def decode(self, cache: SlotCache, tokens: np.ndarray) -> np.ndarray:
+        n = len(tokens)
+        assert n <= cache.size
+        cache.reserve(n, int(cache.lengths[:n].max()) + 1)
+        key = cache.layers[0][0]
+        key[np.arange(n), 0, cache.lengths[:n], 0] = tokens
+        cache.lengths[:n] += 1
+        self.calls.append(("decode", n))
+        return _logits(tokens)
 
 
 def _logits(last: np.ndarray) -> np.ndarray:
@@ -68,18 +69,14 @@ def make_request(rid: str, prompt: list[int], sink: dict, **params) -> Request:
 
 
 def check_cache(scheduler: Scheduler) -> None:
-    """Each running row's cache = its prompt + outputs except the last (not yet fed)."""
+    """Row i of the cache = running[i]'s prompt + outputs except the last (not yet fed)."""
     cache = scheduler.cache
-    assert cache is not None and cache.batch_size == len(scheduler.running)
+    assert cache.size == len(scheduler.running)
     key = cache.layers[0][0]
-    assert key.shape == (len(scheduler.running), 1, cache.length, 1)
-    assert cache.mask[:, 0].any(), "a leading all-padding column should have been trimmed"
     for row, request in enumerate(scheduler.running):
         expected = request.prompt_ids + request.output_ids[:-1]
-        real = cache.mask[row].astype(bool)
-        assert real.sum() == len(expected)
-        assert real[-len(expected) :].all(), "real tokens must be right-aligned"
-        assert key[row, 0, real, 0].astype(int).tolist() == expected
+        assert cache.lengths[row] == len(expected)
+        assert key[row, 0, : len(expected), 0].astype(int).tolist() == expected
 
 
 def run_to_end(scheduler: Scheduler, max_steps: int = 100) -> None:
@@ -113,6 +110,20 @@ def test_staggered_arrivals_keep_every_row_cache_aligned():
     for events in sink.values():
         assert [e.finish_reason for e in events[:-1]] == [None] * (len(events) - 1)
         assert events[-1].finish_reason is FinishReason.LENGTH
+
+
+def test_finished_rows_are_compacted_by_moving_survivors_into_holes():
+    runner, sink = TokenEchoRunner(), {}
+    scheduler = Scheduler(runner, SchedulerConfig(eos_token_id=EOS, max_context=64))
+    lengths = [1, 6, 2, 6, 6]
+    for i, n in enumerate(lengths):
+        scheduler.add(make_request(str(i), [10 * i + 1], sink, max_new_tokens=n))
+    scheduler.step()
+    scheduler.step()  # "0" finished after one token, "2" after two
+    assert [r.request_id for r in scheduler.running] == ["4", "1", "3"]  # "4" filled row 0
+    check_cache(scheduler)
+    run_to_end(scheduler)
+    assert texts(sink["4"]) == [42, 43, 44, 45, 46, 47]
 
 
 def test_finished_slot_is_reused_on_the_next_step():
@@ -208,10 +219,10 @@ def test_batch_size_and_token_budget_limit_admission():
 
 def test_runner_error_fails_only_that_steps_requests():
     class Flaky(TokenEchoRunner):
-        def prefill(self, prompts):
+        def prefill(self, cache, prompts):
             if any(p[0] == 13 for p in prompts):
                 raise RuntimeError("bad kernel")
-            return super().prefill(prompts)
+            return super().prefill(cache, prompts)
 
     runner, sink = Flaky(), {}
     scheduler = Scheduler(runner, SchedulerConfig(eos_token_id=EOS, max_context=64))
@@ -238,4 +249,4 @@ def test_step_stats_count_tokens_and_latencies():
     assert second.running == 2 and second.kv_cache_bytes > 0
     third = scheduler.step()
     assert third.finished == [FinishReason.LENGTH, FinishReason.LENGTH]
-    assert third.running == 0 and third.kv_cache_bytes == 0
+    assert third.running == 0 and scheduler.cache.size == 0
