@@ -1,0 +1,324 @@
+"""Engine benchmark (issue 5): HF `generate` vs kvserve over gRPC, side by side, one run.
+
+Workload: N requests (default 64), prompt lengths uniform in 16-256 tokens, output lengths
+uniform in 16-256 tokens (forced: ignore_eos / min_new_tokens), the 124M GPT-2 shape with
+random weights. Systems:
+  (a) HF transformers `generate`, one request at a time (the naive server)
+  (b) HF `generate` in static left-padded batches of 16 (each batch runs to its longest output;
+      only each request's own tokens count as useful)
+  (c) kvserve fp32 artifact over gRPC, 32 concurrent streams
+  (d) kvserve int8 artifact over gRPC, 32 concurrent streams
+Figures: useful generated tokens/s; TTFT and ITL p50/p99 (TTFT from the moment the request
+is handed to the system: the gRPC send for kvserve, the `generate` call for HF); each
+system's share of the machine's fp32 GEMM peak, measured in the same run (torch matmul).
+
+    python bench/engine_bench.py [--requests 64] [--out bench/results/engine.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from itertools import pairwise
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from proto import kvserve_pb2 as pb  # noqa: E402
+from proto import kvserve_pb2_grpc as pb_grpc  # noqa: E402
+from server.process import ServerProcess  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Job:
+    prompt: str
+    prompt_ids: list[int]
+    new_tokens: int
+
+
+@dataclass(frozen=True)
+class Distribution:
+    p50: float
+    p99: float
+    mean: float
+    count: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Distribution:
+        v = np.asarray(values, dtype=float)
+        return cls(*np.percentile(v, [50, 99]).tolist(), float(v.mean()), len(v))
+
+
+@dataclass
+class SystemResult:
+    name: str
+    tokens: int
+    seconds: float
+    ttft_ms: Distribution
+    itl_ms: Distribution
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+def make_checkpoint(path: Path) -> Path:
+    """GPT-2 124M shape, random weights, a BPE tokenizer trained on the bundled data."""
+    if (path / "config.json").exists():
+        return path
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from export.manifest import PromptTemplate
+
+    rows = [json.loads(line) for line in (ROOT / "data" / "support_qa.jsonl").open()]
+    tok = ByteLevelBPETokenizer()
+    texts = [r["question"] + " " + r["answer"] for r in rows]
+    tok.train_from_iterator(texts, vocab_size=2000, special_tokens=["<|endoftext|>"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok._tokenizer, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+    eos = fast.eos_token_id
+    model = GPT2LMHeadModel(GPT2Config(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos))
+    model.save_pretrained(path)
+    fast.save_pretrained(path)
+    PromptTemplate().save(path)
+    return path
+
+
+def export(checkpoint: Path, out: Path, precision: str) -> Path:
+    if not (out / "manifest.json").exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "export",
+                str(checkpoint),
+                str(out),
+                "--precision",
+                precision,
+                "--force",
+            ],
+            check=True,
+            cwd=ROOT,
+        )
+    return out
+
+
+def make_jobs(checkpoint: Path, n: int, seed: int) -> list[Job]:
+    """Prompts cut from the bundled text to exact token lengths (they re-tokenize the same)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    rows = [json.loads(line) for line in (ROOT / "data" / "support_qa.jsonl").open()]
+    stream = tokenizer.encode(" ".join(r["answer"] for r in rows)).ids
+    rng = np.random.default_rng(seed)
+    jobs = []
+    while len(jobs) < n:
+        length = int(rng.integers(16, 257))
+        start = int(rng.integers(0, len(stream) - length))
+        text = tokenizer.decode(stream[start : start + length])
+        ids = tokenizer.encode(text).ids
+        if len(ids) == length:
+            jobs.append(Job(text, ids, int(rng.integers(16, 257))))
+    return jobs
+
+
+def gemm_peak(threads: int) -> float:
+    """Best fp32 matmul rate (FLOP/s) of torch on this machine, as the roofline."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    best = 0.0
+    for _ in range(5):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * 2048**3 / (time.perf_counter() - start))
+    return best
+
+
+def run_hf(checkpoint: Path, jobs: list[Job], batch: int, threads: int) -> SystemResult:
+    import torch
+    from transformers import GPT2LMHeadModel, LogitsProcessor, LogitsProcessorList
+
+    class StepClock(LogitsProcessor):
+        """generate() calls this once per step, as each step's token is chosen."""
+
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def __call__(self, input_ids, scores):
+            self.times.append(time.perf_counter())
+            return scores
+
+    torch.set_num_threads(threads)
+    model = GPT2LMHeadModel.from_pretrained(checkpoint).eval()
+    pad = model.config.pad_token_id
+    ttft, itl, useful = [], [], 0
+    start = time.perf_counter()
+    for i in range(0, len(jobs), batch):
+        group = jobs[i : i + batch]
+        width = max(len(j.prompt_ids) for j in group)
+        ids = torch.full((len(group), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, job in enumerate(group):
+            ids[row, width - len(job.prompt_ids) :] = torch.tensor(job.prompt_ids)
+            mask[row, width - len(job.prompt_ids) :] = 1
+        steps = max(j.new_tokens for j in group)
+        clock = StepClock()
+        called = time.perf_counter()
+        with torch.no_grad():
+            model.generate(
+                ids,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=steps,
+                min_new_tokens=steps,
+                pad_token_id=pad,
+                logits_processor=LogitsProcessorList([clock]),
+            )
+        for job in group:
+            ttft.append(clock.times[0] - called)
+            itl.extend(np.diff(clock.times[: job.new_tokens]).tolist())
+            useful += job.new_tokens
+    seconds = time.perf_counter() - start
+    name = "hf-generate-1" if batch == 1 else f"hf-generate-static-{batch}"
+    return SystemResult(name, useful, seconds, _ms(ttft), _ms(itl))
+
+
+def run_kvserve(
+    name: str, artifact: Path, jobs: list[Job], concurrency: int, threads: int, workdir: Path
+) -> SystemResult:
+    flags = ["--max-batch-size", str(concurrency), "--threads", str(threads),
+             "--max-queue", "1024", "--max-new-tokens-limit", "1024"]  # fmt: skip
+    server = ServerProcess.start(artifact, workdir / f"{name}.log", flags)
+    try:
+        streams, seconds = asyncio.run(_drive(server.target, jobs, concurrency))
+    finally:
+        server.stop()
+    tokens = sum(n for _, arrivals in streams for _, n in arrivals)
+    ttft = [arrivals[0][0] - sent for sent, arrivals in streams]
+    itl = [(b - a) / n for _, arr in streams for (a, _), (b, n) in pairwise(arr)]
+    return SystemResult(name, tokens, seconds, _ms(ttft), _ms(itl))
+
+
+async def _drive(target: str, jobs: list[Job], concurrency: int):
+    """Stream every job, at most `concurrency` at once; per stream (sent, [(time, tokens)])."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.GenerationStub(channel)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(job: Job) -> tuple[float, list[tuple[float, int]]]:
+            request = pb.GenerateRequest(
+                prompt=job.prompt, max_new_tokens=job.new_tokens, ignore_eos=True
+            )
+            async with gate:
+                sent, arrivals = time.perf_counter(), []
+                async for message in stub.GenerateStream(request, timeout=600):
+                    if message.token_ids:
+                        arrivals.append((time.perf_counter(), len(message.token_ids)))
+            if sum(n for _, n in arrivals) != job.new_tokens:
+                raise RuntimeError(f"asked {job.new_tokens} tokens, got {len(arrivals)}")
+            return sent, arrivals
+
+        start = time.perf_counter()
+        streams = await asyncio.gather(*(one(job) for job in jobs))
+        return streams, time.perf_counter() - start
+
+
+def _ms(values: list[float]) -> Distribution:
+    return Distribution.of([v * 1000 for v in values])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--requests", type=int, default=64)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2, help="compute threads for every system")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engine.json")
+    p.add_argument("--systems", default="a,b,c,d", help="subset to run, e.g. c,d")
+    args = p.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    checkpoint = make_checkpoint(args.workdir / "gpt2-124m-random")
+    fp32 = export(checkpoint, args.workdir / "artifact-fp32", "fp32")
+    int8 = export(checkpoint, args.workdir / "artifact-int8", "int8")
+    jobs = make_jobs(checkpoint, args.requests, args.seed)
+    peak = gemm_peak(args.threads)
+    from transformers import GPT2Config
+
+    config = GPT2Config.from_pretrained(checkpoint)
+    # matmul FLOPs per generated token: 2 x (weights used per token: all but the position table)
+    flops_per_token = 2 * (
+        12 * config.n_embd**2 * config.n_layer + config.n_embd * config.vocab_size
+    )
+    wanted = set(args.systems.split(","))
+    runs = {
+        "a": lambda: run_hf(checkpoint, jobs, 1, args.threads),
+        "b": lambda: run_hf(checkpoint, jobs, 16, args.threads),
+        "c": lambda: run_kvserve(
+            "kvserve-fp32", fp32, jobs, args.concurrency, args.threads, args.workdir
+        ),
+        "d": lambda: run_kvserve(
+            "kvserve-int8", int8, jobs, args.concurrency, args.threads, args.workdir
+        ),
+    }
+    results = {}
+    for key in "abcd":
+        if key in wanted:
+            print(f"running ({key}) ...", flush=True)
+            results[key] = runs[key]()
+    total = sum(j.new_tokens for j in jobs)
+    print(f"\nfp32 GEMM peak {peak / 1e9:.0f} GFLOP/s; {flops_per_token / 1e6:.0f} MFLOP/token;")
+    print(f"{len(jobs)} requests, {total} output tokens")
+    header = (
+        f"{'system':<24}{'tok/s':>8}{'TTFT p50':>10}{'p99':>9}{'ITL p50':>9}{'p99':>8}{'% peak':>8}"
+    )
+    print(header + "\n" + "-" * len(header))
+    for r in results.values():
+        share = 100 * r.tokens_per_s * flops_per_token / peak
+        print(
+            f"{r.name:<24}{r.tokens_per_s:>8.1f}{r.ttft_ms.p50:>10.0f}{r.ttft_ms.p99:>9.0f}"
+            f"{r.itl_ms.p50:>9.1f}{r.itl_ms.p99:>8.1f}{share:>7.1f}%"
+        )
+    ratios = {}
+    for num, den, bar in (("c", "b", 3.5), ("c", "a", 6.5), ("d", "c", 1.8)):
+        if num in results and den in results:
+            value = results[num].tokens_per_s / results[den].tokens_per_s
+            ratios[f"{num}/{den}"] = value
+            verdict = "met" if value >= bar else "NOT met"
+            print(f"({num})/({den}) = {value:.2f}  (bar >= {bar}: {verdict})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "workload": {
+            "requests": len(jobs),
+            "concurrency": args.concurrency,
+            "threads": args.threads,
+            "prompt_tokens": [len(j.prompt_ids) for j in jobs],
+            "new_tokens": [j.new_tokens for j in jobs],
+        },
+        "gemm_peak_flops": peak,
+        "flops_per_token": flops_per_token,
+        "ratios": ratios,
+        "systems": {k: {**asdict(r), "tokens_per_s": r.tokens_per_s} for k, r in results.items()},
+    }
+    args.out.write_text(json.dumps(report, indent=2, default=lambda o: asdict(o)) + "\n")
+    print(f"report: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
