@@ -1,4 +1,4 @@
-"""`kvserve-export CHECKPOINT_DIR OUT_DIR`: the command line around `pipeline.run_export`.
+"""`kvserve-export CHECKPOINT_DIR OUT_DIR` (and `kvserve-export bench ARTIFACT`).
 
 Every option defaults from an environment variable KVSERVE_<OPTION>. Bad input ends with one
 line on stderr and exit code 2; an export that fails its checks exits 1; never a traceback.
@@ -14,7 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from export.errors import ExportError
-from export.options import PRECISIONS, TARGETS, ExportOptions
+from export.gate import DEFAULTS
+from export.heldout import DEFAULT_DATA
+from export.options import ExportOptions, GateOptions
+from export.recipes import PRECISIONS, TARGETS, targets_of
 
 PROG = "kvserve-export"
 TRUE = {"1", "true", "yes", "on"}
@@ -22,21 +25,42 @@ TRUE = {"1", "true", "yes", "on"}
 DESCRIPTION = """\
 Turn a GPT-2 checkpoint dir (from kvserve-train or any HF GPT-2 save_pretrained: config.json,
 model.safetensors, tokenizer.json, kvserve_prompt.json) into a model artifact dir for
-kvserve-serve: model.onnx (one decoder graph with a KV cache), tokenizer.json and
-manifest.json (architecture, graph names, quantization, parity report, file hashes).
-The ONNX graph is checked against PyTorch on a few prompts before anything is written;
-OUT_DIR appears only when the export succeeded."""
+kvserve-serve: model.onnx (one decoder graph: fused attention over an in-place KV cache,
+logits at the last position only, the token table stored once), tokenizer.json and
+manifest.json (architecture, graph names, quantization, quality report, file hashes).
+
+Before anything is written, a quality gate runs the graph against PyTorch fp32 on the
+held-out questions of --data: max logit difference, next-token agreement, perplexity and
+the greedy answers. OUT_DIR appears only when every threshold holds.
+
+`kvserve-export bench ARTIFACT [ARTIFACT ...]` times prefill and decode (see its --help)."""
+
+GATE_FLAGS = {  # flag -> (Thresholds field, help)
+    "--max-logit-diff": ("max_logit_diff", "largest |logit difference| allowed"),
+    "--min-token-agreement": ("min_token_agreement", "least next-token argmax agreement"),
+    "--max-ppl-delta": ("max_ppl_delta", "largest relative perplexity change (0.03 = 3%%)"),
+    "--min-answer-match": ("min_answer_match", "least fraction of identical greedy answers"),
+}
 
 
 def _epilog() -> str:
-    lines = ["precisions and the targets they fit (cpu is the only target so far):"]
-    for name, (_, targets, desc) in PRECISIONS.items():
-        text = f"{name:<5} [{', '.join(targets)}] {desc}"
+    lines = ["precisions and the targets they are built for (--precision P --target T):"]
+    for name, desc in PRECISIONS.items():
+        text = f"{name:<5} [{', '.join(targets_of(name))}] {desc}"
         lines += textwrap.wrap(text, width=92, initial_indent="  ", subsequent_indent="        ")
+    lines += ["", "quality gate defaults (logit diff, token agreement, ppl delta, answers):"]
+    for name, t in DEFAULTS.items():
+        diff = "recorded" if t.max_logit_diff is None else f"<= {t.max_logit_diff:g}"
+        lines.append(
+            f"  {name:<5} {diff}, >= {t.min_token_agreement:g}, within {t.max_ppl_delta:.1%}, "
+            f">= {t.min_answer_match:g}"
+        )
     lines += [
         "",
-        "environment: KVSERVE_PRECISION, KVSERVE_TARGET, KVSERVE_FORCE set the option defaults.",
-        "exit codes: 0 ok, 1 export or parity check failed, 2 bad input.",
+        "environment: KVSERVE_<OPTION> sets each option's default (KVSERVE_PRECISION, "
+        "KVSERVE_TARGET,",
+        "  KVSERVE_FORCE, KVSERVE_DATA, KVSERVE_GATE_SAMPLES, KVSERVE_MAX_PPL_DELTA, ...).",
+        "exit codes: 0 ok, 1 export failed or the quality gate refused it, 2 bad input.",
     ]
     return "\n".join(lines)
 
@@ -46,8 +70,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _env(flag: str) -> str | None:
+    return os.environ.get("KVSERVE_" + flag.lstrip("-").replace("-", "_").upper())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    env = os.environ
     p = _Parser(
         prog=PROG,
         description=DESCRIPTION,
@@ -58,32 +85,47 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint", metavar="CHECKPOINT_DIR", type=Path, help="HF GPT-2 checkpoint dir"
     )
     p.add_argument("out", metavar="OUT_DIR", type=Path, help="artifact dir to create")
-    p.add_argument(
-        "--precision",
-        "--quantize",
-        dest="precision",
-        choices=list(PRECISIONS),
-        default=env.get("KVSERVE_PRECISION", "fp32"),
-        help="weights precision (default: %(default)s; --quantize int8 = --precision int8)",
-    )
-    p.add_argument(
-        "--target",
-        choices=list(TARGETS),
-        default=env.get("KVSERVE_TARGET", "cpu"),
-        help="device the artifact is built and validated for (default: %(default)s)",
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        default=env.get("KVSERVE_FORCE", "").lower() in TRUE,
-        help="replace OUT_DIR if it already exists",
-    )
+    p.add_argument("--precision", "--quantize", dest="precision", choices=list(PRECISIONS),
+                   default=_env("precision") or "fp32",
+                   help="weights precision (default: %(default)s; --quantize = --precision)")
+    p.add_argument("--target", choices=list(TARGETS), default=_env("target") or "cpu",
+                   help="device the artifact is built for (default: %(default)s)")
+    p.add_argument("--force", action="store_true",
+                   default=(_env("force") or "").lower() in TRUE,
+                   help="replace OUT_DIR if it already exists")  # fmt: skip
+    _add_gate_options(p.add_argument_group("quality gate"))
     return p
 
 
+def _add_gate_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--data", type=Path, default=_env("data") or DEFAULT_DATA,
+                   help="QA data whose split=heldout rows the gate scores (default: the "
+                   "bundled data/support_qa.jsonl)")
+    g.add_argument("--gate-samples", type=int, default=_env("gate-samples") or "0",
+                   help="held-out questions to score, spread over the file (0 = all)")
+    g.add_argument("--gate-max-new-tokens", type=int,
+                   default=_env("gate-max-new-tokens") or "32",
+                   help="longest greedy answer compared (default: %(default)s)")  # fmt: skip
+    for flag, (_, text) in GATE_FLAGS.items():
+        g.add_argument(flag, type=float, default=_env(flag),
+                       help=f"{text} (default: per precision, below)")  # fmt: skip
+
+
+def options_from(args: argparse.Namespace) -> ExportOptions:
+    overrides = {field: getattr(args, flag[2:].replace("-", "_"))
+                 for flag, (field, _) in GATE_FLAGS.items()}  # fmt: skip
+    gate = GateOptions(args.data, args.gate_samples, args.gate_max_new_tokens, overrides)
+    return ExportOptions(args.checkpoint, args.out, args.precision, args.target, args.force, gate)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from export.bench_cli import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
-    options = ExportOptions(args.checkpoint, args.out, args.precision, args.target, args.force)
+    options = options_from(args)
     try:
         if problem := options.problem():  # env defaults bypass argparse's choices check
             raise ExportError(problem)

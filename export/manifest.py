@@ -102,6 +102,7 @@ class Manifest:
     source: dict = field(default_factory=dict)  # where it came from (checkpoint, tool versions)
     format_version: str = FORMAT_VERSION
     interface: str = ""  # the graph's calling convention, e.g. "gqa-slots-v1"
+    graph: dict = field(default_factory=dict)  # export facts: logits "last", fused ops, tied
 
     def to_dict(self) -> dict:
         data = asdict(self)

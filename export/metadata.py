@@ -1,4 +1,4 @@
-"""Build the artifact's manifest from what the export learned (checkpoint, graph, parity)."""
+"""Build the artifact's manifest from what the export learned (checkpoint, graph, gate)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from export.checkpoint import Checkpoint
 from export.manifest import GRAPH_INTERFACE, Manifest
 from export.onnx_export import GraphSignature
 from export.options import ExportOptions
-from export.parity import ParityReport
+from export.quality import QualityReport
 
 TOOLS = (
     "torch",
@@ -23,21 +23,24 @@ def build_manifest(
     checkpoint: Checkpoint,
     signature: GraphSignature,
     options: ExportOptions,
-    parity: ParityReport,
+    quality: QualityReport,
+    graph: dict,
 ) -> Manifest:
+    recipe = options.recipe
     return Manifest(
         model_name=checkpoint.name,
         architecture=checkpoint.architecture,
         inputs=signature.input_names,
         outputs=signature.output_names,
-        dtype="float32",  # int8-dynamic keeps float32 inputs, outputs and KV cache
-        quantization=options.quantization,
-        validated_providers=[parity.provider],
+        dtype=recipe.dtype,  # int8-dynamic and int4 on cpu keep float32 activations and cache
+        quantization=recipe.quantization,
+        validated_providers=[quality.provider],
         prompt_template=checkpoint.prompt_template,
         eos_token_id=checkpoint.eos_token_id,
         pad_token_id=checkpoint.pad_token_id,
-        parity=parity.to_dict(),
+        parity=gate_record(quality, options),
         interface=GRAPH_INTERFACE,
+        graph=graph,
         source={
             "checkpoint": str(checkpoint.path),
             "precision": options.precision,
@@ -46,6 +49,18 @@ def build_manifest(
             "tools": tool_versions(),
         },
     )
+
+
+def gate_record(quality: QualityReport, options: ExportOptions) -> dict:
+    """The manifest's `parity` section: the quality gate's results and what it held them to."""
+    return {
+        **quality.to_dict(),
+        "reference": "PyTorch fp32",
+        "data": str(options.gate.data),
+        "split": "heldout",
+        "thresholds": options.thresholds.to_dict(),
+        "passed": True,  # a failed gate writes no artifact
+    }
 
 
 def tool_versions() -> dict[str, str]:

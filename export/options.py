@@ -1,30 +1,26 @@
-"""What an export is asked to do: the options dataclass and the precision/target matrix.
+"""What an export is asked to do: the options dataclass and its up-front checks.
 
 Kept free of heavy imports so `kvserve-export --help` answers instantly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-# precision -> (manifest quantization, targets it is built and validated for, what it is)
-PRECISIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "fp32": (
-        "none",
-        ("cpu",),
-        "full precision; the reference: must match PyTorch (logits within 1e-3, same greedy "
-        "tokens) or nothing is written. The precision for any target.",
-    ),
-    "int8": (
-        "int8-dynamic",
-        ("cpu",),
-        "int8 weights (ONNX Runtime dynamic quantization, per channel): about 2-4x smaller and "
-        "faster on CPU, a little less accurate; parity is recorded, not enforced. CPU only: "
-        "GPUs have no fast kernels for it.",
-    ),
-}
-TARGETS = ("cpu",)
+from export.gate import DEFAULTS, Thresholds
+from export.heldout import DEFAULT_DATA
+from export.recipes import PRECISIONS, TARGETS, Recipe, recipe_for, targets_of
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """The quality gate: which held-out rows, how long the answers, and any threshold overrides."""
+
+    data: Path = DEFAULT_DATA
+    samples: int = 0  # 0: every held-out row
+    max_new_tokens: int = 32
+    overrides: dict[str, float | None] = field(default_factory=dict)  # Thresholds field -> value
 
 
 @dataclass(frozen=True)
@@ -34,10 +30,22 @@ class ExportOptions:
     precision: str = "fp32"
     target: str = "cpu"
     force: bool = False
+    gate: GateOptions = field(default_factory=GateOptions)
+
+    @property
+    def recipe(self) -> Recipe:
+        recipe = recipe_for(self.precision, self.target)
+        if recipe is None:
+            raise ValueError(self.problem())
+        return recipe
 
     @property
     def quantization(self) -> str:
-        return PRECISIONS[self.precision][0]
+        return self.recipe.quantization
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return DEFAULTS[self.precision].with_overrides(**self.gate.overrides)
 
     def problem(self) -> str | None:
         """Why this precision/target pair cannot be built (None when it can)."""
@@ -49,6 +57,9 @@ class ExportOptions:
         if self.target not in TARGETS:
             choices = ", ".join(TARGETS)
             return f"unknown target {self.target!r} (--target/KVSERVE_TARGET: {choices})"
-        if self.target not in PRECISIONS[self.precision][1]:
-            return f"precision {self.precision} is not built for target {self.target}"
+        if recipe_for(self.precision, self.target) is None:
+            built = " or ".join(targets_of(self.precision))
+            return f"precision {self.precision} is built for --target {built}, not {self.target}"
+        if self.gate.samples < 0 or self.gate.max_new_tokens < 1:
+            return "--gate-samples must be >= 0 and --gate-max-new-tokens >= 1"
         return None

@@ -1,4 +1,4 @@
-"""One export, start to finish: checkpoint -> ONNX -> (int8) -> parity -> manifest -> OUT_DIR."""
+"""One export, start to finish: checkpoint -> ONNX -> (fp16 / quantized) -> gate -> OUT_DIR."""
 
 from __future__ import annotations
 
@@ -11,19 +11,23 @@ from pathlib import Path
 from export.artifact import Staging, check_out_dir, file_sizes, move_into
 from export.checkpoint import Checkpoint, load_checkpoint
 from export.errors import ExportError, ExportFailed
+from export.gate import failures, format_table
+from export.graph_facts import describe_graph
+from export.heldout import load_heldout
 from export.manifest import Manifest, write_manifest
 from export.metadata import build_manifest
 from export.onnx_export import MODEL_FILE, check_signature, export_onnx, model_files, read_signature
 from export.options import ExportOptions
-from export.parity import ParityReport, check_parity, format_table, fp32_failures
 from export.progress import Steps
+from export.quality import GateRun, QualityReport, measure
+from export.recipes import Recipe
 
 
 @dataclass(frozen=True)
 class ExportResult:
     out: Path
     manifest: Manifest
-    parity: ParityReport
+    quality: QualityReport
     seconds: float
     sizes: dict[str, int]  # artifact file name -> bytes
 
@@ -34,50 +38,76 @@ def run_export(options: ExportOptions) -> ExportResult:
     if problem := options.problem():
         raise ExportError(problem)
     checkpoint = load_checkpoint(options.checkpoint)
+    samples = load_heldout(options.gate.data, options.gate.samples or None)
     check_out_dir(Path(options.out).resolve(), options.force)  # all bad input before any work
     if not checkpoint.has_prompt_file:
         print(
             f"note: {checkpoint.path} has no prompt template file; using the default",
             file=sys.stderr,
         )
-    steps = Steps(total=4 if options.precision == "fp32" else 5)
+    recipe = options.recipe
+    steps = Steps(total=4 + recipe.fp16 + (recipe.weights != "float"))
     with Staging(options.out, options.force) as stage:
-        model = _build_graph(checkpoint, options, stage.scratch, steps)
+        model = build_graph(checkpoint, recipe, stage.scratch, steps)
         signature = read_signature(model)
         move_into(model_files(model), stage.path)
         shutil.copyfile(checkpoint.tokenizer_file, stage.path / "tokenizer.json")
-        with steps.step("Checking parity: ONNX Runtime vs PyTorch"):
-            report = check_parity(stage.path / MODEL_FILE, checkpoint)
-        print(format_table(report))
-        _gate(report, options)
+        model = stage.path / MODEL_FILE
+        run = GateRun(model, recipe.dtype, gate_provider(recipe), samples,
+                      options.gate.max_new_tokens)  # fmt: skip
+        with steps.step(f"Quality gate: {len(samples)} held-out questions vs PyTorch fp32"):
+            report = measure(run, checkpoint)
+        print(format_table(report, options.thresholds))
+        if problems := failures(report, options.thresholds):
+            raise ExportFailed("quality gate failed, nothing written: " + "; ".join(problems))
         with steps.step("Writing manifest (hashing files)"):
-            manifest = build_manifest(checkpoint, signature, options, report)
+            facts = describe_graph(model, checkpoint.architecture)
+            manifest = build_manifest(checkpoint, signature, options, report, facts)
             write_manifest(stage.path, manifest)
         sizes = file_sizes(stage.path)
         out = stage.publish()
     return ExportResult(out, manifest, report, time.perf_counter() - start, sizes)
 
 
-def _build_graph(
-    checkpoint: Checkpoint, options: ExportOptions, scratch: Path, steps: Steps
-) -> Path:
+def build_graph(checkpoint: Checkpoint, recipe: Recipe, scratch: Path, steps: Steps) -> Path:
     """The final model.onnx (in scratch), its interface checked against the server contract."""
     layers = checkpoint.architecture.num_layers
     with steps.step("Building the ONNX serving graph (fp32, fused attention, in-place KV cache)"):
         model = export_onnx(checkpoint.path, scratch / "fp32")
     with steps.step("Checking graph inputs and outputs"):
         check_signature(read_signature(model), layers)
-    if options.precision == "int8":
-        from export.quantize import quantize_int8
+    if recipe.fp16:
+        from export.fp16 import convert_fp16
 
-        with steps.step("Quantizing weights to int8 (dynamic, per channel)"):
-            (scratch / "int8").mkdir()
-            model = quantize_int8(model, scratch / "int8" / MODEL_FILE)
+        with steps.step("Converting to fp16 (logits stay fp32)"):
+            model = convert_fp16(model, _fresh(scratch / "fp16") / MODEL_FILE)
+    if recipe.weights != "float":
+        with steps.step(f"Quantizing weights ({recipe.quantization})"):
+            model = _quantize(model, recipe, _fresh(scratch / recipe.quantization))
         check_signature(read_signature(model), layers)
     return model
 
 
-def _gate(report: ParityReport, options: ExportOptions) -> None:
-    """fp32 must match PyTorch; int8 is only recorded (its quality gates come later)."""
-    if options.precision == "fp32" and (failures := fp32_failures(report)):
-        raise ExportFailed("fp32 parity check failed: " + "; ".join(failures))
+def _quantize(model: Path, recipe: Recipe, workdir: Path) -> Path:
+    if recipe.weights == "dynamic-int8":
+        from export.quantize import quantize_int8
+
+        return quantize_int8(model, workdir / MODEL_FILE)
+    from export.weight_only import quantize_weight_only
+
+    return quantize_weight_only(model, workdir / MODEL_FILE, recipe.nbits)
+
+
+def gate_provider(recipe: Recipe) -> str:
+    """Where the gate runs the graph: the target's provider when this machine has it.
+
+    A cuda artifact built on a machine without a GPU is checked on the CPU provider (every
+    op it uses has a CPU kernel); the manifest records the provider it was validated on."""
+    from server.runner import gpu_present
+
+    return "cuda" if recipe.target == "cuda" and gpu_present() else "cpu"
+
+
+def _fresh(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory

@@ -1,80 +1,49 @@
-"""fp32 ONNX graph -> int8 weights with ONNX Runtime's dynamic quantization (CPU target).
+"""fp32 graph -> int8 for the CPU provider, with ONNX Runtime's own quantization tools.
 
-Dynamic quantization stores MatMul/Gemm/Gather weights as int8 (per output channel) and
-quantizes activations on the fly, so it needs no calibration data. It suits the CPU provider,
-whose MatMulInteger kernels make it faster; the CUDA provider has no fast path for these ops.
+- Transformer MatMuls: `quantize_dynamic` (QOperator, int8 weights per output channel,
+  activations quantized on the fly; ORT fuses them into DynamicQuantizeMatMul). Measured on
+  the 124M shape against MatMulNBits 8-bit (int8 compute): it prefills 128 tokens ~1.8x
+  faster, decodes about as fast; per-tensor weights were no faster than per-channel.
+- lm_head + token embedding: one symmetric 8-bit MatMulNBits table that the embedding
+  Gather reads too (export/tie.py), so the vocab matrix is stored once, as int8 (the
+  untied int8 head cost +V*C bytes: +39 MB on GPT-2 small).
+No calibration data is needed; QDQ (static) quantization would need it, see bench/ notes.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from export.errors import ExportFailed
-from export.onnx_export import model_files
-
-LM_HEAD_WEIGHT = "lm_head.weight"
+from export.onnx_io import TWO_GB, save_onnx, weight_bytes
+from export.recipes import HEAD_INT8
+from export.weight_only import quantize_tied_head, quiet_quantizer
 
 
 def quantize_int8(src: Path, dst: Path) -> Path:
-    """Write the int8 version of `src` to `dst` (keeping external data if `src` used it)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    external = len(model_files(src)) > 1  # a > 2 GB model stays in external data
-    untied = dst.with_name("untied.onnx")
-    model = onnx.load(str(src))
-    if untie_lm_head(model):
-        onnx.save(
-            model, str(untied), save_as_external_data=external, location=untied.name + ".data"
-        )
-        src = untied
-    # quantize_dynamic logs a "consider pre-processing" hint on the root logger; that
-    # pre-processing matters for static quantization, not for weight-only dynamic.
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        quantize_dynamic(
-            src,
-            dst,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            use_external_data_format=external,
-            op_types_to_quantize=["MatMul"],  # embedding Gathers stay fp32 (lookups are cheap)
-            # shape inference cannot type com.microsoft ops' outputs (FastGelu, attention)
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
-    except Exception as e:  # onnxruntime raises assorted types; one line for the user
-        raise ExportFailed(f"int8 quantization of {src} failed: {type(e).__name__}: {e}") from e
-    finally:
-        root.setLevel(level)
+    """Write the int8 version of `src` to `dst`; `dst.parent` also holds a scratch file."""
+    model = quantize_tied_head(onnx.load(str(src)), HEAD_INT8)
+    tied = save_onnx(model, dst.with_name("tied_head.onnx"))
+    _dynamic(tied, dst, external=weight_bytes(model) > TWO_GB)  # over-cautious, still valid
     return dst
 
 
-def untie_lm_head(model: onnx.ModelProto) -> bool:
-    """Give lm_head its own `[C, V]` weight instead of `Gemm(h, wte, transB=1)`.
+def _dynamic(src: Path, dst: Path, external: bool) -> None:
+    with quiet_quantizer():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    The fp32 graph shares the token table between the embedding Gather and the lm_head. Left
-    shared, quantize_dynamic either breaks the Gather (it rewrites the shared initializer for
-    the Gemm) or dequantizes the whole vocab matrix on every run. A constant weight becomes a
-    per-channel int8 MatMul instead (measured 2x faster decode, +vocab x hidden int8 bytes).
-    True if the graph changed.
-    """
-    graph = model.graph
-    head = next((n for n in graph.node if "logits" in n.output), None)
-    weights = {init.name: init for init in graph.initializer}
-    if head is None or head.op_type != "Gemm" or head.input[1] not in weights:
-        return False
-    if any(a.name == "transB" and a.i == 1 for a in head.attribute) is False:
-        return False
-    wte = numpy_helper.to_array(weights[head.input[1]])  # [V, C]
-    graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(wte.T), LM_HEAD_WEIGHT))
-    matmul = onnx.helper.make_node("MatMul", [head.input[0], LM_HEAD_WEIGHT], ["logits"])
-    index = list(graph.node).index(head)
-    graph.node.remove(head)
-    graph.node.insert(index, matmul)
-    return True
+        try:
+            quantize_dynamic(
+                src,
+                dst,
+                weight_type=QuantType.QInt8,  # s8 weights x u8 activations: the VNNI kernel
+                per_channel=True,
+                use_external_data_format=external,
+                op_types_to_quantize=["MatMul"],  # MatMulNBits (the head) is not a MatMul
+                # shape inference cannot type com.microsoft ops' outputs (FastGelu, attention)
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+        except Exception as e:  # onnxruntime raises assorted types; one line for the user
+            raise ExportFailed(f"int8 quantization of {src} failed: {type(e).__name__}: {e}") from e

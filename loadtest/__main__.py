@@ -4,4 +4,5 @@ import sys
 
 from loadtest.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # --workers spawns processes that import this module again
+    sys.exit(main())

@@ -13,6 +13,7 @@ from itertools import pairwise
 
 import grpc
 
+from loadtest.channels import Metadata
 from loadtest.messages import Knobs, build_request, finish_reason_name
 from loadtest.prompts import Prompt
 from loadtest.record import CLIENT_ERROR, OK, RequestRecord
@@ -42,18 +43,23 @@ def failure(e: BaseException) -> tuple[str, str]:
     return CLIENT_ERROR, f"{type(e).__name__}: {e}"
 
 
-async def measure_stream(
-    stub: pb_grpc.GenerationStub,
-    request: pb.GenerateRequest,
-    index: int,
-    timeout_s: float,
-    origin: float,
-) -> RequestRecord:
+@dataclass(frozen=True)
+class Call:
+    """What one measurement needs besides the request: where to send it and how."""
+
+    stub: pb_grpc.GenerationStub
+    timeout_s: float
+    metadata: Metadata
+    origin: float  # perf_counter at the measured run's start; record times count from here
+
+
+async def measure_stream(call: Call, request: pb.GenerateRequest, index: int) -> RequestRecord:
     arrivals: list[tuple[float, int]] = []
     usage, finish, status, error = pb.Usage(), 0, OK, ""
     sent = time.perf_counter()
     try:
-        async for msg in stub.GenerateStream(request, timeout=timeout_s):
+        stream = call.stub.GenerateStream(request, timeout=call.timeout_s, metadata=call.metadata)
+        async for msg in stream:
             now = time.perf_counter()  # first thing: the arrival time is the measurement
             if msg.token_ids:
                 arrivals.append((now, len(msg.token_ids)))
@@ -67,7 +73,7 @@ async def measure_stream(
     return RequestRecord(
         index=index,
         rpc="GenerateStream",
-        start_s=sent - origin,
+        start_s=sent - call.origin,
         e2e_s=ended - sent,
         ttft_s=ttft,
         itl_s=itl,
@@ -79,25 +85,23 @@ async def measure_stream(
     )
 
 
-async def measure_answer(
-    stub: pb_grpc.GenerationStub,
-    request: pb.AnswerRequest,
-    index: int,
-    timeout_s: float,
-    origin: float,
+async def measure_unary(
+    call: Call, request: pb.GenerateRequest | pb.AnswerRequest, index: int
 ) -> RequestRecord:
-    """The unary Answer RPC: e2e latency and tokens only (no stream, so no TTFT/ITL)."""
+    """Generate or Answer: e2e latency and tokens only (no stream, so no TTFT/ITL)."""
+    rpc = "Answer" if isinstance(request, pb.AnswerRequest) else "Generate"
+    method = call.stub.Answer if rpc == "Answer" else call.stub.Generate
     reply, status, error = pb.GenerateResponse(), OK, ""
     sent = time.perf_counter()
     try:
-        reply = await stub.Answer(request, timeout=timeout_s)
+        reply = await method(request, timeout=call.timeout_s, metadata=call.metadata)
     except Exception as e:  # recorded, not raised: see the module docstring
         status, error = failure(e)
     ended = time.perf_counter()
     return RequestRecord(
         index=index,
-        rpc="Answer",
-        start_s=sent - origin,
+        rpc=rpc,
+        start_s=sent - call.origin,
         e2e_s=ended - sent,
         output_tokens=reply.usage.completion_tokens or len(reply.token_ids),
         prompt_tokens=reply.usage.prompt_tokens,
@@ -112,15 +116,25 @@ class Sender:
     """Request `index` of a run: its prompt and target in turn, built, sent and measured."""
 
     stubs: Sequence[pb_grpc.GenerationStub]  # one per target
+    targets: Sequence[str]
     workload: Sequence[Prompt]
     knobs: Knobs
     timeout_s: float
+    metadata: Metadata
+    unary: bool  # Generate instead of GenerateStream (questions always use Answer)
     origin: float  # perf_counter at the run start; records' start_s count from here
     id_prefix: str  # request ids `<prefix>-<index>` find the request in the server's log
+    worker: int = 0
 
-    async def __call__(self, index: int) -> RequestRecord:
+    async def __call__(self, index: int, scheduled: float) -> RequestRecord:
         prompt = self.workload[index % len(self.workload)]
-        stub = self.stubs[index % len(self.stubs)]
-        request = build_request(prompt, self.knobs, f"{self.id_prefix}-{index}")
-        measure = measure_answer if prompt.question else measure_stream
-        return await measure(stub, request, index, self.timeout_s, self.origin)
+        slot = index % len(self.stubs)
+        request = build_request(prompt, self.knobs, f"{self.id_prefix}-{index}", index)
+        call = Call(self.stubs[slot], self.timeout_s, self.metadata, self.origin)
+        if prompt.question or self.unary:
+            record = await measure_unary(call, request, index)
+        else:
+            record = await measure_stream(call, request, index)
+        record.scheduled_s = scheduled - self.origin
+        record.target, record.worker = self.targets[slot], self.worker
+        return record

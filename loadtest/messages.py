@@ -11,26 +11,48 @@ from proto import kvserve_pb2 as pb
 
 @dataclass(frozen=True)
 class Knobs:
-    """The generation settings every request of a run shares."""
+    """The generation settings every request of a run shares (a synthetic prompt may carry
+    its own max_new_tokens; `seed` is per request: seed + index)."""
 
     max_new_tokens: int
     temperature: float = 0.0
     ignore_eos: bool = False
+    top_k: int = 0
+    top_p: float = 0.0
+    repetition_penalty: float = 0.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
 
     @classmethod
     def from_config(cls, config: LoadConfig) -> Knobs:
-        return cls(config.max_new_tokens, config.temperature, config.ignore_eos)
+        return cls(
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            ignore_eos=config.ignore_eos,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            repetition_penalty=config.repetition_penalty,
+            stop=config.stop,
+            seed=config.sampling_seed,
+        )
 
 
 def build_request(
-    prompt: Prompt, knobs: Knobs, request_id: str
+    prompt: Prompt, knobs: Knobs, request_id: str, index: int = 0
 ) -> pb.GenerateRequest | pb.AnswerRequest:
+    """An AnswerRequest for a question, else a GenerateRequest (for either RPC)."""
     common = dict(
         request_id=request_id,
-        max_new_tokens=knobs.max_new_tokens,
+        max_new_tokens=prompt.max_new_tokens or knobs.max_new_tokens,
         temperature=knobs.temperature,
         ignore_eos=knobs.ignore_eos,
+        top_k=knobs.top_k,
+        top_p=knobs.top_p,
+        repetition_penalty=knobs.repetition_penalty,
+        stop=knobs.stop,
     )
+    if knobs.seed is not None:
+        common["seed"] = knobs.seed + max(index, 0)
     if prompt.question:
         return pb.AnswerRequest(question=prompt.text, context=prompt.context, **common)
     return pb.GenerateRequest(prompt=prompt.text, **common)

@@ -12,11 +12,12 @@ CLIENT_ERROR = "CLIENT_ERROR"
 
 @dataclass
 class RequestRecord:
-    """One request, times in seconds (perf_counter based, start relative to the run start)."""
+    """One request, times in seconds (perf_counter based, relative to the measured run's
+    start: warmup requests of an open-loop run start before 0)."""
 
     index: int
-    rpc: str  # "GenerateStream" or "Answer"
-    start_s: float
+    rpc: str  # "GenerateStream", "Generate" or "Answer"
+    start_s: float  # when it was sent
     e2e_s: float
     ttft_s: float | None = None  # None for unary RPCs and streams that sent no token
     itl_s: list[float] = field(default_factory=list)  # one entry per token after the first
@@ -25,10 +26,22 @@ class RequestRecord:
     status: str = OK  # gRPC status code name, or CLIENT_ERROR
     error: str = ""
     finish_reason: str = ""
+    scheduled_s: float | None = None  # when it should have been sent (None: = start_s)
+    target: str = ""
+    worker: int = 0
 
     @property
     def ok(self) -> bool:
         return self.status == OK
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.e2e_s
+
+    @property
+    def lag_s(self) -> float:
+        """Send lag: actual minus scheduled send time (the client's own delay)."""
+        return 0.0 if self.scheduled_s is None else self.start_s - self.scheduled_s
 
     @property
     def tpot_s(self) -> float | None:
@@ -36,3 +49,8 @@ class RequestRecord:
         if self.ttft_s is None or self.output_tokens < 2:
             return None
         return (self.e2e_s - self.ttft_s) / (self.output_tokens - 1)
+
+    @property
+    def first_token_s(self) -> float:
+        """TTFT as the client saw it: a unary reply brings its first token with its last."""
+        return self.e2e_s if self.ttft_s is None else self.ttft_s

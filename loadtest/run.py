@@ -1,4 +1,4 @@
-"""A whole run: connect, warm up, drive the measured requests, and sum them up.
+"""A whole run: connect, read the model's facts, plan, send (one or N workers), sum it up.
 
 `run_load(config)` (async) and `run_load_sync(config)` return a LoadResult, so scripts and
 tests get the figures without parsing the CLI's output. Writing files is report.py's job.
@@ -7,25 +7,31 @@ tests get the figures without parsing the CLI's output. Writing files is report.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from functools import partial
+from datetime import datetime, timedelta, timezone
 
 import grpc
-from tqdm import tqdm
+import numpy as np
+from google.protobuf.json_format import MessageToDict
 
+from loadtest.channels import aio_channel, wait_ready
 from loadtest.config import LoadConfig
-from loadtest.driver import Budget, OnRecord, Send, closed_loop
-from loadtest.errors import LoadTestError, TargetUnreachable
-from loadtest.measure import Sender
-from loadtest.messages import Knobs
-from loadtest.prompts import Prompt, load_workload
+from loadtest.driver import Hooks, OnRecord
+from loadtest.errors import LoadTestError
+from loadtest.pool import run_pool
+from loadtest.progress import Progress
+from loadtest.prompts import Prompt, for_rpc, load_workload
 from loadtest.record import RequestRecord
+from loadtest.schedule import Plan, build_plan
+from loadtest.selfcheck import client_warnings
+from loadtest.server_metrics import ServerFigures, scrape, server_figures
 from loadtest.stats import Figures, compute_figures
+from loadtest.timeseries import TimeSeries, time_series
+from loadtest.worker import WorkerPlan, WorkerResult, run_worker
+from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 
 
@@ -36,8 +42,13 @@ class LoadResult:
     figures: Figures
     started_at: datetime  # UTC wall clock at the start of the measured run
     finished_at: datetime
-    wall_s: float  # measured run: first send -> last reply (perf_counter)
+    wall_s: float  # measured run: start -> last reply
     warmup_records: list[RequestRecord] = field(default_factory=list)
+    model_info: dict | None = None  # GetModelInfo of the first target (None: not offered)
+    warnings: list[str] = field(default_factory=list)  # the client's own trouble, see selfcheck
+    server: ServerFigures | None = None  # --metrics-url
+    workers: list[WorkerResult] = field(default_factory=list)  # records moved to `records`
+    series: TimeSeries | None = None
 
 
 async def run_load(
@@ -48,48 +59,51 @@ async def run_load(
     """Run the load test `config` describes (workload: default from the config).
 
     Raises LoadTestError for an invalid config, a bad prompts file or an unreachable
-    target; failed requests are recorded, never raised."""
+    target; failed requests are recorded, never raised. With --workers > 1, `on_record`
+    sees the records when the workers hand them back, at the end."""
     if (problem := config.problem()) is not None:
         raise LoadTestError(problem)
     workload = list(workload) if workload is not None else load_workload(config)
-    channels = [grpc.aio.insecure_channel(t) for t in config.targets]
-    try:
-        await wait_ready(channels, config.targets, config.connect_timeout_s)
-        stubs = [pb_grpc.GenerationStub(c) for c in channels]
-        # Sender(id prefix, origin): the run's fixed parts bound once
-        sender = partial(Sender, stubs, workload, Knobs.from_config(config), config.timeout_s)
-        run_id = f"loadtest-{uuid.uuid4().hex[:8]}"
-        warm = await warm_up(config, sender(time.perf_counter(), f"{run_id}-warmup"))
-        return await measure(config, partial(sender, id_prefix=run_id), warm, on_record)
-    finally:
-        await asyncio.gather(*(c.close() for c in channels))
+    info = await model_info(config)
+    template = "" if info is None else info.get("prompt_template", "")
+    plans = worker_plans(config, tuple(for_rpc(workload, config.rpc, template)))
+    before, scrape_errors = await asyncio.to_thread(scrape, config.metrics_urls)
+    origin_s = plans[0].origin_s
+    total = config.requests if plans[0].indices is None else sum(len(p.indices) for p in plans)
+    with Progress(total, config.progress) as progress:
+        results = await send_all(config, plans, progress, on_record)
+    finished_at = datetime.now(timezone.utc)
+    after, more_errors = await asyncio.to_thread(scrape, config.metrics_urls)
+    server = None
+    if config.metrics_urls:
+        errors = scrape_errors + more_errors
+        server = server_figures(config.metrics_urls, before, after, errors)
+    return summarize(config, results, origin_s, finished_at, info, server)
 
 
-async def warm_up(config: LoadConfig, send: Send) -> list[RequestRecord]:
-    """--warmup requests first (connections, server caches), kept out of the figures."""
-    if not config.warmup:
-        return []
-    return await closed_loop(send, min(config.concurrency, config.warmup), Budget(config.warmup))
-
-
-async def measure(
+def summarize(
     config: LoadConfig,
-    sender: Callable[[float], Send],
-    warm: list[RequestRecord],
-    on_record: OnRecord | None,
+    results: list[WorkerResult],
+    origin_s: float,
+    finished_at: datetime,
+    info: dict | None,
+    server: ServerFigures | None,
 ) -> LoadResult:
-    """The measured run; `sender(origin)` makes the Send whose start times count from origin."""
-    with Progress(config) as bar:
-        started_at, origin = datetime.now(timezone.utc), time.perf_counter()
-        records = await closed_loop(
-            sender(origin),
-            config.concurrency,
-            Budget(config.requests, config.duration_s),
-            _chain(bar.record, on_record),
-        )
-        wall_s, finished_at = time.perf_counter() - origin, datetime.now(timezone.utc)
-    figures = compute_figures(records, wall_s)
-    return LoadResult(config, records, figures, started_at, finished_at, wall_s, warm)
+    records = sorted((r for w in results for r in w.records), key=lambda r: r.index)
+    warm = sorted((r for w in results for r in w.warmup), key=lambda r: r.index)
+    for w in results:
+        w.records, w.warmup = [], []  # kept once, in the result's own lists
+    wall_s = max((r.end_s for r in records), default=0.0)
+    figures = compute_figures(records, wall_s, config.slo, config.open_loop)
+    warnings = client_warnings(config, figures, results)
+    if server is not None:
+        warnings += [f"METRICS: cannot scrape {e}" for e in server.errors]
+    started_at = finished_at - timedelta(seconds=wall_s)
+    series = time_series(records, wall_s, warm)
+    return LoadResult(
+        config, records, figures, started_at, finished_at, wall_s, warm, info, warnings,
+        server, results, series,
+    )  # fmt: skip
 
 
 def run_load_sync(
@@ -101,51 +115,70 @@ def run_load_sync(
     return asyncio.run(run_load(config, workload, on_record))
 
 
-async def wait_ready(
-    channels: Sequence[grpc.aio.Channel], targets: Sequence[str], timeout_s: float
-) -> None:
-    """Connect to every target first, so a wrong address is one clear error, not N failures."""
-    for channel, target in zip(channels, targets, strict=True):
+def worker_plans(config: LoadConfig, workload: tuple[Prompt, ...]) -> list[WorkerPlan]:
+    """Split the run over the workers: open loop, positions j, j + N, ... of the schedule
+    (warmup indices < 0); closed loop, a share of the streams and of the request indices."""
+    run_id = f"loadtest-{uuid.uuid4().hex[:8]}"
+    n = config.workers
+    if not config.open_loop:
+        return [WorkerPlan(w, n, config, workload, run_id) for w in range(n)]
+    plan: Plan = build_plan(config)
+    indices = np.arange(len(plan.offsets), dtype=np.int64) - plan.warmup
+    return [
+        WorkerPlan(w, n, config, workload, run_id, indices[w::n], plan.offsets[w::n], plan.origin_s)
+        for w in range(n)
+    ]
+
+
+async def send_all(
+    config: LoadConfig, plans: list[WorkerPlan], progress: Progress, on_record: OnRecord | None
+) -> list[WorkerResult]:
+    if len(plans) == 1:  # in this process and loop: no start barrier to wait for
+
+        async def start() -> float:
+            return time.perf_counter()
+
+        hooks = progress.hooks()
+        if on_record is not None:
+            both = hooks.on_record
+
+            def record(r: RequestRecord) -> None:
+                both(r)
+                on_record(r)
+
+            hooks = Hooks(hooks.on_send, record)
+        return [await run_worker(plans[0], start, hooks)]
+    ready_timeout = config.connect_timeout_s + 60 + config.warmup_s  # spawn + imports + warmup
+    if not config.open_loop:
+        ready_timeout += config.timeout_s * max(config.warmup, 1)  # a closed warmup's worst case
+    results = await asyncio.to_thread(run_pool, plans, progress.add, ready_timeout)
+    if on_record is not None:
+        for r in sorted((r for w in results for r in w.records), key=lambda r: r.index):
+            on_record(r)
+    return results
+
+
+async def model_info(config: LoadConfig) -> dict | None:
+    """Connect to every target (one clear error if one is down) and read the first one's
+    GetModelInfo (None when it is not offered). Bad credentials fail here, once."""
+    channels = [aio_channel(t, config.security) for t in config.targets]
+    try:
+        secure = config.security.secure
+        await wait_ready(channels, config.targets, config.connect_timeout_s, secure)
+        stub = pb_grpc.GenerationStub(channels[0])
         try:
-            await asyncio.wait_for(channel.channel_ready(), timeout_s)
-        except asyncio.TimeoutError:
-            raise TargetUnreachable(
-                f"cannot connect to {target} within {timeout_s:g}s (is kvserve-serve running?)"
-            ) from None
-
-
-class Progress:
-    """tqdm on stderr: completed requests, with the error count as a postfix."""
-
-    def __init__(self, config: LoadConfig) -> None:
-        self._bar = tqdm(
-            total=config.requests,
-            desc="loadtest",
-            unit="req",
-            disable=not config.progress,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
-        self._errors = 0
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._bar.close()
-
-    def record(self, record: RequestRecord) -> None:
-        if not record.ok:
-            self._errors += 1
-            self._bar.set_postfix(errors=self._errors, refresh=False)
-        self._bar.update(1)
-
-
-def _chain(*callbacks: OnRecord | None) -> OnRecord:
-    chosen = [c for c in callbacks if c is not None]
-
-    def call(record: RequestRecord) -> None:
-        for c in chosen:
-            c(record)
-
-    return call
+            reply = await stub.GetModelInfo(
+                pb.ModelInfoRequest(),
+                timeout=config.connect_timeout_s,
+                metadata=config.security.metadata(),
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                raise LoadTestError(
+                    f"{config.targets[0]}: {e.code().name}: {e.details()} "
+                    "(check --auth-token / --tls-cert)"
+                ) from None
+            return None
+        return MessageToDict(reply, preserving_proto_field_name=True)
+    finally:
+        await asyncio.gather(*(c.close() for c in channels))

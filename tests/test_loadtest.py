@@ -1,142 +1,39 @@
 """loadtest: pure figures with fixed inputs, and whole runs against a fake Generation server.
 
-The fake server streams on a fixed clock (first token after 50 ms, then one every 10 ms),
-so what the load tester measures can be checked against the truth.
+The fake server (fixtures/loadtest/fake_server.py) streams on a fixed clock (first token
+after 50 ms, then one every 10 ms), so what the load tester measures can be checked against
+the truth.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import dataclasses
 import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import grpc
 import pytest
 
 from loadtest.client import connect
-from loadtest.config import DEFAULT_REQUESTS, LoadConfig, parse_args
+from loadtest.config import DEFAULT_REQUESTS, LoadConfig
 from loadtest.errors import TargetUnreachable
 from loadtest.measure import token_latencies
+from loadtest.options import parse_args
 from loadtest.prompts import Prompt, PromptsError, read_prompts_file
 from loadtest.record import RequestRecord
 from loadtest.run import LoadResult, run_load_sync
 from loadtest.stats import Distribution, Figures, compute_figures
-from proto import kvserve_pb2 as pb
-from proto import kvserve_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
-FIRST_S, GAP_S, TOKENS = 0.050, 0.010, 10
 
 
 # ---------------------------------------------------------------- fake server
 
-
-class FakeGeneration(pb_grpc.GenerationServicer):
-    """Streams an empty message at once, then TOKENS one-token messages: the first FIRST_S
-    after the call arrives, then one every GAP_S, then a last one with usage. Every
-    `reject_every`-th call is refused with RESOURCE_EXHAUSTED (0 = never)."""
-
-    def __init__(self, reject_every: int = 0) -> None:
-        self.reject_every = reject_every
-        self.calls = 0
-
-    async def GenerateStream(self, request, context):
-        self.calls += 1
-        if self.reject_every and self.calls % self.reject_every == 0:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full")
-        start = time.perf_counter()
-        first = first_token_delay(request.prompt)
-        yield pb.GenerateStreamResponse(request_id=request.request_id)  # no tokens: not TTFT
-        for i in range(TOKENS):
-            await sleep_until(start + first + i * GAP_S)
-            yield pb.GenerateStreamResponse(text=f" t{i}", token_ids=[100 + i])
-        yield pb.GenerateStreamResponse(
-            finish_reason=pb.FINISH_REASON_LENGTH,
-            usage=pb.Usage(prompt_tokens=len(request.prompt.split()), completion_tokens=TOKENS),
-        )
-
-    async def Generate(self, request, context):
-        return self._reply()
-
-    async def Answer(self, request, context):
-        self.calls += 1
-        return self._reply(f"answer to {request.question}")
-
-    async def GetModelInfo(self, request, context):
-        # the call count travels in a map field so the test can read it from this process
-        return pb.ModelInfo(model_name="fake", files_sha256={"calls": str(self.calls)})
-
-    @staticmethod
-    def _reply(text: str = "fake") -> pb.GenerateResponse:
-        return pb.GenerateResponse(
-            text=text,
-            token_ids=[1, 2, 3],
-            finish_reason=pb.FINISH_REASON_STOP,
-            usage=pb.Usage(prompt_tokens=4, completion_tokens=3),
-        )
-
-
-def first_token_delay(prompt: str) -> float:
-    """FIRST_S, unless the prompt is "first_ms=<ms>" (a test asks for another delay)."""
-    if prompt.startswith("first_ms="):
-        return float(prompt.removeprefix("first_ms=")) / 1e3
-    return FIRST_S
-
-
-async def sleep_until(deadline: float) -> None:
-    """Sleep to an absolute perf_counter time, so small oversleeps do not add up.
-
-    In a worker thread: asyncio's own timers wake on whole milliseconds (epoll), which makes
-    a "10 ms" gap come out as 9 or 11 ms; time.sleep is good to a few tens of microseconds."""
-    delay = deadline - time.perf_counter()
-    if delay > 0:
-        await asyncio.to_thread(time.sleep, delay)
-
-
-class FakeServer:
-    """FakeGeneration on 127.0.0.1:<free port>, in a child process running this file.
-
-    A process of its own, not a thread: grpc.aio hands events between event loops of one
-    process through the first loop, which would add latency to what is being measured."""
-
-    def __init__(self, reject_every: int = 0) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(reject_every)],
-            stdout=subprocess.PIPE,
-            env=env,
-            text=True,
-        )
-        line = self.process.stdout.readline()  # "PORT <n>" once it listens
-        if not line.startswith("PORT "):
-            self.process.kill()
-            raise RuntimeError(f"fake server did not start: {line!r}")
-        self.target = f"127.0.0.1:{int(line.split()[1])}"
-
-    def calls(self) -> int:
-        """Requests served so far (GenerateStream + Answer), read over gRPC."""
-        with grpc.insecure_channel(self.target) as channel:
-            info = pb_grpc.GenerationStub(channel).GetModelInfo(pb.ModelInfoRequest(), timeout=5)
-        return int(info.files_sha256["calls"])
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
-async def serve(reject_every: int) -> None:
-    server = grpc.aio.server()
-    pb_grpc.add_GenerationServicer_to_server(FakeGeneration(reject_every), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(f"PORT {port}", flush=True)
-    await server.wait_for_termination()
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "loadtest"))
+from fake_server import FIRST_S, GAP_S, TOKENS, FakeServer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +64,7 @@ def test_distribution_of_fixed_values():
     assert d.mean == pytest.approx(0.25)
     assert d.p50 == pytest.approx(0.25)
     assert d.p90 == pytest.approx(0.37)  # linear interpolation, numpy's default
+    assert d.p95 == pytest.approx(0.385)
     assert d.p99 == pytest.approx(0.397)
     assert d.max == pytest.approx(0.4)
     ms = d.scaled(1e3)
@@ -174,8 +72,8 @@ def test_distribution_of_fixed_values():
 
 
 def test_distribution_of_nothing_is_empty_not_nan():
-    assert Distribution.of([]) == Distribution(0, None, None, None, None, None)
-    assert Distribution.of([]).scaled(1e3).values() == (None,) * 5
+    assert Distribution.of([]) == Distribution(0, None, None, None, None, None, None)
+    assert Distribution.of([]).scaled(1e3).values() == (None,) * 6
 
 
 def test_token_latencies_spread_a_gap_over_the_tokens_it_brought():
@@ -353,7 +251,7 @@ def test_cli_run_writes_json_and_csv(fake, tmp_path, capsys):
     assert json_path.parent == tmp_path / "reports" and json_path.suffix == ".json"
 
     report = json.loads(json_path.read_text())
-    assert report["schema"] == "kvserve-loadtest/1"
+    assert report["schema"] == "kvserve-loadtest/2"
     assert report["config"]["concurrency"] == 2 and report["config"]["requests"] == 6
     assert report["status_counts"] == {"OK": 6}
     assert report["requests"] == {"total": 6, "ok": 6, "errors": 0}
@@ -376,7 +274,7 @@ def test_cli_run_writes_json_and_csv(fake, tmp_path, capsys):
 
 
 def test_resource_exhausted_is_counted_not_fatal(tmp_path):
-    server = FakeServer(reject_every=4)
+    server = FakeServer("--reject-every", "4")
     try:
         result = run_load_sync(config_for(server.target, tmp_path))
     finally:
@@ -438,8 +336,3 @@ def test_client_helper_answers_and_describes_the_model(fake):
 def test_client_helper_unreachable():
     with pytest.raises(TargetUnreachable, match="127.0.0.1:1"):
         connect("127.0.0.1:1", ready_timeout_s=0.3)
-
-
-if __name__ == "__main__":  # the fake server's own process, see FakeServer
-    if sys.argv[1:2] == ["--serve"]:
-        asyncio.run(serve(int(sys.argv[2])))

@@ -1,4 +1,7 @@
-"""`kvserve-train`: fine-tune GPT-2 on question/answer pairs into an HF checkpoint dir.
+"""`kvserve-train`: fine-tune GPT-2 on question/answer pairs, or score a checkpoint.
+
+    kvserve-train [train] --base ... --data ... --out ...   (train is the default command)
+    kvserve-train eval CHECKPOINT --data ...                (see training/eval_cli.py)
 
 Every option can also come from an environment variable KVSERVE_<OPTION> (dashes become
 underscores, e.g. KVSERVE_PRESET=quality, KVSERVE_MAX_STEPS=100); a flag beats the variable.
@@ -8,63 +11,44 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from training.options import data_option, env, flag, positive
 from training.presets import PRESETS
 
 DESCRIPTION = """\
-Fine-tune GPT-2 on question/answer pairs (JSONL or CSV with columns question, answer and
-optionally context, split=train|heldout). Trains on the train rows with the Hugging Face
-Trainer, evaluates on the heldout rows each epoch, and writes an HF checkpoint dir (model,
-tokenizer.json, kvserve_prompt.json, kvserve_train.json) for `kvserve-export`.
+Fine-tune GPT-2 on question/answer pairs: JSONL or CSV with columns question, answer and
+optionally context, split=train|heldout; SQuAD v1.1/v2.0 JSON; or a dataset dir / hub id
+that `datasets.load_dataset` reads. Trains on the train rows with the Hugging Face Trainer,
+evaluates on the heldout rows each epoch (early stopping, best epoch kept), and writes an HF
+checkpoint dir for `kvserve-export`, with kvserve_train.json, kvserve_train_log.jsonl,
+loss_curve.png and (unless --no-exact-match) kvserve_eval.json.
+
+To score a checkpoint: kvserve-train eval CHECKPOINT --data FILE (see its --help).
 """
 
 EPILOG = """\
 presets:
   test     a few steps on a very small model (seconds); for tests
-  demo     ~2 minutes on a 2-core CPU with --base tiny; memorises the train questions
-  quality  longer and larger; use a GPU
+  demo     ~2-3 minutes on a 2-core CPU with --base tiny (what `make demo` runs)
+  quality  the answer-quality preset: ~15-25 minutes on a 2-core CPU with --base tiny
 
 examples:
   kvserve-train --base tiny --data data/support_qa.jsonl --out runs/demo
   kvserve-train --base gpt2 --data qa.csv --out runs/gpt2 --preset quality --epochs 5
+  kvserve-train --base gpt2 --data train-v2.0.json --eval-data dev-v2.0.json --out runs/sq
+  kvserve-train --data data/support_qa.jsonl --out runs/demo --resume   # after a SIGTERM
   torchrun --nproc-per-node 4 -m training --base gpt2 --data qa.jsonl --out runs/ddp
+  kvserve-train eval runs/demo --data data/support_qa.jsonl
 
-Every option also reads KVSERVE_<OPTION> from the environment (e.g. KVSERVE_PRESET).
-Bad input prints one line on stderr and exits with status 2.
+SIGTERM saves a checkpoint at the end of the current step and exits with status 143;
+the same command with --resume continues from it. Bad input prints one line on stderr and
+exits with status 2. Every option also reads KVSERVE_<OPTION> (e.g. KVSERVE_PRESET).
 """
 
-
-def _env(option: str, default: str | None = None) -> str | None:
-    return os.environ.get("KVSERVE_" + option.upper().replace("-", "_"), default)
-
-
-def _positive(kind: type):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    return parse
-
-
-def _flag(text: str | None) -> bool | None:
-    """Boolean env var: 1/true/yes/on or 0/false/no/off; unset -> None (the preset decides)."""
-    if text is None or text == "":
-        return None
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    print(f"kvserve-train: error: not a boolean: {text!r} (use 1/0, true/false)", file=sys.stderr)
-    raise SystemExit(2)
+INTERRUPTED_EXIT = 143  # 128 + SIGTERM, what a shell reports for a terminated process
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,125 +61,143 @@ def build_parser() -> argparse.ArgumentParser:
     # argparse applies `type` to string defaults too, so env values are checked like flags.
     p.add_argument(
         "--base",
-        default=_env("base", "tiny"),
+        default=env("base", "tiny"),
         metavar="tiny|PATH_OR_ID",
         help="'tiny': a small GPT-2 + BPE tokenizer built from scratch on the data; "
         "else a local checkpoint dir or hub id for from_pretrained "
         "(default: %(default)s)",
     )
-    p.add_argument(
-        "--data",
-        type=Path,
-        default=_env("data"),
-        required=_env("data") is None,
-        metavar="FILE",
-        help="question/answer pairs, .jsonl or .csv",
-    )
+    data_option(p, "question/answer pairs: .jsonl, .csv, SQuAD .json, a dataset dir or hub id")
     p.add_argument(
         "--out",
         type=Path,
-        default=_env("out"),
-        required=_env("out") is None,
+        default=env("out"),
+        required=env("out") is None,
         metavar="DIR",
         help="checkpoint dir to write (created if missing)",
     )
     p.add_argument(
         "--preset",
-        default=_env("preset", "demo"),
+        default=env("preset", "demo"),
         choices=list(PRESETS),
         help="training recipe (default: %(default)s)",
     )
-    p.add_argument(
-        "--epochs",
-        type=_positive(float),
-        default=_env("epochs"),
-        help="override the preset's number of epochs",
-    )
-    p.add_argument(
-        "--max-steps",
-        type=_positive(int),
-        default=_env("max-steps"),
-        help="stop after N optimizer steps (beats --epochs)",
-    )
-    p.add_argument(
-        "--learning-rate",
-        type=_positive(float),
-        default=_env("learning-rate"),
-        help="override the preset's peak learning rate",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=_positive(int),
-        default=_env("batch-size"),
-        help="override the preset's per-device batch size",
-    )
+    for name, kind, what in (
+        ("epochs", float, "number of epochs"),
+        ("max-steps", int, "stop after N optimizer steps (beats --epochs)"),
+        ("learning-rate", float, "peak learning rate"),
+        ("batch-size", int, "per-device batch size"),
+        ("grad-accum", int, "batches per optimizer step (gradient accumulation)"),
+    ):
+        p.add_argument(
+            f"--{name}",
+            type=positive(kind),
+            default=env(name),
+            help=f"override the preset's {what}",
+        )
     p.add_argument(
         "--seed",
         type=int,
-        default=_env("seed", "42"),
-        help="random seed for init, shuffling and dropout (default: %(default)s)",
+        default=env("seed", "42"),
+        help="random seed for init, augmentation, shuffling and dropout (default: %(default)s)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        default=bool(flag(env("resume"))),
+        help="continue from the newest checkpoint in DIR/checkpoints/ (after a SIGTERM or crash)",
     )
     em = p.add_mutually_exclusive_group()
     em.add_argument(
         "--exact-match",
         dest="exact_match",
         action="store_true",
-        default=_flag(_env("exact-match")),
-        help="after training, greedy-decode every question and record the "
-        "exact-match fraction (default: the preset's choice)",
+        default=flag(env("exact-match")),
+        help="after training, generate every answer and record exact match, token F1 and "
+        "perplexity in DIR/kvserve_eval.json (default: the preset's choice)",
     )
     em.add_argument(
-        "--no-exact-match", dest="exact_match", action="store_false", help="skip that check"
+        "--no-exact-match", dest="exact_match", action="store_false", help="skip that step"
     )
     p.add_argument(
         "--keep-checkpoints",
         action="store_true",
-        default=bool(_flag(_env("keep-checkpoints"))),
-        help="keep the Trainer's per-epoch checkpoints in DIR/checkpoints/",
+        default=bool(flag(env("keep-checkpoints"))),
+        help="keep the Trainer's checkpoints (best and latest) in DIR/checkpoints/",
     )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["eval"]:
+        from training.eval_cli import main as eval_main
+
+        return eval_main(argv[1:])
+    if argv[:1] == ["train"]:
+        argv = argv[1:]
+    return train_main(argv)
+
+
+def train_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     # Heavy imports after parsing: --help and usage errors stay instant.
     from training.errors import InputError
-    from training.train import REPORT_FILE, TrainConfig, train
+    from training.train import REPORT_FILE, TrainConfig, TrainingInterrupted, train
 
     config = TrainConfig(
         data=args.data,
         out=args.out,
         base=args.base,
         preset=args.preset,
+        eval_data=args.eval_data,
         epochs=args.epochs,
         max_steps=args.max_steps,
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
         seed=args.seed,
         exact_match=args.exact_match,
         keep_checkpoints=args.keep_checkpoints,
+        resume=args.resume,
     )
     try:
         out = train(config)
     except InputError as e:
         print(f"kvserve-train: error: {e}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:
+        print(f"kvserve-train: {e}", file=sys.stderr)
+        return INTERRUPTED_EXIT
     if (out / REPORT_FILE).exists():  # only the main process writes it
-        print(summary(json.loads((out / REPORT_FILE).read_text())))
+        report = json.loads((out / REPORT_FILE).read_text())
+        print(summary(report))
+        _print_eval_table(out)
         print(f"checkpoint: {out}  (details in {out / REPORT_FILE})")
     return 0
 
 
 def summary(report: dict) -> str:
-    """One line for the terminal: steps, time, losses and exact match when measured."""
+    """One line for the terminal: steps, time, losses and answer scores when measured."""
     parts = [f"{report['steps']} steps in {report['wall_time_s']:.0f}s"]
     for key, label in (("final_train_loss", "train loss"), ("final_eval_loss", "eval loss")):
         if report.get(key) is not None:
             parts.append(f"{label} {report[key]:.4f}")
-    for key, label in (("exact_match_train", "train"), ("exact_match_heldout", "heldout")):
+    if report.get("best_step") is not None:
+        parts.append(f"kept step {report['best_step']}")
+    for key, label in (("exact_match_train", "seen"), ("exact_match_heldout", "heldout")):
         if report.get(key) is not None:
             parts.append(f"exact match {label} {report[key]:.1%}")
+    if report.get("f1_heldout") is not None:
+        parts.append(f"F1 heldout {report['f1_heldout']:.3f}")
     return "trained: " + ", ".join(parts)
+
+
+def _print_eval_table(out: Path) -> None:
+    from training.scorecard import EVAL_FILE, format_table, report_from_dict
+
+    if (out / EVAL_FILE).exists():
+        print(format_table(report_from_dict(json.loads((out / EVAL_FILE).read_text()))))
 
 
 if __name__ == "__main__":

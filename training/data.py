@@ -1,21 +1,25 @@
-"""Load question/answer pairs from JSONL or CSV, with one-line errors that name file and line.
+"""Load question/answer pairs from a file or a dataset, with one-line errors naming the source.
 
-Columns: question, answer (required); context, split ("train" | "heldout"), fact_id (optional).
-A row without a split is a training row.
+Sources, chosen by what `source` is:
+- `*.csv`: a header row with question, answer (optional context, split, fact_id);
+- `*.json`: SQuAD v1.1 / v2.0 (context + question -> first answer; unanswerable skipped);
+- a directory or a hub dataset id: `datasets.load_dataset` (see training/hub.py);
+- any other file: JSON Lines, one object per line with the CSV's columns.
+A row without a split gets `default_split` ("train" unless the caller says otherwise).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.errors import InputError
 
 REQUIRED = ("question", "answer")
+OPTIONAL = ("context", "split", "fact_id")
 SPLITS = ("train", "heldout")
+UNANSWERABLE = "unanswerable (no answer given)"  # the skip reason for SQuAD v2-style rows
 
 
 class DataError(InputError):
@@ -31,23 +35,38 @@ class QAExample:
     fact_id: str = ""
 
 
-def load_examples(path: Path | str) -> list[QAExample]:
-    """Every row of a .jsonl or .csv file as QAExample; raise DataError on any bad row."""
-    path = Path(path)
-    if not path.exists():
+@dataclass
+class QAData:
+    """The usable rows of one source and what was skipped (reason -> count)."""
+
+    source: str
+    examples: list[QAExample]
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+def load_data(source: Path | str, default_split: str = "train") -> QAData:
+    """Every row of `source` as QAExample; raise DataError on any bad row or no rows."""
+    from training import hub, squad, tabular  # each imports only what its format needs
+
+    path = Path(source)
+    if path.is_dir() or (not path.exists() and hub.looks_like_hub_id(str(source))):
+        data = hub.load(str(source), default_split)
+    elif not path.exists():
         raise DataError(f"{path}: no such file")
-    if not path.is_file():
+    elif not path.is_file():
         raise DataError(f"{path}: not a file")
-    rows = _csv_rows(path) if path.suffix.lower() == ".csv" else _jsonl_rows(path)
-    try:
-        examples = [_to_example(path, line, row) for line, row in rows]
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason})") from None
-    if not examples:
-        raise DataError(f"{path}: no examples (the file is empty)")
-    if not any(e.split == "train" for e in examples):
-        raise DataError(f"{path}: no rows with split 'train' (nothing to train on)")
-    return examples
+    elif path.suffix.lower() == ".json":
+        data = squad.load(path, default_split)
+    else:
+        data = tabular.load(path, default_split)
+    if not data.examples:
+        why = "every row was skipped" if data.skipped else "the file is empty"
+        raise DataError(f"{data.source}: no examples ({why})")
+    return data
+
+
+def load_examples(source: Path | str, default_split: str = "train") -> list[QAExample]:
+    return load_data(source, default_split).examples
 
 
 def split_examples(examples: list[QAExample]) -> tuple[list[QAExample], list[QAExample]]:
@@ -57,55 +76,29 @@ def split_examples(examples: list[QAExample]) -> tuple[list[QAExample], list[QAE
     return train, heldout
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue  # blank lines (e.g. a trailing newline) are not rows
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{line_no}: expected a JSON object, got {_kind(row)}")
-            yield line_no, row
-
-
-def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        if not columns:
-            return
-        for name in REQUIRED:
-            if name not in columns:
-                raise DataError(f"{path}: missing column '{name}' (columns: {', '.join(columns)})")
-        for row in reader:
-            yield reader.line_num, row  # line_num: the line the row ended on, 1-based
-
-
-def _to_example(path: Path, line: int, row: dict) -> QAExample:
-    where = f"{path}:{line}"
+def to_example(where: str, row: dict, default_split: str = "train") -> QAExample:
+    """Check one row (a dict of column -> value) and make it a QAExample; `where` names it."""
     values = {}
-    for name in ("question", "answer", "context", "split", "fact_id"):
+    for name in REQUIRED + OPTIONAL:
         value = row.get(name)
         if value is None:
             if name in REQUIRED:
                 raise DataError(f"{where}: missing '{name}'")
             value = ""
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise DataError(f"{where}: '{name}' must be a string, got {_kind(value)}")
+            raise DataError(f"{where}: '{name}' must be a string, got {kind(value)}")
         values[name] = str(value).strip()
     for name in REQUIRED:
         if not values[name]:
             raise DataError(f"{where}: empty '{name}'")
-    values["split"] = values["split"] or "train"
+    values["split"] = values["split"] or default_split
     if values["split"] not in SPLITS:
         raise DataError(f"{where}: split must be one of {SPLITS}, got {values['split']!r}")
     return QAExample(**values)
 
 
-def _kind(value: object) -> str:
+def kind(value: object) -> str:
+    """How an error message names a JSON value's type."""
     return {dict: "an object", list: "an array", type(None): "null"}.get(
         type(value), type(value).__name__
     )

@@ -1,30 +1,24 @@
-"""Greedy-decode answers and score exact match: does the model say the reference answer?
+"""Run a trained model over QA examples: greedy answers, and perplexity of the references.
 
-The same prompt template and tokenization as training and serving; prompts are left-padded
-into batches (generate() derives position ids from the attention mask, so padding is inert).
+The same prompt template, context truncation and tokenization as training and serving.
+Prompts are left-padded into batches (generate() derives position ids from the attention
+mask, so padding is inert); batches are formed from similar lengths to waste little padding.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import asdict
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from export.manifest import PromptTemplate
+from training.collator import PadCollator
 from training.data import QAExample
-from training.formatting import prompt_text
-
-
-@dataclass(frozen=True)
-class ExactMatch:
-    correct: int
-    total: int
-
-    @property
-    def fraction(self) -> float:
-        return self.correct / self.total if self.total else 0.0
+from training.formatting import IGNORE_INDEX, encode_example, fitted_prompt
 
 
 @torch.no_grad()
@@ -33,24 +27,25 @@ def generate_answers(
     tokenizer: PreTrainedTokenizerBase,
     template: PromptTemplate,
     examples: list[QAExample],
-    max_new_tokens: int = 32,
+    max_new_tokens: int = 48,
     batch_size: int = 64,
     desc: str | None = None,
 ) -> list[str]:
     """Greedy answers (stopped at eos, stripped), one per example, in order.
 
-    `desc` shows a progress bar with that label (None: no bar).
+    A prompt that cannot fit even without its context gets the answer "". `desc` shows a
+    progress bar with that label (None: no bar).
     """
     model.eval()
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    answers: list[str] = []
-    starts = range(0, len(examples), batch_size)
+    budget = model.config.n_positions - max_new_tokens
+    prompts = [fitted_prompt(tokenizer, template, e, budget) or [] for e in examples]
+    order = sorted((i for i, p in enumerate(prompts) if p), key=lambda i: len(prompts[i]))
+    answers = [""] * len(examples)
+    starts = range(0, len(order), batch_size)
     for start in tqdm(starts, desc=desc, disable=desc is None, leave=False):
-        batch = examples[start : start + batch_size]
-        prompts = [
-            tokenizer.encode(prompt_text(template, e), add_special_tokens=False) for e in batch
-        ]
-        input_ids, attention_mask = _left_pad(prompts, pad)  # [B, T]
+        rows = order[start : start + batch_size]
+        input_ids, attention_mask = _left_pad([prompts[i] for i in rows], pad)  # [B, T]
         out = model.generate(
             input_ids=input_ids.to(model.device),
             attention_mask=attention_mask.to(model.device),
@@ -59,23 +54,45 @@ def generate_answers(
             eos_token_id=eos,
             pad_token_id=pad,
         )
-        for row in out[:, input_ids.shape[1] :].tolist():  # [B, new]
-            row = row[: row.index(eos)] if eos in row else row
-            answers.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+        for i, new in zip(rows, out[:, input_ids.shape[1] :].tolist(), strict=True):  # [B, new]
+            new = new[: new.index(eos)] if eos in new else new
+            answers[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
     return answers
 
 
-def exact_match(
+@torch.no_grad()
+def perplexity(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     template: PromptTemplate,
     examples: list[QAExample],
-    max_new_tokens: int = 32,
-    desc: str | None = None,
-) -> ExactMatch:
-    answers = generate_answers(model, tokenizer, template, examples, max_new_tokens, desc=desc)
-    correct = sum(a == e.answer.strip() for a, e in zip(answers, examples, strict=True))
-    return ExactMatch(correct=correct, total=len(examples))
+    batch_size: int = 64,
+) -> float | None:
+    """exp(mean NLL) of the reference answer tokens + eos given their prompts (teacher forced).
+
+    The same tokens the training loss covers (no label smoothing); None with no examples.
+    """
+    model.eval()
+    n_pos = model.config.n_positions
+    rows = [encode_example(tokenizer, template, e, n_pos) for e in examples]
+    rows = [asdict(r) for r in rows if r is not None]
+    collate = PadCollator(tokenizer.pad_token_id)
+    total, count = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        batch = {
+            k: v.to(model.device) for k, v in collate(rows[start : start + batch_size]).items()
+        }
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"][:, 1:]  # token t predicts t+1: [B, T-1]
+        nll = F.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(),
+            labels.flatten(),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+        total += nll.item()
+        count += int((labels != IGNORE_INDEX).sum())
+    return math.exp(total / count) if count else None
 
 
 def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,14 +1,20 @@
-"""One training run: data -> model -> Trainer -> checkpoint dir (+ kvserve_train.json).
+"""One training run: data -> model -> Trainer -> checkpoint dir (+ report, log, loss curve).
 
 `train(TrainConfig(...))` is the whole stage as a function; the CLI only builds the config.
 Runs unchanged under torchrun / accelerate launch: every rank does the same work up to
-saving, and only the main process writes the extra files and runs the exact-match check.
+saving, and only the main process writes the extra files and runs the answer evaluation.
+
+OUT/ gets: the model (config.json, model.safetensors, tokenizer files), kvserve_prompt.json,
+kvserve_train.json (this report), kvserve_train_log.jsonl (every logged metric),
+loss_curve.png, kvserve_eval.json (EM/F1/perplexity), and while training OUT/checkpoints/
+(the Trainer's per-epoch checkpoints: the best and the latest; removed at the end).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -16,38 +22,52 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 
 from export.manifest import PromptTemplate
+from training.augment import augment
+from training.callbacks import GracefulStop, JsonLinesLog
 from training.collator import PadCollator
-from training.data import DataError, QAExample, load_examples, split_examples
+from training.data import DataError, QAExample, load_data, split_examples
+from training.distributed import gather_rank_stats
 from training.errors import InputError
-from training.evaluate import exact_match
 from training.formatting import Encoded, encode_example
 from training.model import ModelBundle, load_model
+from training.plot import plot_losses
 from training.presets import Preset, get_preset
+from training.scorecard import EVAL_FILE, PREDICTIONS_FILE, evaluate_model, write_report
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "kvserve_train.json"
+LOG_FILE = "kvserve_train_log.jsonl"
+CURVE_FILE = "loss_curve.png"
 CHECKPOINTS_DIR = "checkpoints"  # Trainer's own checkpoints, under OUT/, removed at the end
+COMPLETE_MARKER = "trainer_state.json"  # the Trainer writes it last into a checkpoint
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM stopped the run after saving a checkpoint; `--resume` continues it."""
 
 
 @dataclass
 class TrainConfig:
     """Everything one run needs; None means "the preset's value"."""
 
-    data: Path
+    data: Path | str
     out: Path
     base: str = "tiny"
-    preset: str = "demo"
+    preset: str | Preset = "demo"
+    eval_data: Path | str | None = None  # extra heldout rows from another source
     epochs: float | None = None
     max_steps: int | None = None
     learning_rate: float | None = None
     batch_size: int | None = None
+    grad_accum: int | None = None
     seed: int = 42
     exact_match: bool | None = None
     keep_checkpoints: bool = False
+    resume: bool = False
     template: PromptTemplate = field(default_factory=PromptTemplate)
 
 
@@ -62,16 +82,37 @@ class TrainReport:
     epochs: float
     steps: int
     train_examples: int
+    augmented_examples: int
     heldout_examples: int
     dropped_too_long: int
+    skipped: dict[str, int]
     final_train_loss: float | None
     mean_train_loss: float | None
-    final_eval_loss: float | None
+    final_eval_loss: float | None  # of the model kept: the best epoch by eval loss
+    best_step: int | None
+    stopped_early: bool
     exact_match_train: float | None
     exact_match_heldout: float | None
+    f1_train: float | None
+    f1_heldout: float | None
+    perplexity_heldout: float | None
     train_runtime_s: float
     wall_time_s: float
     device: str
+    world_size: int
+    ranks: list[dict]
+    resumed_from: str | None
+    preset_values: dict
+
+
+@dataclass
+class Rows:
+    """The run's data: train rows, augmentation, heldout rows, and what was skipped."""
+
+    train: list[QAExample]
+    extra: list[QAExample]
+    heldout: list[QAExample]
+    skipped: dict[str, int]
 
 
 class EncodedDataset(Dataset):
@@ -79,22 +120,25 @@ class EncodedDataset(Dataset):
 
     def __init__(self, rows: list[Encoded]) -> None:
         self.rows = rows
+        self.fetched = 0  # rows read by this process (each DDP rank reads its own share)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict[str, list[int]]:
+        self.fetched += 1
         return asdict(self.rows[i])
 
 
 def resolve_preset(config: TrainConfig) -> Preset:
-    """The named preset with the config's overrides applied."""
-    preset = get_preset(config.preset)
+    """The named (or given) preset with the config's overrides applied."""
+    preset = config.preset if isinstance(config.preset, Preset) else get_preset(config.preset)
     overrides = {
         "epochs": config.epochs,
         "max_steps": config.max_steps,
         "learning_rate": config.learning_rate,
         "batch_size": config.batch_size,
+        "grad_accum": config.grad_accum,
         "exact_match": config.exact_match,
     }
     return replace(preset, **{k: v for k, v in overrides.items() if v is not None})
@@ -105,40 +149,53 @@ def train(config: TrainConfig) -> Path:
     start = time.perf_counter()
     preset = resolve_preset(config)
     out = _check_out_dir(Path(config.out))
-    examples = load_examples(config.data)
-    train_rows, heldout_rows = split_examples(examples)
+    rows = load_rows(config, preset)
+    resume_from = _last_checkpoint(out / CHECKPOINTS_DIR) if config.resume else None
+    _clear_old_outputs(out, keep_checkpoints=resume_from is not None)
 
     set_seed(config.seed)  # before building the model: its init weights depend on it
-    bundle = load_model(config.base, examples, config.template, preset.tiny)
+    # Resuming: model and tokenizer come from the checkpoint (a tiny tokenizer is not retrained).
+    base = str(resume_from) if resume_from else config.base
+    bundle = load_model(base, rows.train + rows.extra, config.template, preset.tiny)
     max_length = min(preset.max_length, bundle.model.config.n_positions)
-    train_set, dropped = _encode(bundle, config.template, train_rows, max_length)
-    eval_set, dropped_eval = _encode(bundle, config.template, heldout_rows, max_length)
+    train_set, dropped = _encode(bundle, config.template, rows.train + rows.extra, max_length)
+    eval_set, dropped_eval = _encode(bundle, config.template, rows.heldout, max_length)
     if not train_set:
         raise DataError(f"{config.data}: every train prompt is longer than {max_length} tokens")
     if dropped or dropped_eval:
         n = dropped + dropped_eval
-        log.warning("dropped %d rows whose prompt alone is over %d tokens", n, max_length)
+        log.warning("dropped %d rows whose question alone is over %d tokens", n, max_length)
 
-    trainer = Trainer(
-        model=bundle.model,
-        args=_training_args(preset, config, out, has_eval=bool(eval_set)),
-        train_dataset=EncodedDataset(train_set),
-        eval_dataset=EncodedDataset(eval_set) if eval_set else None,
-        data_collator=PadCollator(bundle.tokenizer.pad_token_id),
-        processing_class=bundle.tokenizer,  # so save_model writes the tokenizer files too
+    has_eval = bool(eval_set)
+    callbacks = [JsonLinesLog(out / LOG_FILE)]
+    if has_eval and preset.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(preset.early_stopping_patience))
+    dataset = EncodedDataset(train_set)
+    with GracefulStop() as stop:
+        trainer = Trainer(
+            model=bundle.model,
+            args=_training_args(preset, config, out, has_eval),
+            train_dataset=dataset,
+            eval_dataset=EncodedDataset(eval_set) if has_eval else None,
+            data_collator=PadCollator(bundle.tokenizer.pad_token_id),
+            processing_class=bundle.tokenizer,  # so checkpoints carry the tokenizer files
+            callbacks=[*callbacks, stop],
+        )
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    ranks = gather_rank_stats(
+        trainer.args.process_index, dataset.fetched, trainer.state.global_step
     )
-    result = trainer.train()
-    final_eval_loss = _final_eval_loss(trainer) if eval_set else None
-    trainer.save_model(str(out))  # every rank calls it; the Trainer writes on the main one
+    if stop.requested:
+        checkpoint = out / CHECKPOINTS_DIR / f"checkpoint-{trainer.state.global_step}"
+        raise TrainingInterrupted(
+            f"stopped by SIGTERM at step {trainer.state.global_step}; checkpoint {checkpoint}; "
+            "run the same command with --resume to continue"
+        )
+    trainer.save_model(str(out))  # the best epoch's weights (load_best_model_at_end)
     if not trainer.is_world_process_zero():
         return out
 
     config.template.save(out)
-    em_train, em_heldout = (
-        _score(trainer, bundle, config.template, train_rows, heldout_rows)
-        if preset.exact_match
-        else (None, None)
-    )
     report = TrainReport(
         preset=preset.name,
         base=config.base,
@@ -146,22 +203,54 @@ def train(config: TrainConfig) -> Path:
         seed=config.seed,
         epochs=round(trainer.state.epoch or 0.0, 3),
         steps=trainer.state.global_step,
-        train_examples=len(train_set),
+        train_examples=len(rows.train),
+        augmented_examples=len(rows.extra),
         heldout_examples=len(eval_set),
         dropped_too_long=dropped + dropped_eval,
+        skipped=rows.skipped,
         final_train_loss=_last_logged(trainer, "loss"),
         mean_train_loss=result.training_loss,
-        final_eval_loss=final_eval_loss,
-        exact_match_train=em_train,
-        exact_match_heldout=em_heldout,
+        final_eval_loss=trainer.state.best_metric if has_eval else None,
+        best_step=trainer.state.best_global_step if has_eval else None,
+        stopped_early=trainer.state.global_step < trainer.state.max_steps,
+        exact_match_train=None,
+        exact_match_heldout=None,
+        f1_train=None,
+        f1_heldout=None,
+        perplexity_heldout=None,
         train_runtime_s=round(result.metrics.get("train_runtime", 0.0), 2),
-        wall_time_s=round(time.perf_counter() - start, 2),
+        wall_time_s=0.0,
         device=str(trainer.args.device),
+        world_size=trainer.args.world_size,
+        ranks=ranks,
+        resumed_from=str(resume_from) if resume_from else None,
+        preset_values=asdict(preset),
     )
+    plot_losses(trainer.state.log_history, out / CURVE_FILE, report.best_step)
+    if preset.exact_match:
+        _score(report, trainer.model, bundle, config, rows, out)
+    report.wall_time_s = round(time.perf_counter() - start, 2)
     (out / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2) + "\n")
     if not config.keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS_DIR, ignore_errors=True)
     return out
+
+
+def load_rows(config: TrainConfig, preset: Preset) -> Rows:
+    """Train and heldout rows from --data (and --eval-data), plus augmentation of train rows."""
+    data = load_data(config.data)
+    examples, skipped = list(data.examples), dict(data.skipped)
+    if config.eval_data is not None:
+        extra = load_data(config.eval_data, default_split="heldout")
+        examples += [replace(e, split="heldout") for e in extra.examples]
+        skipped.update({f"{k} ({extra.source})": v for k, v in extra.skipped.items()})
+    for reason, count in skipped.items():
+        log.warning("skipped %d rows: %s", count, reason)
+    train_rows, heldout_rows = split_examples(examples)
+    if not train_rows:
+        raise DataError(f"{data.source}: no rows with split 'train' (nothing to train on)")
+    extra_rows = augment(train_rows, preset.augment, config.seed) if preset.augment.enabled else []
+    return Rows(train_rows, extra_rows, heldout_rows, skipped)
 
 
 def _training_args(
@@ -176,12 +265,17 @@ def _training_args(
         learning_rate=preset.learning_rate,
         per_device_train_batch_size=preset.batch_size,
         per_device_eval_batch_size=preset.batch_size * 2,
+        gradient_accumulation_steps=preset.grad_accum,
         warmup_ratio=preset.warmup_ratio,
         weight_decay=preset.weight_decay,
         lr_scheduler_type=preset.lr_scheduler,
+        label_smoothing_factor=preset.label_smoothing,
         eval_strategy="epoch" if has_eval else "no",
-        save_strategy="epoch" if preset.save_checkpoints else "no",
-        save_total_limit=1,
+        save_strategy="epoch",  # a checkpoint per epoch: what --resume and "best" need
+        save_total_limit=1,  # with load_best_model_at_end the best one is kept too
+        load_best_model_at_end=has_eval,
+        metric_for_best_model="eval_loss" if has_eval else None,
+        greater_is_better=False,
         logging_strategy="steps",
         logging_steps=0.05,  # a fraction of all steps: ~20 loss lines whatever the length
         seed=config.seed,
@@ -198,39 +292,71 @@ def _training_args(
 def _encode(
     bundle: ModelBundle, template: PromptTemplate, rows: list[QAExample], max_length: int
 ) -> tuple[list[Encoded], int]:
-    """Encoded rows, and how many were dropped because the prompt alone fills max_length."""
+    """Encoded rows, and how many were dropped because the question alone fills max_length."""
     encoded = [encode_example(bundle.tokenizer, template, r, max_length) for r in rows]
     kept = [e for e in encoded if e is not None]
     return kept, len(encoded) - len(kept)
 
 
 def _score(
-    trainer: Trainer,
+    report: TrainReport,
+    model: torch.nn.Module,
     bundle: ModelBundle,
-    template: PromptTemplate,
-    train_rows: list[QAExample],
-    heldout_rows: list[QAExample],
-) -> tuple[float, float | None]:
-    """Exact-match fractions (train, heldout): greedy, 32 new tokens, stop at eos."""
-    model, tok = trainer.model, bundle.tokenizer
-    em_train = exact_match(model, tok, template, train_rows, desc="exact match train")
-    if not heldout_rows:
-        return em_train.fraction, None
-    em_heldout = exact_match(model, tok, template, heldout_rows, desc="exact match heldout")
-    return em_train.fraction, em_heldout.fraction
-
-
-def _final_eval_loss(trainer: Trainer) -> float | None:
-    """The eval loss at the last step: evaluate again only if training stopped mid-epoch."""
-    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
-    if evals and evals[-1].get("step") == trainer.state.global_step:
-        return evals[-1]["eval_loss"]
-    return trainer.evaluate().get("eval_loss")
+    config: TrainConfig,
+    rows: Rows,
+    out: Path,
+) -> None:
+    """Generate every seen and heldout answer, write kvserve_eval.json, copy scores over."""
+    scores = evaluate_model(
+        model,
+        bundle.tokenizer,
+        config.template,
+        rows.train + rows.heldout,
+        str(out),
+        str(config.data),
+    )
+    write_report(scores, out)
+    seen, heldout = scores.splits.get("seen"), scores.splits.get("heldout")
+    if seen:
+        report.exact_match_train, report.f1_train = seen.exact_match, seen.f1
+    if heldout:
+        report.exact_match_heldout, report.f1_heldout = heldout.exact_match, heldout.f1
+        report.perplexity_heldout = heldout.perplexity
 
 
 def _last_logged(trainer: Trainer, key: str) -> float | None:
     values = [h[key] for h in trainer.state.log_history if key in h]
     return values[-1] if values else None
+
+
+def _last_checkpoint(directory: Path) -> Path:
+    """The newest complete checkpoint-N/ (a run killed mid-save leaves an incomplete one)."""
+    complete = [
+        p
+        for p in directory.glob("checkpoint-*")
+        if p.name.split("-")[-1].isdigit() and (p / COMPLETE_MARKER).is_file()
+    ]
+    if not complete:
+        raise InputError(f"--resume: no complete checkpoint in {directory}")
+    return max(complete, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _clear_old_outputs(out: Path, keep_checkpoints: bool) -> None:
+    """Remove what an earlier run left that this one would mix with (main process only).
+
+    A report or eval file left from before must not make an unfinished run look finished.
+    The JSON-lines log and the checkpoints stay when resuming: the run continues them.
+    """
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    for name in (REPORT_FILE, EVAL_FILE, PREDICTIONS_FILE, CURVE_FILE):
+        (out / name).unlink(missing_ok=True)
+    if keep_checkpoints:
+        return
+    (out / LOG_FILE).unlink(missing_ok=True)
+    if (out / CHECKPOINTS_DIR).exists():
+        log.warning("removing old checkpoints in %s (use --resume to continue them)", out)
+        shutil.rmtree(out / CHECKPOINTS_DIR)
 
 
 def _check_out_dir(out: Path) -> Path:
