@@ -1,18 +1,25 @@
-"""`kvserve-loadtest`: drive a kvserve gRPC server with concurrent streams and measure it.
+"""`kvserve-loadtest`: drive a kvserve gRPC server in a closed or open loop and measure it.
 
-Closed loop today (N workers, each sends its next request as soon as the last one ends);
-the pieces are split so an open-loop driver, other report formats and run comparisons can
-be added beside them:
+Figures, options and reports are described in loadtest/README.md. One job per module:
 
-    config   -> LoadConfig (flags / KVSERVE_* env vars)
-    prompts  -> the workload (Prompt list)
-    messages -> protobuf requests (the only place that builds them)
-    measure  -> one RPC -> one RequestRecord (TTFT, ITLs, e2e, tokens, status)
-    driver   -> when requests are sent (closed_loop)
-    stats    -> Figures from records (pure numpy)
-    report   -> summary table, JSON and CSV files
-    run      -> run_load(config) -> LoadResult (async), run_load_sync
-    client   -> a small synchronous client for scripts (answer, model_info)
+    specs          the option languages: durations, schedules, lengths, SLOs, warmup
+    config         LoadConfig: one run (options.py builds it from flags / KVSERVE_* vars)
+    channels       TLS / mTLS channels and the bearer token
+    prompts        the workload: --prompt, JSONL, bundled data (synthetic: synthetic.py)
+    messages       protobuf requests (the only place that builds them)
+    measure        one RPC -> one RequestRecord (TTFT, ITLs, e2e, tokens, status, lag)
+    schedule       open-loop send times, computed before the run
+    driver         when requests are sent: closed_loop, open_loop
+    worker / pool  one sender's job; N of them in child processes (--workers)
+    run            run_load(config) -> LoadResult (async), run_load_sync
+    stats          Figures from records (pure numpy), goodput
+    timeseries     the run over time, in buckets
+    selfcheck      the client's own warnings (lag, rate, CPU)
+    server_metrics the server's /metrics, before and after
+    report         summary table, JSON and CSV; html_report + svg: the HTML report
+    compare        `kvserve-loadtest compare A.json B.json`
+    progress       the live progress line
+    client         a small synchronous client for scripts (answer, model_info)
 
 Never imports torch, transformers or optimum (see DESIGN.md).
 """

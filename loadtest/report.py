@@ -15,6 +15,7 @@ from pathlib import Path
 from loadtest.record import RequestRecord
 from loadtest.run import LoadResult
 from loadtest.stats import Distribution
+from loadtest.timeseries import time_series
 
 SCHEMA = "kvserve-loadtest/2"
 MS = 1e3
@@ -152,7 +153,9 @@ def report_dict(result: LoadResult, csv_name: str = "", html_name: str = "") -> 
             for w in result.workers
         ],
         "server": None if result.server is None else result.server.to_dict(),
-        "timeseries": None if result.series is None else result.series.to_dict(),
+        "timeseries": (
+            result.series or time_series(result.records, result.wall_s, result.warmup_records)
+        ).to_dict(),
         "csv": csv_name,
         "html": html_name,
     }

@@ -68,7 +68,6 @@ async def run_load(
     template = "" if info is None else info.get("prompt_template", "")
     plans = worker_plans(config, tuple(for_rpc(workload, config.rpc, template)))
     before, scrape_errors = await asyncio.to_thread(scrape, config.metrics_urls)
-    origin_s = plans[0].origin_s
     total = config.requests if plans[0].indices is None else sum(len(p.indices) for p in plans)
     with Progress(total, config.progress) as progress:
         results = await send_all(config, plans, progress, on_record)
@@ -78,13 +77,12 @@ async def run_load(
     if config.metrics_urls:
         errors = scrape_errors + more_errors
         server = server_figures(config.metrics_urls, before, after, errors)
-    return summarize(config, results, origin_s, finished_at, info, server)
+    return summarize(config, results, finished_at, info, server)
 
 
 def summarize(
     config: LoadConfig,
     results: list[WorkerResult],
-    origin_s: float,
     finished_at: datetime,
     info: dict | None,
     server: ServerFigures | None,

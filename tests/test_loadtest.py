@@ -260,7 +260,9 @@ def test_cli_run_writes_json_and_csv(fake, tmp_path, capsys):
     figures = report["figures"]
     assert figures["ttft_ms"]["count"] == 3  # the streamed half; Answer has no TTFT
     assert figures["e2e_ms"]["count"] == 6
-    assert figures["ttft_ms"]["p50"] == pytest.approx(FIRST_S * 1e3, rel=0.1)
+    # accuracy is test_measures_what_the_fake_server_does's job (it measures the client's own
+    # overhead); 3 samples on a shared machine only show this is the streamed TTFT
+    assert FIRST_S * 1e3 <= figures["ttft_ms"]["p50"] < 3 * FIRST_S * 1e3
     assert figures["output_tokens"] == 3 * TOKENS + 3 * 3
 
     with (json_path.parent / report["csv"]).open(newline="") as fh:
@@ -269,7 +271,7 @@ def test_cli_run_writes_json_and_csv(fake, tmp_path, capsys):
     assert [r["rpc"] for r in rows] == ["GenerateStream", "Answer"] * 3
     assert {r["status"] for r in rows} == {"OK"}
     assert rows[0]["ttft_ms"] and not rows[1]["ttft_ms"]
-    assert float(rows[0]["e2e_ms"]) == pytest.approx(140, rel=0.1)
+    assert 140 <= float(rows[0]["e2e_ms"]) < 3 * 140  # 50 ms + 9 x 10 ms, plus the stack
     assert fake.calls() - before == 6 + 2  # measured + warmup
 
 
