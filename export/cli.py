@@ -85,11 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint", metavar="CHECKPOINT_DIR", type=Path, help="HF GPT-2 checkpoint dir"
     )
     p.add_argument("out", metavar="OUT_DIR", type=Path, help="artifact dir to create")
-    p.add_argument("--precision", "--quantize", dest="precision", choices=list(PRECISIONS),
-                   default=_env("precision") or "fp32",
-                   help="weights precision (default: %(default)s; --quantize = --precision)")
-    p.add_argument("--target", choices=list(TARGETS), default=_env("target") or "cpu",
-                   help="device the artifact is built for (default: %(default)s)")
+    p.add_argument(
+        "--precision",
+        "--quantize",
+        dest="precision",
+        choices=list(PRECISIONS),
+        default=_env("precision") or "fp32",
+        help="weights precision (default: %(default)s; --quantize = --precision)",
+    )
+    p.add_argument(
+        "--target",
+        choices=list(TARGETS),
+        default=_env("target") or "cpu",
+        help="device the artifact is built for (default: %(default)s)",
+    )
     p.add_argument("--force", action="store_true",
                    default=(_env("force") or "").lower() in TRUE,
                    help="replace OUT_DIR if it already exists")  # fmt: skip
@@ -98,11 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_gate_options(g: argparse._ArgumentGroup) -> None:
-    g.add_argument("--data", type=Path, default=_env("data") or DEFAULT_DATA,
-                   help="QA data whose split=heldout rows the gate scores (default: the "
-                   "bundled data/support_qa.jsonl)")
-    g.add_argument("--gate-samples", type=int, default=_env("gate-samples") or "0",
-                   help="held-out questions to score, spread over the file (0 = all)")
+    g.add_argument(
+        "--data",
+        type=Path,
+        default=_env("data") or DEFAULT_DATA,
+        help="QA data whose split=heldout rows the gate scores (default: the "
+        "bundled data/support_qa.jsonl)",
+    )
+    g.add_argument(
+        "--gate-samples",
+        type=int,
+        default=_env("gate-samples") or "0",
+        help="held-out questions to score, spread over the file (0 = all)",
+    )
     g.add_argument("--gate-max-new-tokens", type=int,
                    default=_env("gate-max-new-tokens") or "32",
                    help="longest greedy answer compared (default: %(default)s)")  # fmt: skip

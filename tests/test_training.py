@@ -216,14 +216,23 @@ def test_test_preset_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
     expected = {"config.json", "model.safetensors", "tokenizer.json", "kvserve_prompt.json"}
     assert expected | {"kvserve_train.json", "kvserve_train_log.jsonl", "loss_curve.png"} <= names
     assert "kvserve_eval.json" not in names  # the test preset skips answer evaluation
+    lines = (ckpt / "kvserve_train_log.jsonl").read_text().splitlines()
+    log = [json.loads(line) for line in lines]
+    assert [e["step"] for e in log if "loss" in e] == [1, 2, 3]
+    evals = {e["step"]: e["eval_loss"] for e in log if "eval_loss" in e}
+    assert list(evals) == [2, 3]  # 2 steps per epoch; max_steps ends the second one early
+    assert (ckpt / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not any(n.startswith("checkpoint") for n in names)
 
     config = json.loads((ckpt / "config.json").read_text())
     assert config["eos_token_id"] == config["pad_token_id"] == 0
     report = json.loads((ckpt / "kvserve_train.json").read_text())
     assert report["preset"] == "test" and report["steps"] == 3
+    assert report["world_size"] == 1 and report["ranks"][0]["rows_fetched"] >= 3 * 4
     assert report["train_examples"] == 8 and report["heldout_examples"] == 2
     assert report["final_train_loss"] > 0 and report["final_eval_loss"] > 0
+    assert report["final_eval_loss"] == min(evals.values())  # the best epoch is kept
+    assert evals[report["best_step"]] == report["final_eval_loss"]
     assert PromptTemplate.load(ckpt) == PromptTemplate()
 
     model = GPT2LMHeadModel.from_pretrained(ckpt)

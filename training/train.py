@@ -22,7 +22,14 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+from transformers import (
+    EarlyStoppingCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_utils import TrainOutput
 
 from export.manifest import PromptTemplate
 from training.augment import augment
@@ -106,6 +113,15 @@ class TrainReport:
 
 
 @dataclass
+class EncodedRows:
+    """Tokenized rows ready for the Trainer, and how many did not fit max_length."""
+
+    train: list[Encoded]
+    heldout: list[Encoded]
+    dropped: int
+
+
+@dataclass
 class Rows:
     """The run's data: train rows, augmentation, heldout rows, and what was skipped."""
 
@@ -120,7 +136,7 @@ class EncodedDataset(Dataset):
 
     def __init__(self, rows: list[Encoded]) -> None:
         self.rows = rows
-        self.fetched = 0  # rows read by this process (each DDP rank reads its own share)
+        self.fetched = 0  # rows this process read (its DDP share; may include a prefetched batch)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -157,34 +173,12 @@ def train(config: TrainConfig) -> Path:
     # Resuming: model and tokenizer come from the checkpoint (a tiny tokenizer is not retrained).
     base = str(resume_from) if resume_from else config.base
     bundle = load_model(base, rows.train + rows.extra, config.template, preset.tiny)
-    max_length = min(preset.max_length, bundle.model.config.n_positions)
-    train_set, dropped = _encode(bundle, config.template, rows.train + rows.extra, max_length)
-    eval_set, dropped_eval = _encode(bundle, config.template, rows.heldout, max_length)
-    if not train_set:
-        raise DataError(f"{config.data}: every train prompt is longer than {max_length} tokens")
-    if dropped or dropped_eval:
-        n = dropped + dropped_eval
-        log.warning("dropped %d rows whose question alone is over %d tokens", n, max_length)
-
-    has_eval = bool(eval_set)
-    callbacks = [JsonLinesLog(out / LOG_FILE)]
-    if has_eval and preset.early_stopping_patience > 0:
-        callbacks.append(EarlyStoppingCallback(preset.early_stopping_patience))
-    dataset = EncodedDataset(train_set)
+    encoded = encode_rows(bundle, config.template, rows, preset.max_length, str(config.data))
     with GracefulStop() as stop:
-        trainer = Trainer(
-            model=bundle.model,
-            args=_training_args(preset, config, out, has_eval),
-            train_dataset=dataset,
-            eval_dataset=EncodedDataset(eval_set) if has_eval else None,
-            data_collator=PadCollator(bundle.tokenizer.pad_token_id),
-            processing_class=bundle.tokenizer,  # so checkpoints carry the tokenizer files
-            callbacks=[*callbacks, stop],
-        )
+        trainer = _build_trainer(preset, config, out, bundle, encoded, stop)
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    ranks = gather_rank_stats(
-        trainer.args.process_index, dataset.fetched, trainer.state.global_step
-    )
+    fetched = trainer.train_dataset.fetched
+    ranks = gather_rank_stats(trainer.args.process_index, fetched, trainer.state.global_step)
     if stop.requested:
         checkpoint = out / CHECKPOINTS_DIR / f"checkpoint-{trainer.state.global_step}"
         raise TrainingInterrupted(
@@ -196,36 +190,7 @@ def train(config: TrainConfig) -> Path:
         return out
 
     config.template.save(out)
-    report = TrainReport(
-        preset=preset.name,
-        base=config.base,
-        data_file=str(config.data),
-        seed=config.seed,
-        epochs=round(trainer.state.epoch or 0.0, 3),
-        steps=trainer.state.global_step,
-        train_examples=len(rows.train),
-        augmented_examples=len(rows.extra),
-        heldout_examples=len(eval_set),
-        dropped_too_long=dropped + dropped_eval,
-        skipped=rows.skipped,
-        final_train_loss=_last_logged(trainer, "loss"),
-        mean_train_loss=result.training_loss,
-        final_eval_loss=trainer.state.best_metric if has_eval else None,
-        best_step=trainer.state.best_global_step if has_eval else None,
-        stopped_early=trainer.state.global_step < trainer.state.max_steps,
-        exact_match_train=None,
-        exact_match_heldout=None,
-        f1_train=None,
-        f1_heldout=None,
-        perplexity_heldout=None,
-        train_runtime_s=round(result.metrics.get("train_runtime", 0.0), 2),
-        wall_time_s=0.0,
-        device=str(trainer.args.device),
-        world_size=trainer.args.world_size,
-        ranks=ranks,
-        resumed_from=str(resume_from) if resume_from else None,
-        preset_values=asdict(preset),
-    )
+    report = _report(config, preset, trainer, result, rows, encoded, ranks, resume_from)
     plot_losses(trainer.state.log_history, out / CURVE_FILE, report.best_step)
     if preset.exact_match:
         _score(report, trainer.model, bundle, config, rows, out)
@@ -272,7 +237,9 @@ def _training_args(
         label_smoothing_factor=preset.label_smoothing,
         eval_strategy="epoch" if has_eval else "no",
         save_strategy="epoch",  # a checkpoint per epoch: what --resume and "best" need
-        save_total_limit=1,  # with load_best_model_at_end the best one is kept too
+        # The best and the latest (what --resume needs): with a limit of 1 the Trainer deletes
+        # all but the best when it stops, even when a SIGTERM stopped it.
+        save_total_limit=2,
         load_best_model_at_end=has_eval,
         metric_for_best_model="eval_loss" if has_eval else None,
         greater_is_better=False,
@@ -289,13 +256,94 @@ def _training_args(
     )
 
 
+def encode_rows(
+    bundle: ModelBundle, template: PromptTemplate, rows: Rows, max_length: int, source: str
+) -> EncodedRows:
+    """Tokenize train (+ augmented) and heldout rows; drop those whose question can't fit."""
+    max_length = min(max_length, bundle.model.config.n_positions)
+    train, dropped = _encode(bundle, template, rows.train + rows.extra, max_length)
+    heldout, dropped_heldout = _encode(bundle, template, rows.heldout, max_length)
+    if not train:
+        raise DataError(f"{source}: every train question is longer than {max_length} tokens")
+    if dropped or dropped_heldout:
+        n = dropped + dropped_heldout
+        log.warning("dropped %d rows whose question alone is over %d tokens", n, max_length)
+    return EncodedRows(train, heldout, dropped + dropped_heldout)
+
+
 def _encode(
     bundle: ModelBundle, template: PromptTemplate, rows: list[QAExample], max_length: int
 ) -> tuple[list[Encoded], int]:
-    """Encoded rows, and how many were dropped because the question alone fills max_length."""
     encoded = [encode_example(bundle.tokenizer, template, r, max_length) for r in rows]
     kept = [e for e in encoded if e is not None]
     return kept, len(encoded) - len(kept)
+
+
+def _build_trainer(
+    preset: Preset,
+    config: TrainConfig,
+    out: Path,
+    bundle: ModelBundle,
+    encoded: EncodedRows,
+    stop: GracefulStop,
+) -> Trainer:
+    has_eval = bool(encoded.heldout)
+    callbacks: list[TrainerCallback] = [JsonLinesLog(out / LOG_FILE), stop]
+    if has_eval and preset.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(preset.early_stopping_patience))
+    return Trainer(
+        model=bundle.model,
+        args=_training_args(preset, config, out, has_eval),
+        train_dataset=EncodedDataset(encoded.train),
+        eval_dataset=EncodedDataset(encoded.heldout) if has_eval else None,
+        data_collator=PadCollator(bundle.tokenizer.pad_token_id),
+        processing_class=bundle.tokenizer,  # so checkpoints carry the tokenizer files
+        callbacks=callbacks,
+    )
+
+
+def _report(
+    config: TrainConfig,
+    preset: Preset,
+    trainer: Trainer,
+    result: TrainOutput,
+    rows: Rows,
+    encoded: EncodedRows,
+    ranks: list[dict],
+    resume_from: Path | None,
+) -> TrainReport:
+    """The report of a finished run, answer scores still empty (see _score)."""
+    state, has_eval = trainer.state, bool(encoded.heldout)
+    return TrainReport(
+        preset=preset.name,
+        base=config.base,
+        data_file=str(config.data),
+        seed=config.seed,
+        epochs=round(state.epoch or 0.0, 3),
+        steps=state.global_step,
+        train_examples=len(rows.train),
+        augmented_examples=len(rows.extra),
+        heldout_examples=len(encoded.heldout),
+        dropped_too_long=encoded.dropped,
+        skipped=rows.skipped,
+        final_train_loss=_last_logged(trainer, "loss"),
+        mean_train_loss=result.training_loss,
+        final_eval_loss=state.best_metric if has_eval else None,
+        best_step=state.best_global_step if has_eval else None,
+        stopped_early=state.global_step < state.max_steps,
+        exact_match_train=None,
+        exact_match_heldout=None,
+        f1_train=None,
+        f1_heldout=None,
+        perplexity_heldout=None,
+        train_runtime_s=round(result.metrics.get("train_runtime", 0.0), 2),
+        wall_time_s=0.0,
+        device=str(trainer.args.device),
+        world_size=trainer.args.world_size,
+        ranks=ranks,
+        resumed_from=str(resume_from) if resume_from else None,
+        preset_values=asdict(preset),
+    )
 
 
 def _score(

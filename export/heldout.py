@@ -1,0 +1,87 @@
+"""The held-out questions the quality gate scores an export on, read and tokenized.
+
+Read straight from the training data file (JSONL or CSV rows with question, answer, optional
+context and split): only rows with split == "heldout", the rows training kept out. export/ does
+not import training/ (the stages hand off files, not code), hence this small reader.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from export.errors import ExportError
+from export.manifest import PromptTemplate
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "support_qa.jsonl"
+HELDOUT = "heldout"
+
+
+@dataclass(frozen=True)
+class QASample:
+    question: str
+    answer: str
+    context: str = ""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    prompt: list[int]
+    target: list[int]  # " " + answer, then eos
+
+
+def encode_sample(
+    encode: Callable[[str], list[int]],
+    template: PromptTemplate,
+    sample: QASample,
+    eos: int,
+    room: int,
+) -> Encoded | None:
+    """Tokens as training builds them: the prompt alone, then " " + answer + eos.
+
+    The prompt fits in `room` minus the target (the context loses words from its start);
+    None when even the question cannot fit."""
+    target = [*encode(" " + sample.answer.strip()), eos]
+    count = lambda text: len(encode(text))  # noqa: E731
+    text = template.fit(sample.question, sample.context, room - len(target), count)
+    return None if text is None else Encoded(encode(text), target)
+
+
+def load_heldout(path: Path, limit: int | None = None) -> list[QASample]:
+    """The held-out rows of `path`; with `limit`, that many spread evenly over the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: no such data file (--data / KVSERVE_DATA)")
+    rows = _read_rows(path)
+    samples = [_sample(path, i, row) for i, row in enumerate(rows, 1) if _is_heldout(row)]
+    if not samples:
+        raise ExportError(f"{path}: no held-out rows (split == {HELDOUT!r}) to check quality on")
+    if limit is not None and 0 < limit < len(samples):
+        stride = len(samples) / limit  # evenly spaced: every topic of the file, not its head
+        samples = [samples[int(i * stride)] for i in range(limit)]
+    return samples
+
+
+def _read_rows(path: Path) -> list[dict]:
+    try:
+        if path.suffix.lower() == ".csv":
+            with path.open(newline="", encoding="utf-8") as f:
+                return list(csv.DictReader(f))
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as e:
+        raise ExportError(f"{path}: unreadable as JSONL or CSV ({e})") from None
+
+
+def _is_heldout(row: object) -> bool:
+    return isinstance(row, dict) and str(row.get("split") or "").strip() == HELDOUT
+
+
+def _sample(path: Path, line: int, row: dict) -> QASample:
+    question, answer = row.get("question"), row.get("answer")
+    if not isinstance(question, str) or not isinstance(answer, str) or not answer.strip():
+        raise ExportError(f"{path}:{line}: a held-out row needs question and answer strings")
+    return QASample(question, answer, str(row.get("context") or ""))

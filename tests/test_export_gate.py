@@ -1,0 +1,109 @@
+"""The quality gate: thresholds, the held-out reader, and an export that must be refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import numpy_helper
+from test_export import GATE, make_checkpoint
+
+from export import cli, pipeline
+from export.gate import DEFAULTS, failures, format_table
+from export.heldout import DEFAULT_DATA, load_heldout
+from export.quality import QualityReport
+
+
+def report(**changes: float) -> QualityReport:
+    values = dict(provider="CPUExecutionProvider", samples=10, tokens=200, max_logit_diff=1e-5,
+                  token_agreement=1.0, ppl_torch=10.0, ppl_onnx=10.0, answer_match=1.0,
+                  max_new_tokens=32, mismatches=[])  # fmt: skip
+    return QualityReport(**{**values, **changes})
+
+
+def test_a_faithful_fp32_report_passes() -> None:
+    assert failures(report(), DEFAULTS["fp32"]) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"max_logit_diff": 0.01}, "max |logit diff|"),
+        ({"token_agreement": 0.9}, "next-token agreement"),
+        ({"ppl_onnx": 10.02}, "perplexity delta"),
+        ({"ppl_onnx": 9.98}, "perplexity delta"),  # better is suspicious too for fp32
+        ({"answer_match": 0.9}, "greedy answers identical"),
+    ],
+)
+def test_each_fp32_threshold_fails_on_its_own(change: dict, says: str) -> None:
+    found = failures(report(**change), DEFAULTS["fp32"])
+    assert len(found) == 1 and found[0].startswith(says)
+    assert "FAIL" in format_table(report(**change), DEFAULTS["fp32"])
+
+
+def test_quantized_defaults_record_logit_diff_and_allow_3_percent() -> None:
+    drifted = report(max_logit_diff=0.5, ppl_onnx=10.29, token_agreement=0.96)
+    assert failures(drifted, DEFAULTS["int8"]) == []
+    assert failures(report(ppl_onnx=10.31), DEFAULTS["int8"])[0].startswith("perplexity delta")
+    assert "(recorded)" in format_table(drifted, DEFAULTS["int8"])
+
+
+def test_overrides_replace_only_what_is_given() -> None:
+    limits = DEFAULTS["int8"].with_overrides(max_ppl_delta=0.5, min_answer_match=None)
+    assert limits.max_ppl_delta == 0.5 and limits.min_answer_match == 0.90
+
+
+def test_heldout_reader_spreads_a_limit_over_the_file(tmp_path: Path) -> None:
+    every = load_heldout(DEFAULT_DATA)
+    assert len(every) > 100 and all(s.question and s.answer for s in every)
+    some = load_heldout(DEFAULT_DATA, limit=5)
+    assert len(some) == 5 and some[0] == every[0] and some[-1] != every[4]
+    csv = tmp_path / "qa.csv"
+    csv.write_text("question,answer,split\nq1,a1,train\nq2,a2,heldout\n")
+    assert [s.question for s in load_heldout(csv)] == ["q2"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+def zero_weight(name: str):
+    """A stand-in for export_onnx that breaks one weight of the graph it builds."""
+    real = pipeline.export_onnx
+
+    def broken(checkpoint: Path, workdir: Path) -> Path:
+        model_path = real(checkpoint, workdir)
+        model = onnx.load(str(model_path))
+        weight = next(t for t in model.graph.initializer if t.name == name)
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 0, name))
+        onnx.save(model, str(model_path))
+        return model_path
+
+    return broken
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_broken_model_is_refused_and_nothing_written(
+    precision: str,
+    checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(pipeline, "export_onnx", zero_weight("transformer.ln_f.weight"))
+    out = tmp_path / "artifact"
+    assert cli.main([str(checkpoint), str(out), "--precision", precision, *GATE]) == 1
+    captured = capsys.readouterr()
+    assert "quality gate failed, nothing written" in captured.err
+    assert "FAIL" in captured.out  # the gate's table names the failing checks
+    assert list(tmp_path.iterdir()) == []  # no OUT_DIR, no staging dirs
+
+
+@pytest.mark.slow
+def test_a_stricter_threshold_refuses_a_good_export(checkpoint: Path, tmp_path: Path) -> None:
+    argv = [str(checkpoint), str(tmp_path / "a"), *GATE, "--max-logit-diff", "0"]
+    assert cli.main(argv) == 1
+    assert list(tmp_path.iterdir()) == []
