@@ -44,8 +44,11 @@ def encode_sample(
 
     The prompt fits in `room` minus the target (the context loses words from its start);
     None when even the question cannot fit."""
+
+    def count(text: str) -> int:
+        return len(encode(text))
+
     target = [*encode(" " + sample.answer.strip()), eos]
-    count = lambda text: len(encode(text))  # noqa: E731
     text = template.fit(sample.question, sample.context, room - len(target), count)
     return None if text is None else Encoded(encode(text), target)
 

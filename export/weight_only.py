@@ -57,7 +57,13 @@ def nbits(
     skip = (matmuls - only if only is not None else set()) | set(exclude)
     with quiet_quantizer():  # importing the quantizer sets up root logging at INFO
         from onnxruntime.quantization import QuantFormat
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        try:
+            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+        except ImportError as e:  # it needs onnx-ir, a [train] extra of kvserve
+            raise ExportFailed(
+                f"MatMulNBits quantization needs {e.name}: pip install onnx-ir"
+            ) from e
 
         quantizer = MatMulNBitsQuantizer(
             model,

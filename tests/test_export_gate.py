@@ -10,8 +10,11 @@ from onnx import numpy_helper
 from test_export import GATE, make_checkpoint
 
 from export import cli, pipeline
+from export.checkpoint import load_checkpoint
 from export.gate import DEFAULTS, failures, format_table
-from export.heldout import DEFAULT_DATA, load_heldout
+from export.graph_facts import unique_params
+from export.heldout import DEFAULT_DATA, QASample, encode_sample, load_heldout
+from export.manifest import PromptTemplate
 from export.quality import QualityReport
 
 
@@ -107,3 +110,23 @@ def test_a_stricter_threshold_refuses_a_good_export(checkpoint: Path, tmp_path: 
     argv = [str(checkpoint), str(tmp_path / "a"), *GATE, "--max-logit-diff", "0"]
     assert cli.main(argv) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_encoding_follows_training_and_cuts_the_context_first() -> None:
+    encode = lambda text: [ord(c) for c in text]  # noqa: E731 (one token per character)
+    template = PromptTemplate()
+    sample = QASample("Why?", "Because.", context="word " * 50)
+    enc = encode_sample(encode, template, sample, eos=0, room=80)
+    assert enc.target == [*encode(" Because."), 0]
+    assert len(enc.prompt) + len(enc.target) <= 80
+    assert "".join(map(chr, enc.prompt)).endswith("Question: Why?\nAnswer:")
+    assert encode_sample(encode, template, sample, eos=0, room=20) is None  # question too long
+
+
+@pytest.mark.slow
+def test_unique_params_counts_the_tied_table_once(checkpoint: Path) -> None:
+    from transformers import GPT2LMHeadModel
+
+    model = GPT2LMHeadModel.from_pretrained(checkpoint)
+    arch = load_checkpoint(checkpoint).architecture
+    assert unique_params(arch) == sum(p.numel() for p in model.parameters())
