@@ -42,7 +42,7 @@ class Augmentation:
     word_dropout: float = 0.2  # chance to drop each word of a noisy copy
     lowercase: float = 0.5  # chance a new question is lowercased, punctuation stripped
     max_keywords: int = 4  # keyword questions take 1..max_keywords content words
-    mix_questions: bool = False  # keyword questions also draw on the fact's train phrasings
+    distractors: float = 0.0  # chance a new question gets 1-2 common words of other facts
 
     @property
     def enabled(self) -> bool:
@@ -54,17 +54,18 @@ def augment(rows: list[QAExample], spec: Augmentation, seed: int) -> list[QAExam
     rng = random.Random(seed)
     plain = [r for r in rows if r.split == "train" and not r.context]
     openers = sorted({_opener(r.question) for r in plain} - {""})
+    common = _common_words(plain)
     extra: list[QAExample] = []
     for row in plain:
         for _ in range(spec.question_copies):
-            extra.append(replace(row, question=_noisy(row.question, spec, rng)))
+            question = _noisy(row.question, spec, rng)
+            extra.append(replace(row, question=_distract(question, common, spec, rng)))
     by_answer = {r.answer: r for r in plain}  # one representative row per distinct answer
-    pools = _keyword_pools(plain, spec.mix_questions)
-    rarity = _rarity(list(pools.values()))
+    rarity = _rarity([content_words(a) for a in by_answer])
     for answer, row in by_answer.items():
-        words = pools[answer]
+        words = content_words(answer)
         for _ in range(spec.answer_questions if words else 0):
-            question = _keywords(words, rarity, spec, rng)
+            question = _distract(_keywords(words, rarity, spec, rng), common, spec, rng)
             if openers and rng.random() < 0.5:
                 question = f"{rng.choice(openers)} {question}?"
             extra.append(replace(row, question=_maybe_lower(question, spec, rng)))
@@ -82,17 +83,28 @@ def _noisy(question: str, spec: Augmentation, rng: random.Random) -> str:
     return _maybe_lower(" ".join(kept), spec, rng)
 
 
-def _keyword_pools(rows: list[QAExample], mix_questions: bool) -> dict[str, list[str]]:
-    """Answer -> the words its keyword questions draw from: the answer's content words,
-    and with `mix_questions` those of its train phrasings too (first use of each word)."""
-    pools: dict[str, list[str]] = {}
+def _common_words(rows: list[QAExample]) -> tuple[list[str], list[int]]:
+    """Question words asked about 3+ different facts, weighted by how many: the generic ones."""
+    answers_of: dict[str, set[str]] = {}
     for row in rows:
-        pool = pools.setdefault(row.answer, content_words(row.answer))
-        if mix_questions:
-            seen = {w.lower() for w in pool}
-            pool += [w for w in content_words(row.question) if w.lower() not in seen]
-            pool[:] = list({w.lower(): w for w in pool}.values())
-    return pools
+        for w in content_words(row.question):
+            answers_of.setdefault(w.lower(), set()).add(row.answer)
+    words = sorted(w for w, answers in answers_of.items() if len(answers) >= 3)
+    return words, [len(answers_of[w]) for w in words]
+
+
+def _distract(
+    question: str, common: tuple[list[str], list[int]], spec: Augmentation, rng: random.Random
+) -> str:
+    """Sometimes insert words that are common across facts ("code", "meaning"): the answer
+    must come from the words that single out the fact, not from whatever else is there."""
+    words, weights = common
+    if spec.distractors <= 0 or not words or rng.random() >= spec.distractors:
+        return question
+    tokens = question.split()
+    for extra in rng.choices(words, weights, k=rng.randint(1, 2)):
+        tokens.insert(rng.randint(0, len(tokens)), extra)
+    return " ".join(tokens)
 
 
 def _rarity(answers: list[list[str]]) -> dict[str, float]:

@@ -47,8 +47,9 @@ def load_model(
 
 
 def build_tiny(examples: list[QAExample], template: PromptTemplate, spec: TinyModel) -> ModelBundle:
-    # Train the tokenizer on exactly the texts the model will see: prompts and targets,
-    # the template's fixed words included. Every rank builds the same one (deterministic).
+    # Train the tokenizer on exactly the texts the model trains on (train rows and their
+    # augmentation, never heldout rows), the template's fixed words included. Every rank
+    # builds the same one (deterministic).
     texts = [prompt_text(template, e) + target_text(e) for e in examples]
     tokenizer = train_bpe_tokenizer(texts, spec.vocab_size, spec.n_positions)
     eos = tokenizer.eos_token_id
