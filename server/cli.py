@@ -7,6 +7,7 @@ import logging
 import sys
 
 from export.manifest import ManifestError
+from server import logs
 from server.app import Server, load_model
 from server.config import ServeConfig, parse_args
 
@@ -15,9 +16,7 @@ log = logging.getLogger("kvserve.server")
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.setup(config.log_level, config.log_format)
     try:
         model = load_model(config)
     except ManifestError as e:
@@ -35,10 +34,12 @@ async def _serve(config: ServeConfig, model) -> None:
     server = Server(config, model)
     metrics_http = None
     if config.metrics_port >= 0:
-        metrics_http = server.metrics.serve(config.metrics_host, config.metrics_port)
+        metrics_http = server.metrics.serve(
+            config.metrics_host, config.metrics_port, config.metrics_path
+        )
     port = await server.start()
     log.info(
-        "serving %s (%s, %s) on %s:%d; metrics on %s:%d",
+        "serving %s (%s, %s) on %s:%d; metrics on %s:%d%s",
         model.manifest.model_name,
         model.manifest.quantization,
         model.runner.provider,
@@ -46,6 +47,7 @@ async def _serve(config: ServeConfig, model) -> None:
         port,
         config.metrics_host,
         config.metrics_port,
+        config.metrics_path,
     )
     print(f"kvserve-serve: listening on {config.host}:{port}", flush=True)
     try:

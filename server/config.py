@@ -15,6 +15,7 @@ class ServeConfig:
     port: int = 50051
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 8000
+    metrics_path: str = "/metrics"
     provider: str = "auto"
     threads: int = 0
     max_batch_size: int = 32
@@ -24,6 +25,7 @@ class ServeConfig:
     max_new_tokens_limit: int = 1024
     grace_seconds: float = 30.0
     log_level: str = "INFO"
+    log_format: str = "text"
 
 
 HELP = """\
@@ -54,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> ServeConfig:
     option(p, "--port", d.port, "gRPC port (0 = any free port)", type=int)
     option(p, "--metrics-host", d.metrics_host, "metrics bind address")
     option(p, "--metrics-port", d.metrics_port, "Prometheus /metrics port (-1 = off)", type=int)
+    option(p, "--metrics-path", d.metrics_path, "HTTP path of the Prometheus metrics")
     option(
         p,
         "--provider",
@@ -95,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> ServeConfig:
     option(
         p, "--log-level", d.log_level, "log level", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    option(p, "--log-format", d.log_format, "text lines, or one JSON object a line",
+           choices=["text", "json"])  # fmt: skip
     args = p.parse_args(argv)
     for name in (
         "max_batch_size",
@@ -105,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> ServeConfig:
     ):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not args.metrics_path.startswith("/"):
+        p.error(f"--metrics-path must start with '/', got {args.metrics_path!r}")
     return ServeConfig(**vars(args))
 
 

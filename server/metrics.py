@@ -7,15 +7,21 @@ dashboards and alerts depend on them.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import socket
+import threading
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from server.scheduler import StepStats
 
 # Buckets span what this workload shows: a first token from ~1 ms (tiny model, idle server)
 # to a minute (a long queue on CPU); a token gap from ~0.5 ms (GPU) to seconds (overload).
+# A whole request: from ~5 ms (a few tokens, small model) to minutes (long outputs, queued).
 TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 ITL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-E2E_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256)
 
 
@@ -87,7 +93,28 @@ class Metrics:
         self.waiting.set(stats.waiting)
         self.kv_cache_bytes.set(stats.kv_cache_bytes)
 
-    def serve(self, host: str, port: int):
-        """Expose /metrics on its own HTTP port; returns the server (call .shutdown())."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, path: str = "/metrics") -> WSGIServer:
+        """Expose the series at `path` on their own HTTP port (any other path: 404); returns
+        the server (call .shutdown()). A thread per scrape, as prometheus_client's own."""
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ, start_response):
+            if environ.get("PATH_INFO") != path:  # prometheus_client alone answers any path
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [f"not found: kvserve metrics are at {path}\n".encode()]
+            return metrics_app(environ, start_response)
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        server_class = type("MetricsServer", (_ThreadingWSGIServer,), {"address_family": family})
+        server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="kvserve-metrics", daemon=True).start()
         return server
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # one line per scrape is noise
+        pass

@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 from export.manifest import Manifest
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
+from server import logs
 from server.engine import Engine
 from server.request import FinishReason, Request, StreamEvent, Timing
 from server.scheduler import QueueFull
@@ -117,10 +118,12 @@ class GenerationService(pb_grpc.GenerationServicer):
         """Submit one request to the engine and relay its events until it finishes."""
         if self.draining:
             raise Draining("server is draining; retry on another replica")
+        request_id = request_id_of(message)  # first, so even a bad request's lines carry it
+        logs.annotate(request_id=request_id)
         params = sampling_params_of(message, self.info.limits)
-        request_id = request_id_of(message)
         prompt_ids = self.tokenizer.encode(check_text(prompt, field, self.info.limits)).ids
         check_prompt_tokens(len(prompt_ids), field, self.manifest.architecture.max_positions)
+        logs.annotate(prompt_tokens=len(prompt_ids))
         queue: asyncio.Queue[StreamEvent] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         remaining = context.time_remaining()
@@ -138,6 +141,7 @@ class GenerationService(pb_grpc.GenerationServicer):
             while not finished:
                 event = await queue.get()
                 finished = event.finish_reason is not None
+                logs.on_event(event)
                 if event.finish_reason in FAILED:
                     raise GenerationFailed(event)
                 yield event
@@ -150,8 +154,9 @@ class GenerationService(pb_grpc.GenerationServicer):
 
     @asynccontextmanager
     async def _rpc(self, rpc: str, context):
-        """Map failures to status codes, and count every RPC with its outcome."""
+        """Map failures to status codes; count and access-log every RPC with its outcome."""
         start = time.monotonic()
+        record = logs.begin(rpc)
         code, message = grpc.StatusCode.OK, ""
         try:
             yield
@@ -167,7 +172,9 @@ class GenerationService(pb_grpc.GenerationServicer):
             code = grpc.StatusCode.CANCELLED
             raise
         finally:
-            self.metrics.observe_rpc(rpc, code.name, time.monotonic() - start)
+            elapsed = time.monotonic() - start
+            self.metrics.observe_rpc(rpc, code.name, elapsed)
+            logs.access(record, code.name, elapsed, message)
         if code is not grpc.StatusCode.OK:
             await context.abort(code, message)
 
