@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -107,6 +108,14 @@ def export(checkpoint: Path, out: Path, precision: str) -> Path:
                 "--precision",
                 precision,
                 "--force",
+                # random weights: near-uniform logits make argmax agreement meaningless,
+                # so the gate only records; speed is what this artifact is for
+                "--gate-samples",
+                "8",
+                "--min-token-agreement",
+                "0",
+                "--min-answer-match",
+                "0",
             ],
             check=True,
             cwd=ROOT,
@@ -116,21 +125,28 @@ def export(checkpoint: Path, out: Path, precision: str) -> Path:
 
 def make_jobs(checkpoint: Path, n: int, seed: int) -> list[Job]:
     """Prompts cut from the bundled text to exact token lengths (they re-tokenize the same)."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
-    rows = [json.loads(line) for line in (ROOT / "data" / "support_qa.jsonl").open()]
-    stream = tokenizer.encode(" ".join(r["answer"] for r in rows)).ids
     rng = np.random.default_rng(seed)
-    jobs = []
-    while len(jobs) < n:
-        length = int(rng.integers(16, 257))
-        start = int(rng.integers(0, len(stream) - length))
-        text = tokenizer.decode(stream[start : start + length])
-        ids = tokenizer.encode(text).ids
-        if len(ids) == length:
-            jobs.append(Job(text, ids, int(rng.integers(16, 257))))
-    return jobs
+    cut = PromptCutter(checkpoint)
+    return [cut(int(rng.integers(16, 257)), rng, int(rng.integers(16, 257))) for _ in range(n)]
+
+
+class PromptCutter:
+    """Cuts prompts of an exact token count out of the bundled answers' text."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+        rows = [json.loads(line) for line in (ROOT / "data" / "support_qa.jsonl").open()]
+        self.stream = self.tokenizer.encode(" ".join(r["answer"] for r in rows)).ids
+
+    def __call__(self, length: int, rng: np.random.Generator, new_tokens: int) -> Job:
+        while True:
+            start = int(rng.integers(0, len(self.stream) - length))
+            text = self.tokenizer.decode(self.stream[start : start + length])
+            ids = self.tokenizer.encode(text).ids
+            if len(ids) == length:
+                return Job(text, ids, new_tokens)
 
 
 def gemm_peak(threads: int) -> float:
@@ -236,6 +252,75 @@ async def _drive(target: str, jobs: list[Job], concurrency: int):
         return streams, time.perf_counter() - start
 
 
+@dataclass
+class LatencyResult:
+    """Concurrency 1: the server's token gap against the artifact's bare decode step."""
+
+    bare_step_ms: dict[int, float]  # context -> median decode step, OnnxRunner alone
+    server_itl_ms: dict[int, float]  # context -> ITL p50 over gRPC, one stream at a time
+
+    @property
+    def overhead(self) -> float:
+        short = min(self.bare_step_ms)
+        return self.server_itl_ms[short] / self.bare_step_ms[short]
+
+    @property
+    def growth(self) -> float:
+        short, long = min(self.server_itl_ms), max(self.server_itl_ms)
+        return self.server_itl_ms[long] / self.server_itl_ms[short]
+
+
+def run_latency(
+    artifact: Path, checkpoint: Path, threads: int, workdir: Path, seed: int, rounds: int = 4
+) -> LatencyResult:
+    """ITL at concurrency 1 for contexts ~50 and ~1000 tokens, and the bare step it costs.
+
+    Each case generates 48 tokens after a prompt of (context - 48) tokens. Bare runs and
+    server requests alternate, round after round, so a busy machine slows both alike;
+    medians over all steps / gaps of a case."""
+    from export.manifest import read_manifest
+    from server.runner import OnnxRunner, RunnerConfig
+
+    rng = np.random.default_rng(seed)
+    cut = PromptCutter(checkpoint)
+    new = 48
+    contexts = (50, 1000)
+    manifest = read_manifest(artifact)
+    runner = OnnxRunner(
+        artifact / manifest.model_file, manifest.architecture, manifest.dtype,
+        RunnerConfig("cpu", threads),
+    )  # fmt: skip
+    flags = ["--max-batch-size", "1", "--threads", str(threads), "--max-new-tokens-limit", "1024"]
+    server = ServerProcess.start(artifact, workdir / "latency.log", flags)
+    steps: dict[int, list[float]] = {ctx: [] for ctx in contexts}
+    gaps: dict[int, list[float]] = {ctx: [] for ctx in contexts}
+    try:
+        for _ in range(rounds):
+            for ctx in contexts:
+                job = cut(ctx - new, rng, new)
+                steps[ctx] += _bare_steps(runner, job)
+                streams, _ = asyncio.run(_drive(server.target, [job], 1))
+                gaps[ctx] += [(b - a) / n for _, arr in streams for (a, _), (b, n) in pairwise(arr)]
+    finally:
+        server.stop()
+    return LatencyResult(
+        {ctx: float(np.median(v)) * 1000 for ctx, v in steps.items()},
+        {ctx: float(np.median(v)) * 1000 for ctx, v in gaps.items()},
+    )
+
+
+def _bare_steps(runner, job: Job) -> list[float]:
+    """Decode-step times of the server's own runner on this job, no server around it."""
+    cache = runner.new_cache(1)
+    token = runner.prefill(cache, [job.prompt_ids]).argmax(axis=1)
+    times = []
+    for _ in range(job.new_tokens):
+        start = time.perf_counter()
+        token = runner.decode(cache, token).argmax(axis=1)
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def _ms(values: list[float]) -> Distribution:
     return Distribution.of([v * 1000 for v in values])
 
@@ -251,6 +336,10 @@ def main() -> int:
     p.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engine.json")
     p.add_argument("--systems", default="a,b,c,d", help="subset to run, e.g. c,d")
+    p.add_argument(
+        "--latency", action=argparse.BooleanOptionalAction, default=True,
+        help="also measure concurrency-1 ITL vs the bare step, at contexts 50 and 1000",
+    )  # fmt: skip
     args = p.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     checkpoint = make_checkpoint(args.workdir / "gpt2-124m-random")
@@ -279,8 +368,12 @@ def main() -> int:
     results = {}
     for key in "abcd":
         if key in wanted:
-            print(f"running ({key}) ...", flush=True)
+            print(f"running ({key}) ... load average {os.getloadavg()[0]:.2f}", flush=True)
             results[key] = runs[key]()
+    latency = None
+    if args.latency:
+        print("running latency (concurrency 1, fp32) ...", flush=True)
+        latency = run_latency(fp32, checkpoint, args.threads, args.workdir, args.seed)
     total = sum(j.new_tokens for j in jobs)
     print(f"\nfp32 GEMM peak {peak / 1e9:.0f} GFLOP/s; {flops_per_token / 1e6:.0f} MFLOP/token;")
     print(f"{len(jobs)} requests, {total} output tokens")
@@ -301,6 +394,15 @@ def main() -> int:
             ratios[f"{num}/{den}"] = value
             verdict = "met" if value >= bar else "NOT met"
             print(f"({num})/({den}) = {value:.2f}  (bar >= {bar}: {verdict})")
+    if latency is not None:
+        print("\nconcurrency 1, fp32:  context  bare step ms  server ITL p50 ms")
+        for ctx in latency.bare_step_ms:
+            print(f"{ctx:>27}{latency.bare_step_ms[ctx]:>14.2f}{latency.server_itl_ms[ctx]:>19.2f}")
+        for name, value, bar in (("ITL / bare step", latency.overhead, 1.3),
+                                 ("ITL ctx 1000 / ctx 50", latency.growth, 1.5)):  # fmt: skip
+            verdict = "met" if value <= bar else "NOT met"
+            print(f"{name} = {value:.2f}  (bar <= {bar}: {verdict})")
+            ratios[name] = value
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "workload": {
@@ -314,6 +416,7 @@ def main() -> int:
         "flops_per_token": flops_per_token,
         "ratios": ratios,
         "systems": {k: {**asdict(r), "tokens_per_s": r.tokens_per_s} for k, r in results.items()},
+        "latency": asdict(latency) if latency else None,
     }
     args.out.write_text(json.dumps(report, indent=2, default=lambda o: asdict(o)) + "\n")
     print(f"report: {args.out}")
