@@ -177,9 +177,10 @@ def test_service_is_headless_with_the_pod_ports(monkeypatch):
     assert ports["metrics"] == config.metrics_port
     notes = deployment["spec"]["template"]["metadata"]["annotations"]
     assert notes["prometheus.io/port"] == str(config.metrics_port)
+    assert notes["prometheus.io/path"] == config.metrics_path
 
 
-def test_service_monitor_scrapes_the_service_metrics_port():
+def test_service_monitor_scrapes_the_service_metrics_port(monkeypatch):
     (monitor,) = load(K8S / "servicemonitor.yaml")
     service = base()["Service"]
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
@@ -187,8 +188,9 @@ def test_service_monitor_scrapes_the_service_metrics_port():
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= service["metadata"]["labels"].items()
     ports = {p["name"] for p in service["spec"]["ports"]}
-    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
-    assert "metrics" in ports
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics" and "metrics" in ports
+    assert endpoint["path"] == serve_config(base()["Deployment"], monkeypatch).metrics_path
 
 
 def test_hpa_scales_on_a_metric_the_server_exports_and_the_adapter_serves():
