@@ -25,10 +25,12 @@ from export.manifest import (
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.config import ServeConfig
+from server.drain import wait_until_idle
 from server.engine import Engine
 from server.metrics import Metrics
 from server.runner import OnnxRunner, RunnerConfig
 from server.scheduler import Scheduler, SchedulerConfig
+from server.security import ServerSecurity, load_security
 from server.service import GenerationService, ServiceInfo
 from server.validation import Limits
 
@@ -73,8 +75,11 @@ def warm_up(runner: OnnxRunner, token: int) -> None:
 
 
 class Server:
-    def __init__(self, config: ServeConfig, model: LoadedModel) -> None:
+    def __init__(
+        self, config: ServeConfig, model: LoadedModel, security: ServerSecurity | None = None
+    ) -> None:
         self.config = config
+        self.security = security or load_security(config)
         manifest = model.manifest
         self.metrics = Metrics()
         self.metrics.set_model(manifest.model_name, manifest.quantization, model.runner.provider)
@@ -92,14 +97,16 @@ class Server:
         limits = Limits(
             default_max_new_tokens=config.default_max_new_tokens,
             max_new_tokens=config.max_new_tokens_limit,
+            vocab_size=manifest.architecture.vocab_size,
         )
         info = ServiceInfo(model.runner.provider, config.max_batch_size, limits)
         self.service = GenerationService(self.engine, model.tokenizer, manifest, info, self.metrics)
         self.model = model
         self.health = health.aio.HealthServicer()
-        self.grpc = grpc.aio.server()
+        self.grpc = grpc.aio.server(interceptors=self.security.interceptors)
         self.port = 0
         self._stop_requested = asyncio.Event()
+        self._stop_now = asyncio.Event()
         self._signals = 0
 
     async def start(self) -> int:
@@ -108,7 +115,14 @@ class Server:
         names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), self.grpc)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self.grpc.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        address = f"{self.config.host}:{self.config.port}"
+        if self.security.credentials is None:
+            self.port = self.grpc.add_insecure_port(address)
+        else:
+            try:
+                self.port = self.grpc.add_secure_port(address, self.security.credentials)
+            except RuntimeError as e:  # e.g. a key that does not match the certificate
+                raise OSError(f"cannot serve TLS on {address} ({e})") from None
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {self.config.host}:{self.config.port}")
         await self.grpc.start()
@@ -121,6 +135,7 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal)
+        loop.add_signal_handler(signal.SIGHUP, self.security.reload_tokens)
         await self._stop_requested.wait()
         await self.drain()
 
@@ -131,13 +146,18 @@ class Server:
             self._stop_requested.set()
         else:
             log.info("second signal: stopping now")
+            self._stop_now.set()
             asyncio.get_running_loop().create_task(self.grpc.stop(None))
 
     async def drain(self) -> None:
-        """Health NOT_SERVING and new RPCs refused at once; in-flight ones get the grace."""
+        """Health NOT_SERVING and new RPCs refused at once; in-flight ones get the grace.
+
+        The port stays open while the engine finishes, so probes read NOT_SERVING and new
+        calls get UNAVAILABLE from the service instead of a refused connection."""
         self.service.draining = True
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.grpc.stop(self.config.grace_seconds)
+        left = await wait_until_idle(self.engine, self.config.grace_seconds, self._stop_now)
+        await self.grpc.stop(None if left is None else max(left, 1.0))
         self.engine.stop()
         log.info("stopped")
 

@@ -10,6 +10,7 @@ from export.manifest import ManifestError
 from server import logs
 from server.app import Server, load_model
 from server.config import ServeConfig, parse_args
+from server.security import SecurityError, ServerSecurity, load_security
 
 log = logging.getLogger("kvserve.server")
 
@@ -18,20 +19,21 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     logs.setup(config.log_level, config.log_format)
     try:
+        security = load_security(config)  # before the model: a typo in a flag fails fast
         model = load_model(config)
-    except ManifestError as e:
+    except (ManifestError, SecurityError) as e:
         print(f"kvserve-serve: {e}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(config, model))
+        asyncio.run(_serve(config, model, security))
     except OSError as e:
         print(f"kvserve-serve: {e}", file=sys.stderr)
         return 2
     return 0
 
 
-async def _serve(config: ServeConfig, model) -> None:
-    server = Server(config, model)
+async def _serve(config: ServeConfig, model, security: ServerSecurity) -> None:
+    server = Server(config, model, security)
     metrics_http = None
     if config.metrics_port >= 0:
         metrics_http = server.metrics.serve(
@@ -49,6 +51,7 @@ async def _serve(config: ServeConfig, model) -> None:
         config.metrics_port,
         config.metrics_path,
     )
+    log.info("security: %s", security.summary)
     print(f"kvserve-serve: listening on {config.host}:{port}", flush=True)
     try:
         await server.run_until_signalled()

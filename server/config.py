@@ -25,6 +25,11 @@ class ServeConfig:
     max_new_tokens_limit: int = 1024
     grace_seconds: float = 30.0
     log_level: str = "INFO"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    auth_token_file: Path | None = None
+    auth_exempt_health: bool = False
     log_format: str = "text"
 
 
@@ -100,7 +105,9 @@ def parse_args(argv: list[str] | None = None) -> ServeConfig:
     )
     option(p, "--log-format", d.log_format, "text lines, or one JSON object a line",
            choices=["text", "json"])  # fmt: skip
+    add_security_options(p)
     args = p.parse_args(argv)
+    args.auth_exempt_health = truthy(args.auth_exempt_health)
     for name in (
         "max_batch_size",
         "max_batch_tokens",
@@ -127,3 +134,31 @@ def option(parser: argparse.ArgumentParser, flag: str, default, help: str, **kwa
         help=f"{help} (default: %(default)s; env {env})",
         **kwargs,
     )
+
+
+def add_security_options(p: argparse.ArgumentParser) -> None:
+    """TLS, mTLS and bearer tokens (server/security.py reads and checks the files)."""
+    option(p, "--tls-cert", None, "PEM certificate chain: serve TLS (with --tls-key)", type=Path)
+    option(p, "--tls-key", None, "PEM private key of --tls-cert", type=Path)
+    option(
+        p, "--tls-client-ca", None, "PEM CA bundle: require client certificates (mTLS)", type=Path
+    )
+    option(
+        p,
+        "--auth-token-file",
+        None,
+        "file of accepted bearer tokens, one per line; every RPC needs "
+        "'authorization: Bearer <token>'; SIGHUP reloads it",
+        type=Path,
+    )
+    option(
+        p,
+        "--auth-exempt-health",
+        "false",
+        "leave grpc.health.v1.Health open without a token, for probes (true/false)",
+        choices=["true", "false", "1", "0", "yes", "no"],
+    )
+
+
+def truthy(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes")

@@ -35,6 +35,10 @@ class Engine:
         self._wake.set()
         self._thread.join(timeout)
 
+    def busy(self) -> bool:
+        """Requests waiting or running (read from another thread: a snapshot, for polling)."""
+        return self.scheduler.has_work()
+
     def submit(self, request: Request) -> None:
         """Queue a request (raises QueueFull when the waiting queue is at its bound)."""
         self.scheduler.add(request)
@@ -46,7 +50,11 @@ class Engine:
                 self._wake.wait(timeout=0.5)
                 self._wake.clear()
                 continue
-            stats = self.scheduler.step()
+            try:
+                stats = self.scheduler.step()
+            except Exception as error:  # whatever a step hits, the loop must live on
+                self.scheduler.fail_all(error)
+                continue
             if self.on_step is not None:
                 try:
                     self.on_step(stats)

@@ -11,11 +11,26 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+@dataclass(frozen=True)
+class ProcStatus:
+    rss_bytes: int
+    threads: int
+
+
+def proc_status(pid: int) -> ProcStatus:
+    """Resident memory and OS thread count of a process (Linux /proc)."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return ProcStatus(int(fields["VmRSS"].split()[0]) * 1024, int(fields["Threads"]))
 
 
 def free_port() -> int:
@@ -42,7 +57,13 @@ class ServerProcess:
 
     @classmethod
     def start(
-        cls, model: Path, log_path: Path, extra: list[str] | None = None, timeout: float = 60.0
+        cls,
+        model: Path,
+        log_path: Path,
+        extra: list[str] | None = None,
+        timeout: float = 60.0,
+        channel: Callable[[str], grpc.Channel] = grpc.insecure_channel,
+        metadata: tuple[tuple[str, str], ...] = (),
     ) -> ServerProcess:
         port, metrics_port = free_port(), free_port()
         args = [sys.executable, "-m", "server", "--model", str(model), "--port", str(port),
@@ -51,18 +72,26 @@ class ServerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         server = cls(process, port, metrics_port, log_path, args)
-        server.wait_ready(timeout)
+        server.wait_ready(timeout, channel, metadata)
         return server
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(
+        self,
+        timeout: float,
+        channel: Callable[[str], grpc.Channel] = grpc.insecure_channel,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """Poll health until SERVING (`channel` and `metadata` for a TLS or token server)."""
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
+        with channel(self.target) as ready_channel:
+            stub = health_pb2_grpc.HealthStub(ready_channel)
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"server exited early:\n{self.log_path.read_text()[-3000:]}")
                 try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    reply = stub.Check(
+                        health_pb2.HealthCheckRequest(), timeout=1.0, metadata=metadata
+                    )
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 except grpc.RpcError:
@@ -72,6 +101,9 @@ class ServerProcess:
         raise TimeoutError(
             f"server not SERVING after {timeout}s:\n{self.log_path.read_text()[-3000:]}"
         )
+
+    def status(self) -> ProcStatus:
+        return proc_status(self.process.pid)
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM (graceful drain) and wait; returns the exit code."""

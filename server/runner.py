@@ -38,6 +38,8 @@ def choose_providers(requested: str, available: list[str], gpu_present: bool) ->
     if requested == "cuda":
         if CUDA not in available:
             raise RuntimeError(f"--provider cuda: this onnxruntime has no {CUDA} ({available})")
+        if not gpu_present:  # asked for by name: refuse rather than quietly serve on CPU
+            raise RuntimeError("--provider cuda: no GPU on this machine (use cpu or auto)")
         return [CUDA, CPU]
     if requested != "auto":
         raise ValueError(f"--provider must be auto, cpu or cuda, not {requested!r}")
@@ -63,6 +65,8 @@ class OnnxRunner:
         self.session = ort.InferenceSession(str(model_path), options, providers=providers)
         self.provider = self.session.get_providers()[0]
         if providers[0] == CUDA and self.provider != CUDA:
+            if config.provider == "cuda":
+                raise RuntimeError("--provider cuda: the CUDA provider could not start")
             log.warning("CUDA provider could not start; serving on CPU")
         self.dtype = np.float16 if dtype == "float16" else np.float32
 

@@ -140,7 +140,7 @@ class Scheduler:
             self._fail(requests, error, stats)
             return
         self.running = self.running + requests
-        self._update(requests, logits, stats)
+        self._update_or_fail(requests, logits, stats)
 
     def _decode(self, requests: list[Request], stats: StepStats) -> None:
         tokens = np.array([r.output_ids[-1] for r in requests], dtype=np.int64)
@@ -149,9 +149,18 @@ class Scheduler:
         except Exception as error:
             self._fail(requests, error, stats)
             return
-        self._update(requests, logits, stats)
+        self._update_or_fail(requests, logits, stats)
 
     # -- update ----------------------------------------------------------------------------
+    def _update_or_fail(
+        self, requests: list[Request], logits: np.ndarray, stats: StepStats
+    ) -> None:
+        """Sampling bugs or odd knobs fail this step's requests, never the engine loop."""
+        try:
+            self._update(requests, logits, stats)
+        except Exception as error:
+            self._fail([r for r in requests if r.status is RequestStatus.RUNNING], error, stats)
+
     def _update(self, requests: list[Request], logits: np.ndarray, stats: StepStats) -> None:
         params = [r.params for r in requests]
         seen = [
@@ -179,7 +188,7 @@ class Scheduler:
         piece = request.text.push(token)
         reason = self._finish_reason(request)
         if reason is None:
-            request.emit(StreamEvent(piece, [token], request.request_id))
+            _emit(request, StreamEvent(piece, [token], request.request_id))
         else:
             self._finish(request, reason, now, stats, piece, [token])
 
@@ -206,7 +215,8 @@ class Scheduler:
         if reason in (FinishReason.STOP, FinishReason.LENGTH):
             piece += request.text.flush()
         stats.finished.append(reason)
-        request.emit(
+        _emit(
+            request,
             StreamEvent(
                 text=piece,
                 token_ids=token_ids or [],
@@ -216,7 +226,7 @@ class Scheduler:
                 completion_tokens=len(request.output_ids),
                 timing=request.timing(now),
                 error=error,
-            )
+            ),
         )
 
     def _fail(self, requests: list[Request], error: Exception, stats: StepStats) -> None:
@@ -224,7 +234,23 @@ class Scheduler:
         log.exception("engine step failed for requests %s", ids, exc_info=error)
         now = time.monotonic()
         for request in requests:
-            self._finish(request, FinishReason.ERROR, now, stats, error=str(error) or repr(error))
+            self._finish(request, FinishReason.ERROR, now, stats, error=_describe(error))
+
+    def fail_all(self, error: Exception) -> None:
+        """Last resort when a step raised: fail every request, start over with an empty cache.
+
+        The cache and the running list may disagree after a step that broke half-way, so
+        nothing of them is kept; the server goes on serving new requests."""
+        with self._lock:
+            waiting, self.waiting = list(self.waiting), deque()
+        requests, self.running = self.running + waiting, []
+        ids = [r.request_id for r in requests]
+        log.error("engine step crashed; failing requests %s", ids, exc_info=error)
+        now, stats = time.monotonic(), StepStats()
+        for request in requests:
+            if request.status is not RequestStatus.FINISHED:
+                self._finish(request, FinishReason.ERROR, now, stats, error=_describe(error))
+        self.cache = self.runner.new_cache(self.config.max_batch_size)
 
     def _release_finished(self) -> None:
         """Finished rows leave the cache at once, so their slots are free on the next step."""
@@ -232,6 +258,20 @@ class Scheduler:
         if len(survivors) < len(self.running):
             order = self.cache.keep(survivors)
             self.running = [self.running[i] for i in order]
+
+
+def _emit(request: Request, event: StreamEvent) -> None:
+    """Hand an event to the request's sink; a broken sink (its event loop closed, say) ends
+    that request only."""
+    try:
+        request.emit(event)
+    except Exception:
+        log.warning("cannot deliver to request %s; dropping it", request.request_id, exc_info=True)
+        request.cancelled = True
+
+
+def _describe(error: Exception) -> str:
+    return str(error) or repr(error)
 
 
 def _token_need(request: Request) -> int:

@@ -88,7 +88,8 @@ class GenerationService(pb_grpc.GenerationServicer):
         async with self._rpc("Answer", context):
             question = check_text(request.question, "question", self.info.limits)
             prompt = self.manifest.prompt_template.format(question, request.context)
-            return await _collect(self._events(request, prompt, "question", context))
+            field = "context" if request.context.strip() else "question"
+            return await _collect(self._events(request, prompt, field, context))
 
     async def GetModelInfo(self, request: pb.ModelInfoRequest, context) -> pb.ModelInfo:
         async with self._rpc("GetModelInfo", context):
@@ -136,6 +137,9 @@ class GenerationService(pb_grpc.GenerationServicer):
             deadline=None if remaining is None else time.monotonic() + remaining,
         )
         self.engine.submit(request)
+        # the slot is released when the RPC ends however it ends: a handler parked at `yield`
+        # when the client goes away may never resume to run `finally` (grpc issue 43360)
+        context.add_done_callback(lambda _context: release(request))
         finished = False
         try:
             while not finished:
@@ -147,7 +151,7 @@ class GenerationService(pb_grpc.GenerationServicer):
                 yield event
         finally:
             if not finished:
-                request.cancelled = True  # client went away: free the slot at the next step
+                release(request)  # client went away: free the slot at the next step
 
     def _decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
@@ -177,6 +181,12 @@ class GenerationService(pb_grpc.GenerationServicer):
             logs.access(record, code.name, elapsed, message)
         if code is not grpc.StatusCode.OK:
             await context.abort(code, message)
+
+
+def release(request: Request) -> None:
+    """Idempotent: the engine drops a cancelled request at its next step; a finished one is
+    already gone."""
+    request.cancelled = True
 
 
 async def _collect(events: AsyncIterator[StreamEvent]) -> pb.GenerateResponse:

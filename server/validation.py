@@ -29,6 +29,7 @@ class Limits:
     max_stop_strings: int = 8
     max_stop_length: int = 64
     max_prompt_chars: int = 64_000
+    vocab_size: int = 0  # top_k above it is refused (0 = unknown: not checked)
 
 
 def request_id_of(message) -> str:
@@ -53,6 +54,11 @@ def sampling_params_of(message, limits: Limits) -> SamplingParams:
     penalty = _finite(message.repetition_penalty, "repetition_penalty")
     if penalty < 0:
         raise InvalidArgument("repetition_penalty", f"must be > 0 (0 = off), got {penalty}")
+    if limits.vocab_size and message.top_k > limits.vocab_size:
+        # also where a negative int32 lands: uint32 on the wire makes -1 into 4294967295
+        raise InvalidArgument(
+            "top_k", f"must be 0 (off) to {limits.vocab_size} (the vocabulary), got {message.top_k}"
+        )
     stop = tuple(message.stop)
     if len(stop) > limits.max_stop_strings:
         raise InvalidArgument("stop", f"at most {limits.max_stop_strings} strings, got {len(stop)}")
@@ -80,6 +86,8 @@ def check_text(value: str, field: str, limits: Limits) -> str:
 
 
 def check_prompt_tokens(count: int, field: str, max_context: int) -> None:
+    if count == 0:  # an empty row would break the batched prefill of its neighbours
+        raise InvalidArgument(field, "has no tokens after tokenization")
     if count >= max_context:
         raise InvalidArgument(
             field, f"is {count} tokens; the model's context is {max_context} (leave room to answer)"

@@ -1,0 +1,91 @@
+"""A damaged artifact or an impossible provider: exit code 2 and one line naming the file and
+the problem, never a traceback. Every case runs `python -m server` as a user would (in
+parallel, to keep it quick)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from export.manifest import MANIFEST_NAME, sha256_file
+from server.runner import gpu_present
+
+pytestmark = pytest.mark.slow
+
+
+def damage(artifact: Path, how: str) -> None:
+    manifest_path = artifact / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    if how == "missing_tokenizer":
+        (artifact / "tokenizer.json").unlink()
+    elif how == "missing_manifest":
+        manifest_path.unlink()
+    elif how == "corrupt_onnx":  # garbage whose hash is right: ONNX Runtime must refuse it
+        (artifact / "model.onnx").write_bytes(b"\x08\x07garbage, not a protobuf graph")
+        manifest["files"]["model.onnx"] = sha256_file(artifact / "model.onnx")
+        manifest_path.write_text(json.dumps(manifest))
+    elif how == "truncated_onnx":
+        data = (artifact / "model.onnx").read_bytes()
+        (artifact / "model.onnx").write_bytes(data[: len(data) // 2])
+        manifest["files"]["model.onnx"] = sha256_file(artifact / "model.onnx")
+        manifest_path.write_text(json.dumps(manifest))
+    elif how == "hash_mismatch":
+        with open(artifact / "tokenizer.json", "a") as f:
+            f.write(" ")
+    elif how == "unknown_version":
+        manifest["format_version"] = "99"
+        manifest_path.write_text(json.dumps(manifest))
+    elif how == "manifest_not_json":
+        manifest_path.write_text("{ not json")
+    elif how != "intact":
+        raise ValueError(how)
+
+
+CASES = {  # case -> (extra flags, words the one line must hold)
+    "missing_tokenizer": ([], ["tokenizer.json", "missing"]),
+    "missing_manifest": ([], [MANIFEST_NAME, "missing"]),
+    "corrupt_onnx": ([], ["model.onnx", "ONNX Runtime cannot load it"]),
+    "truncated_onnx": ([], ["model.onnx", "ONNX Runtime cannot load it"]),
+    "hash_mismatch": ([], ["tokenizer.json", "sha256 does not match"]),
+    "unknown_version": ([], [MANIFEST_NAME, "unknown format_version '99'"]),
+    "manifest_not_json": ([], [MANIFEST_NAME, "not valid JSON"]),
+    "no_gpu_for_cuda": (["--provider", "cuda"], ["model.onnx", "--provider cuda", "no GPU"]),
+    "missing_dir": ([], ["nowhere", "not a directory"]),
+    "missing_token_file": (["--auth-token-file", "/nonexistent/tokens"],
+                           ["--auth-token-file", "/nonexistent/tokens", "cannot read"]),
+    "tls_cert_without_key": (["--tls-cert", "/etc/hostname"], ["--tls-cert and --tls-key"]),
+}  # fmt: skip
+
+
+def test_each_loading_error_is_exit_2_and_one_line(tiny_artifact, tmp_path):
+    procs = {}
+    for case, (flags, _) in CASES.items():
+        if case == "no_gpu_for_cuda" and gpu_present():
+            continue  # a GPU here: --provider cuda is right
+        artifact = tmp_path / case
+        if case == "missing_dir":
+            artifact = tmp_path / "nowhere"
+        else:
+            shutil.copytree(tiny_artifact, artifact)
+            damage(artifact, case if case in DAMAGE else "intact")
+        args = [sys.executable, "-m", "server", "--model", str(artifact), "--port", "0",
+                "--metrics-port", "-1", *flags]  # fmt: skip
+        procs[case] = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)  # fmt: skip
+    for case, proc in procs.items():
+        out, err = proc.communicate(timeout=60)
+        lines = err.strip().splitlines()
+        assert proc.returncode == 2, (case, err[-2000:])
+        assert len(lines) == 1 and "Traceback" not in err, (case, err[-2000:])
+        for word in CASES[case][1]:
+            assert word in lines[0], (case, lines[0])
+        print(f"\n{case}: {lines[0]}")
+
+
+DAMAGE = {"missing_tokenizer", "missing_manifest", "corrupt_onnx", "truncated_onnx",
+          "hash_mismatch", "unknown_version", "manifest_not_json"}  # fmt: skip

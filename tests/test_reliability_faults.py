@@ -1,0 +1,202 @@
+"""Engine faults and deadlines, with the real server in this process over a fake runner.
+
+`FaultyRunner` wraps the real ONNX runner: armed, its next prefill or decode makes ONNX
+Runtime itself fail (a session run with no inputs), and it can slow every call down so a
+deadline passes mid-generation. Production code is untouched; only the runner is swapped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+
+import grpc
+import numpy as np
+import pytest
+
+from proto import kvserve_pb2 as pb
+from proto import kvserve_pb2_grpc as pb_grpc
+from server.app import Server, load_model
+from server.config import ServeConfig
+
+pytestmark = pytest.mark.slow
+
+
+class FaultyRunner:
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.fail_next: str | None = None  # "prefill" | "decode"
+        self.delay = 0.0  # seconds added to every call
+        self.prefills: list[int] = []  # prompts per prefill call
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def prefill(self, cache, prompts):
+        self._call("prefill")
+        self.prefills.append(len(prompts))
+        return self.inner.prefill(cache, prompts)
+
+    def decode(self, cache, tokens):
+        self._call("decode")
+        return self.inner.decode(cache, tokens)
+
+    def _call(self, kind: str) -> None:
+        time.sleep(self.delay)
+        if self.fail_next == kind:
+            self.fail_next = None
+            # a genuine ONNX Runtime error from its C++ side: every input of the wrong type
+            session = self.inner.session
+            wrong = {i.name: np.zeros((1, 1), dtype=np.int8) for i in session.get_inputs()}
+            session.run(None, wrong)
+
+
+@asynccontextmanager
+async def serving(artifact, **overrides):
+    config = ServeConfig(model=artifact, port=0, metrics_port=-1, **overrides)
+    model = load_model(config)
+    model.runner = FaultyRunner(model.runner)
+    server = Server(config, model)
+    port = await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            yield server, model.runner, pb_grpc.GenerationStub(channel)
+        finally:
+            await server.grpc.stop(None)
+            server.engine.stop()
+
+
+def stream_request(rid: str, tokens: int = 40) -> pb.GenerateRequest:
+    return pb.GenerateRequest(prompt=f"Question: {rid}?\nAnswer:", max_new_tokens=tokens,
+                              ignore_eos=True, request_id=rid)  # fmt: skip
+
+
+async def outcome(call, tokens: int = 0) -> tuple[str, int]:
+    """Read a stream to its end (read(), not iteration: first_token may have read already)."""
+    try:
+        while (message := await call.read()) is not grpc.aio.EOF:
+            tokens += len(message.token_ids)
+    except grpc.aio.AioRpcError as error:
+        return error.code().name, tokens
+    return "OK", tokens
+
+
+async def first_token(call) -> int:
+    """Wait for a stream's first message; its token count."""
+    message = await call.read()
+    assert message is not grpc.aio.EOF
+    return len(message.token_ids)
+
+
+def test_decode_error_fails_only_that_steps_requests(tiny_artifact, caplog):
+    async def scenario():
+        async with serving(tiny_artifact, max_batch_size=2) as (server, runner, stub):
+            runner.delay = 0.005
+            a, b = (
+                stub.GenerateStream(stream_request("req-a")),
+                stub.GenerateStream(stream_request("req-b")),
+            )
+            await first_token(a)
+            await first_token(b)
+            c = stub.GenerateStream(stream_request("req-c", 5))  # waits: the batch is full
+            await asyncio.sleep(0.02)
+            runner.fail_next = "decode"
+            results = await asyncio.gather(outcome(a), outcome(b), outcome(c))
+            after = await stub.Generate(stream_request("req-d", 4))
+            return results, after, server.engine
+
+    with caplog.at_level(logging.ERROR):
+        results, after, engine = asyncio.run(scenario())
+    assert [r[0] for r in results] == ["INTERNAL", "INTERNAL", "OK"]
+    assert results[2][1] == 5 and len(after.token_ids) == 4  # the next ones are served
+    failed = [r for r in caplog.records if "engine step failed" in r.getMessage()]
+    assert len(failed) == 1 and "req-a" in failed[0].getMessage()
+    assert "req-b" in failed[0].getMessage() and "req-c" not in failed[0].getMessage()
+
+
+def test_prefill_error_fails_only_the_new_request(tiny_artifact):
+    async def scenario():
+        async with serving(tiny_artifact) as (_server, runner, stub):
+            runner.delay = 0.003
+            running = stub.GenerateStream(stream_request("steady", 30))
+            seen = await first_token(running)
+            runner.fail_next = "prefill"
+            newcomer = stub.GenerateStream(stream_request("newcomer", 5))
+            return await asyncio.gather(outcome(running, seen), outcome(newcomer))
+
+    steady, newcomer = asyncio.run(scenario())
+    assert steady == ("OK", 30) and newcomer[0] == "INTERNAL"
+
+
+def test_deadline_mid_generation_frees_the_slot(tiny_artifact):
+    async def scenario():
+        async with serving(tiny_artifact, max_batch_size=1) as (server, runner, stub):
+            runner.delay = 0.01  # 40 tokens take ~0.4 s; the deadline is 0.15 s
+            start = time.monotonic()
+            try:
+                await stub.Generate(stream_request("slow", 40), timeout=0.15)
+                code = "OK"
+            except grpc.aio.AioRpcError as error:
+                code = error.code().name
+            failed_after = time.monotonic() - start
+            scheduler = server.engine.scheduler
+            while scheduler.running or scheduler.waiting:
+                await asyncio.sleep(0.005)
+            freed_after = time.monotonic() - start
+            reply = await stub.Generate(stream_request("next", 3), timeout=5)
+            return code, failed_after, freed_after, reply
+
+    code, failed_after, freed_after, reply = asyncio.run(scenario())
+    print(f"\ndeadline 0.15 s: DEADLINE_EXCEEDED at {failed_after:.3f} s, slot free at "
+          f"{freed_after:.3f} s")  # fmt: skip
+    assert code == "DEADLINE_EXCEEDED"
+    assert freed_after < 0.15 + 0.1  # within a few 10 ms steps of the deadline
+    assert len(reply.token_ids) == 3
+
+
+def test_deadline_in_the_queue_never_reaches_the_model(tiny_artifact):
+    async def scenario():
+        async with serving(tiny_artifact, max_batch_size=1) as (_server, runner, stub):
+            runner.delay = 0.01
+            long = stub.GenerateStream(stream_request("long", 30))
+            await first_token(long)
+            prefills = len(runner.prefills)
+            try:
+                await stub.Generate(stream_request("queued", 5), timeout=0.1)
+                code = "OK"
+            except grpc.aio.AioRpcError as error:
+                code = error.code().name
+            await outcome(long)
+            return code, len(runner.prefills) - prefills
+
+    code, prefills = asyncio.run(scenario())
+    assert code == "DEADLINE_EXCEEDED" and prefills == 0
+
+
+def test_tasks_and_threads_return_to_idle(tiny_artifact):
+    async def scenario():
+        async with serving(tiny_artifact, max_batch_size=8) as (_server, _runner, stub):
+            await stub.Generate(stream_request("warm", 2))
+            await asyncio.sleep(0.3)  # the warm-up call's own tasks wind down
+            idle = len(asyncio.all_tasks()), threading.active_count()
+
+            async def one(i: int) -> None:
+                call = stub.GenerateStream(stream_request(f"t{i}", 12))
+                async for _ in call:
+                    if i % 2:
+                        call.cancel()
+                        return
+
+            await asyncio.gather(*(one(i) for i in range(200)))
+            deadline = time.monotonic() + 5
+            while len(asyncio.all_tasks()) > idle[0] or threading.active_count() != idle[1]:
+                now = len(asyncio.all_tasks()), threading.active_count()
+                assert time.monotonic() < deadline, (idle, now)
+                await asyncio.sleep(0.01)
+            return idle
+
+    tasks, threads = asyncio.run(scenario())
+    print(f"\nafter 200 streams (100 cancelled): {tasks} tasks, {threads} threads, as when idle")
