@@ -172,7 +172,8 @@ class GenerationService(pb_grpc.GenerationServicer):
             code, message = grpc.StatusCode.UNAVAILABLE, str(e)
         except GenerationFailed as e:
             code, message = e.code, str(e)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            # GeneratorExit: a stream cancelled while parked at `yield` is closed, not cancelled
             code = grpc.StatusCode.CANCELLED
             raise
         finally:
