@@ -7,6 +7,7 @@ tokenize, submit, relay the engine's events, map failures to status codes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,8 @@ from server.validation import (
     request_id_of,
     sampling_params_of,
 )
+
+log = logging.getLogger(__name__)
 
 FINISH = {
     FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
@@ -176,6 +179,9 @@ class GenerationService(pb_grpc.GenerationServicer):
             # GeneratorExit: a stream cancelled while parked at `yield` is closed, not cancelled
             code = grpc.StatusCode.CANCELLED
             raise
+        except Exception as e:  # a bug: INTERNAL (counted as an error), never a silent OK
+            code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}"
+            log.exception("%s failed", rpc)
         finally:
             elapsed = time.monotonic() - start
             self.metrics.observe_rpc(rpc, code.name, elapsed)
