@@ -37,6 +37,9 @@ def request(i: int, tokens: int) -> pb.GenerateRequest:
                               ignore_eos=True)  # fmt: skip
 
 
+CANCEL = True  # --no-cancel: the third that would be cancelled streams to the end instead
+
+
 async def one(stub, i: int, tokens: int, outcomes: Counter) -> None:
     """Request i: unary, full stream or cancelled stream by i % 3; its outcome counted."""
     try:
@@ -46,7 +49,7 @@ async def one(stub, i: int, tokens: int, outcomes: Counter) -> None:
             return
         stream = stub.GenerateStream(request(i, tokens), timeout=120)
         async for _ in stream:
-            if i % 3 == 1:
+            if i % 3 == 1 and CANCEL:
                 stream.cancel()
                 outcomes["cancelled"] += 1
                 return
@@ -88,6 +91,7 @@ def churn(server: ServerProcess, args) -> dict:
     end = samples[-1]
     return {
         "mode": "churn",
+        "cancel_a_third": CANCEL,
         "requests": args.requests,
         "warmup": args.warmup,
         "concurrency": args.concurrency,
@@ -139,6 +143,7 @@ def soak(server: ServerProcess, args) -> dict:
     errors = {k: v for k, v in outcomes.items() if k not in ("unary", "stream", "cancelled")}
     return {
         "mode": "soak",
+        "cancel_a_third": CANCEL,
         "minutes": args.minutes,
         "capacity_req_s": round(capacity, 2),
         "rate_req_s": round(rate, 2),
@@ -163,8 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=10.0, help="soak: duration")
     p.add_argument("--load", type=float, default=0.7, help="soak: fraction of capacity")
     p.add_argument("--capacity-requests", type=int, default=600, help="soak: to measure capacity")
+    p.add_argument("--no-cancel", action="store_true", help="cancel nothing (to compare)")
     p.add_argument("--out", type=Path, default=Path("runs/reliability"), help="report dir")
     args = p.parse_args(argv)
+    global CANCEL
+    CANCEL = not args.no_cancel
     if not (args.model / "manifest.json").is_file():
         p.error(f"--model {args.model}: no manifest.json (an artifact dir from kvserve-export)")
     log = Path(tempfile.mkdtemp(prefix="kvserve-soak-")) / "server.log"
