@@ -23,15 +23,15 @@ def start(artifact, tmp_path, *extra: str) -> ServerProcess:
 
 
 async def streams_then(
-    target: str, new_tokens: int, after_first_tokens, all_started: bool = True
+    target: str, new_tokens: int, after_first_tokens, all_started: bool = True, n: int = STREAMS
 ) -> list[tuple]:
-    """Open STREAMS streams; once each has a token (or, not `all_started`, the first has one
+    """Open n streams; once each has a token (or, not `all_started`, the first has one
     and the rest had time to queue), run `after_first_tokens()` beside them.
 
     Returns (status code name, tokens, finish_reason) per stream."""
     async with grpc.aio.insecure_channel(target) as channel:
         stub = pb_grpc.GenerationStub(channel)
-        started = [asyncio.Event() for _ in range(STREAMS)]
+        started = [asyncio.Event() for _ in range(n)]
 
         async def one(i: int) -> tuple:
             request = pb.GenerateRequest(prompt=f"Question: drain {i}?\nAnswer:",
@@ -47,12 +47,12 @@ async def streams_then(
                 return error.code().name, tokens, finish
             return "OK", tokens, finish
 
-        calls = [asyncio.create_task(one(i)) for i in range(STREAMS)]
+        calls = [asyncio.create_task(one(i)) for i in range(n)]
         if all_started:
             await asyncio.gather(*(e.wait() for e in started))
         else:
             await started[0].wait()
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.05)
         await after_first_tokens(channel)
         return await asyncio.gather(*calls)
 
@@ -91,7 +91,6 @@ def test_sigterm_drains_64_streams_in_flight(tiny_artifact, tmp_path):
 
 @pytest.mark.parametrize("how", ["second_sigterm", "grace_over"])
 def test_a_drain_cut_short_stops_at_once(tiny_artifact, tmp_path, how):
-    # batch 1: 64 streams of ~110 tokens queue up for several seconds of work
     grace = "30" if how == "second_sigterm" else "0.2"
     server = start(tiny_artifact, tmp_path, "--max-batch-size", "1", "--grace-seconds", grace)
     seen: dict = {}
@@ -104,11 +103,12 @@ def test_a_drain_cut_short_stops_at_once(tiny_artifact, tmp_path, how):
             server.process.send_signal(signal.SIGTERM)
             seen["second"] = time.monotonic()
 
-    results = asyncio.run(streams_then(server.target, 110, signals, all_started=False))
+    # 128 streams of 110 tokens one at a time: far more work than the signals take to land
+    results = asyncio.run(streams_then(server.target, 110, signals, all_started=False, n=128))
     code = server.process.wait(timeout=10)
     stopped = time.monotonic() - seen.get("second", seen["first"])
     cut = [r for r in results if r[0] != "OK"]
-    print(f"\n{how}: exited {stopped:.2f} s after the last signal; {len(cut)} of 64 streams cut")
+    print(f"\n{how}: exited {stopped:.2f} s after the last signal; {len(cut)} of 128 streams cut")
     assert code == 0
     assert stopped < (2.0 if how == "second_sigterm" else 2.5)
     assert cut and all(r[0] in ("CANCELLED", "UNAVAILABLE") for r in cut)
