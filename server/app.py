@@ -24,7 +24,7 @@ from export.manifest import (
 )
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
-from server.config import ServeConfig
+from server.config import ServeConfig, grpc_server_options
 from server.drain import wait_until_idle
 from server.engine import Engine
 from server.metrics import Metrics
@@ -103,7 +103,9 @@ class Server:
         self.service = GenerationService(self.engine, model.tokenizer, manifest, info, self.metrics)
         self.model = model
         self.health = health.aio.HealthServicer()
-        self.grpc = grpc.aio.server(interceptors=self.security.interceptors)
+        self.grpc = grpc.aio.server(
+            interceptors=self.security.interceptors, options=grpc_server_options(config)
+        )
         self.port = 0
         self._stop_requested = asyncio.Event()
         self._stop_now = asyncio.Event()

@@ -24,6 +24,7 @@ class ServeConfig:
     default_max_new_tokens: int = 64
     max_new_tokens_limit: int = 1024
     grace_seconds: float = 30.0
+    max_connection_age_seconds: float = 0.0
     log_level: str = "INFO"
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -101,6 +102,14 @@ def parse_args(argv: list[str] | None = None) -> ServeConfig:
     )
     option(p, "--grace-seconds", d.grace_seconds, "drain time on SIGTERM", type=float)
     option(
+        p,
+        "--max-connection-age-seconds",
+        d.max_connection_age_seconds,
+        "close each client connection (gracefully) after about this long, 0 = never; clients "
+        "then reconnect and re-resolve DNS, so replicas added since reach them",
+        type=float,
+    )
+    option(
         p, "--log-level", d.log_level, "log level", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     option(p, "--log-format", d.log_format, "text lines, or one JSON object a line",
@@ -117,9 +126,24 @@ def parse_args(argv: list[str] | None = None) -> ServeConfig:
     ):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.max_connection_age_seconds < 0:
+        p.error("--max-connection-age-seconds must be >= 0")
     if not args.metrics_path.startswith("/"):
         p.error(f"--metrics-path must start with '/', got {args.metrics_path!r}")
     return ServeConfig(**vars(args))
+
+
+def grpc_server_options(config: ServeConfig) -> list[tuple[str, int]]:
+    """gRPC server channel arguments.
+
+    A maximum connection age sends each client a GOAWAY now and then (gRPC adds +-10 %
+    jitter); the client reconnects and re-resolves the target's DNS name, which is how a
+    long-lived client balancing over a headless Service meets replicas added after it
+    connected. No age grace is set: RPCs in flight on the old connection run to their end
+    (a long generation is never cut), new ones go over the new connection."""
+    if config.max_connection_age_seconds <= 0:
+        return []
+    return [("grpc.max_connection_age_ms", round(config.max_connection_age_seconds * 1000))]
 
 
 def option(parser: argparse.ArgumentParser, flag: str, default, help: str, **kwargs) -> None:

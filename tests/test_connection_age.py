@@ -1,0 +1,49 @@
+"""--max-connection-age-seconds: the server closes client connections now and then (GOAWAY),
+so clients balancing over a DNS name re-resolve it and meet replicas added since; the calls
+themselves go on without an error."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from proto import kvserve_pb2 as pb
+from proto import kvserve_pb2_grpc as pb_grpc
+from server.config import grpc_server_options, parse_args
+from server.process import ServerProcess
+
+
+def test_options_off_by_default_and_in_milliseconds():
+    assert grpc_server_options(parse_args(["--model", "m"])) == []
+    config = parse_args(["--model", "m", "--max-connection-age-seconds", "300"])
+    assert grpc_server_options(config) == [("grpc.max_connection_age_ms", 300_000)]
+
+
+def test_negative_age_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--model", "m", "--max-connection-age-seconds", "-1"])
+    assert "--max-connection-age-seconds must be >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_clients_reconnect_without_errors(tiny_artifact, tmp_path: Path):
+    flags = ["--threads", "1", "--max-connection-age-seconds", "0.5"]
+    server = ServerProcess.start(tiny_artifact, tmp_path / "server.log", flags)
+    states: list[grpc.ChannelConnectivity] = []
+    request = pb.GenerateRequest(prompt="Question: hi\nAnswer:", max_new_tokens=8)
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            channel.subscribe(states.append, try_to_connect=True)
+            stub = pb_grpc.GenerationStub(channel)
+            deadline = time.monotonic() + 2.5
+            while time.monotonic() < deadline:
+                stub.Generate(request, timeout=30)  # any error fails the test
+                time.sleep(0.02)
+            channel.unsubscribe(states.append)
+    finally:
+        assert server.stop() == 0
+    # connected once, then again after each GOAWAY (about every 0.5 s)
+    assert states.count(grpc.ChannelConnectivity.READY) >= 3, states
