@@ -24,6 +24,7 @@ from export.manifest import (
 )
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
+from server import logs
 from server.config import ServeConfig, grpc_server_options
 from server.drain import wait_until_idle
 from server.engine import Engine
@@ -103,6 +104,8 @@ class Server:
         self.service = GenerationService(self.engine, model.tokenizer, manifest, info, self.metrics)
         self.model = model
         self.health = health.aio.HealthServicer()
+        for interceptor in self.security.interceptors:
+            interceptor.on_reject = self._count_rejected
         self.grpc = grpc.aio.server(
             interceptors=self.security.interceptors, options=grpc_server_options(config)
         )
@@ -140,6 +143,12 @@ class Server:
         loop.add_signal_handler(signal.SIGHUP, self.security.reload_tokens)
         await self._stop_requested.wait()
         await self.drain()
+
+    def _count_rejected(self, method: str, problem: str) -> None:
+        """A call the auth interceptor refused: counted and access-logged like the others."""
+        rpc = method.rsplit("/", 1)[-1]
+        self.metrics.observe_rpc(rpc, "UNAUTHENTICATED", 0.0)
+        logs.access(logs.begin(rpc), "UNAUTHENTICATED", 0.0, problem)
 
     def _on_signal(self) -> None:
         self._signals += 1

@@ -87,6 +87,9 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tokens: TokenStore, exempt: frozenset[str] = frozenset()) -> None:
         self.tokens = tokens
         self.exempt = exempt
+        # (method, problem) of each refused call: the server counts and access-logs it there,
+        # since a refused call never reaches the service that counts the others
+        self.on_reject: Callable[[str, str], None] | None = None
 
     async def intercept_service(
         self,
@@ -101,6 +104,8 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         problem = "missing bearer token" if token is None else "invalid bearer token"
         log.info("unauthenticated call to %s: %s", details.method, problem)
+        if self.on_reject is not None:
+            self.on_reject(details.method, problem)
         return _rejecting(handler, f"{problem} (send 'authorization: Bearer <token>')")
 
 

@@ -8,6 +8,7 @@ reflection) is checked without credentials.
 from __future__ import annotations
 
 import signal
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -163,6 +164,26 @@ def test_sighup_reloads_the_token_file(tls_server, certs, token_file):
         tls_server.process.send_signal(signal.SIGHUP)
         wait_until(lambda: code(TOKENS[0]) == grpc.StatusCode.OK, timeout=5)
     assert tls_server.process.poll() is None
+
+
+@pytest.mark.slow
+def test_refused_calls_are_counted_and_access_logged(tls_server, certs):
+    def refused() -> float:
+        with urllib.request.urlopen(tls_server.metrics_url, timeout=5) as response:
+            text = response.read().decode()
+        line = 'kvserve_requests_total{code="UNAUTHENTICATED",rpc="GetModelInfo"}'
+        values = [float(x.split()[-1]) for x in text.splitlines() if x.startswith(line)]
+        return values[0] if values else 0.0
+
+    before = refused()
+    with tls_channel(tls_server.target, certs.ca) as channel:
+        stub = pb_grpc.GenerationStub(channel)
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError) as error:
+                stub.GetModelInfo(pb.ModelInfoRequest(), metadata=auth("wrong-token"), timeout=5)
+            assert error.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert refused() == before + 3
+    wait_until(lambda: "GetModelInfo UNAUTHENTICATED" in tls_server.log_path.read_text(), 5)
 
 
 @pytest.mark.slow
