@@ -250,3 +250,20 @@ def test_step_stats_count_tokens_and_latencies():
     third = scheduler.step()
     assert third.finished == [FinishReason.LENGTH, FinishReason.LENGTH]
     assert third.running == 0 and scheduler.cache.size == 0
+
+
+def test_prompts_of_very_different_lengths_prefill_in_separate_groups():
+    runner, sink = TokenEchoRunner(), {}
+    scheduler = Scheduler(runner, SchedulerConfig(eos_token_id=EOS, max_context=256))
+    lengths = {"a": 16, "b": 200, "c": 18, "d": 190, "e": 17}
+    for rid, n in lengths.items():
+        scheduler.add(make_request(rid, list(range(1, n + 1)), sink))
+    scheduler.step()
+    # one call for the short three, one for the long two: no 16-token row padded to 200
+    assert [c for c in runner.calls if c[0] == "prefill"] == [("prefill", 3), ("prefill", 2)]
+    assert sorted(len(r.prompt_ids) for r in scheduler.running[:3]) == [16, 17, 18]
+    check_cache(scheduler)
+    while scheduler.has_work():
+        scheduler.step()
+        check_cache(scheduler)
+    assert sum(len(e.token_ids) for rid in lengths for e in sink[rid]) == 5 * len(lengths)
