@@ -2,7 +2,8 @@
 
 - test:    a handful of steps on a very small model, for tests that need a checkpoint fast.
 - demo:    a few minutes on a 2-core CPU on the bundled data (what `make demo` runs).
-- quality: longer and larger; meets the answer-quality bar on the bundled data on 2 CPU cores.
+- quality: the demo model trained on augmented questions (noisy copies, keyword questions);
+           the best held-out answers measured here, about 5 min on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -67,16 +68,16 @@ PRESETS: dict[str, Preset] = {
         tiny=TinyModel(n_layer=4, n_head=4, n_embd=192, vocab_size=3000, dropout=0.1),
     ),
     "quality": Preset(
+        # measured on the bundled data (2-core CPU): seen EM 99.8%, held-out EM 44% / F1 0.51
+        # (the demo preset: held-out F1 0.40). Augmentation is what moved held-out answers;
+        # a smaller vocab with more word dropout did not (notes on issue 3).
         name="quality",
-        epochs=60,
-        learning_rate=5e-4,
+        epochs=8,
+        learning_rate=3e-3,
         batch_size=32,
-        warmup_ratio=0.1,
-        weight_decay=0.01,
-        lr_scheduler="cosine",
-        tiny=TinyModel(
-            n_layer=6, n_head=8, n_embd=384, n_positions=256, vocab_size=4000, dropout=0.1
-        ),
+        max_length=128,
+        augment=Augmentation(question_copies=4, answer_questions=10, distractors=0.3),
+        tiny=TinyModel(n_layer=4, n_head=4, n_embd=192, vocab_size=3000, dropout=0.1),
     ),
 }
 
