@@ -70,8 +70,10 @@ def test_no_coordinated_omission_against_a_slow_server(tmp_path):
     print(f"open: sent {f.send_rate:.1f} req/s, e2e p50 {f.e2e.p50 * 1e3:.1f} ms; "
           f"closed: {c.request_throughput:.1f} req/s, {c.e2e.p50 * 1e3:.1f} ms")  # fmt: skip
     assert f.status_counts == {"OK": 300}
-    assert f.send_rate == pytest.approx(200.0, rel=0.03)  # the schedule was kept ...
-    assert f.send_lag.p99 < 0.02, f.send_lag
+    # the schedule was kept (loosely: the 3% accuracy is the Poisson test's job; here the
+    # point is sending at 2x what the server answers, even on a busy 2-core CI box) ...
+    assert f.send_rate == pytest.approx(200.0, rel=0.1)
+    assert f.send_lag.p99 < 0.05, f.send_lag
     assert f.request_throughput < 130  # ... though the server answered ~100 req/s
     assert np.mean(e2e[-30:]) > 5 * np.mean(e2e[:30])  # the queue grew: latency shows it
     assert f.e2e.p50 > 0.2 and max(result.series.in_flight_max) > 50
