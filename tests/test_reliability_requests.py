@@ -232,8 +232,11 @@ def test_half_of_200_streams_cancelled_mid_generation(server):
     assert len(finished) == len(cancelled) == 100
     assert all(tokens == 48 for tokens in finished)  # the others were never disturbed
     assert all(2 <= tokens < 48 for tokens in cancelled)
-    # the server counts each as it was, however the cancellation reached the handler
-    assert (count("OK") - before[0], count("CANCELLED") - before[1]) == (100, 100)
+    # the server counts each as it was: every stream once, OK or CANCELLED. A cancel that
+    # lands after the server sent its last token (the tiny model is fast; seen: 39 of 100
+    # on a busy machine) is an OK stream there, so only the sum is exact
+    ok, gone = count("OK") - before[0], count("CANCELLED") - before[1]
+    assert ok + gone == 200 and ok >= 100 and gone > 0, (ok, gone)
 
 
 # -- crashing clients: 100 streams whose processes are killed with SIGKILL --------------------
