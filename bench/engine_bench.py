@@ -34,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from export.bench import SETTLE_S  # noqa: E402
 from proto import kvserve_pb2 as pb  # noqa: E402
 from proto import kvserve_pb2_grpc as pb_grpc  # noqa: E402
 from server.process import ServerProcess  # noqa: E402
@@ -298,7 +299,9 @@ def run_latency(
         for _ in range(rounds):
             for ctx in contexts:
                 job = cut(ctx - new, rng, new)
+                time.sleep(SETTLE_S)  # the server's ORT threads stop spinning first
                 steps[ctx] += _bare_steps(runner, job)
+                time.sleep(SETTLE_S)  # and this process's, before the server's turn
                 streams, _ = asyncio.run(_drive(server.target, [job], 1))
                 gaps[ctx] += [(b - a) / n for _, arr in streams for (a, _), (b, n) in pairwise(arr)]
     finally:

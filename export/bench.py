@@ -55,6 +55,9 @@ class BenchReport:
         return asdict(self)
 
 
+SETTLE_S = 0.1  # pause before each timed run: the other sessions' threads stop spinning
+
+
 def run_bench(artifacts: list[Path], settings: BenchSettings) -> list[BenchReport]:
     """Time every batch size on every artifact, interleaved (raises ManifestError if invalid).
 
@@ -102,6 +105,10 @@ def _load(artifact: Path, settings: BenchSettings) -> tuple[OnnxRunner, BenchRep
 
 def _time_once(runner: OnnxRunner, prompts: list[list[int]], s: BenchSettings):
     """Seconds of one prefill of `prompts`, and of each decode step after it."""
+    # ONNX Runtime's worker threads keep spinning a few ms after a run; without a pause the
+    # next artifact is timed against the previous one's spinning threads (measured, 124M on
+    # 2 cores: int8 prefill 82 ms interleaved vs 41 ms alone, fp32 162 vs 121 ms)
+    time.sleep(SETTLE_S)
     cache = runner.new_cache(max_rows=len(prompts))
     cache.reserve(len(prompts), s.prompt_tokens + s.decode_steps + 1)  # no regrowth while timed
     start = time.perf_counter()
