@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from export.bench import SETTLE_S
 from export.manifest import read_manifest
 from export.onnx_io import save_onnx
 from export.quantize import quantize_int8
@@ -119,6 +120,7 @@ def time_all(models: dict[str, Path], arch, threads: int, rounds: int) -> None:
             s.run_with_iobinding(bindings[name])  # warm-up
         for _ in range(rounds):
             for name, s in sessions.items():
+                time.sleep(SETTLE_S)  # the previous session's ORT threads stop spinning
                 start = time.perf_counter()
                 for _ in range(reps):
                     s.run_with_iobinding(bindings[name])
