@@ -47,10 +47,13 @@ def build_request(
         temperature=knobs.temperature,
         ignore_eos=knobs.ignore_eos,
         top_k=knobs.top_k,
-        top_p=knobs.top_p,
-        repetition_penalty=knobs.repetition_penalty,
         stop=knobs.stop,
     )
+    # 0 = off in the load tester's flags; on the wire "off" is an unset field
+    if knobs.top_p:
+        common["top_p"] = knobs.top_p
+    if knobs.repetition_penalty:
+        common["repetition_penalty"] = knobs.repetition_penalty
     if knobs.seed is not None:
         common["seed"] = knobs.seed + max(index, 0)
     if prompt.question:

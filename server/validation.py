@@ -42,18 +42,25 @@ def request_id_of(message) -> str:
 
 
 def sampling_params_of(message, limits: Limits) -> SamplingParams:
-    max_new = message.max_new_tokens or limits.default_max_new_tokens
+    # optional fields: unset means the default; a value that is set must be a real one
+    max_new = limits.default_max_new_tokens
+    if message.HasField("max_new_tokens"):
+        max_new = message.max_new_tokens
+        if max_new < 1:
+            raise InvalidArgument("max_new_tokens", "must be >= 1 (unset = the default)")
     if max_new > limits.max_new_tokens:
         raise InvalidArgument("max_new_tokens", f"at most {limits.max_new_tokens}, got {max_new}")
     temperature = _finite(message.temperature, "temperature")
     if temperature < 0:
         raise InvalidArgument("temperature", f"must be >= 0 (0 = greedy), got {temperature}")
-    top_p = _finite(message.top_p, "top_p")
-    if not 0 <= top_p <= 1:
-        raise InvalidArgument("top_p", f"must be in (0, 1] (0 = off), got {top_p}")
-    penalty = _finite(message.repetition_penalty, "repetition_penalty")
-    if penalty < 0:
-        raise InvalidArgument("repetition_penalty", f"must be > 0 (0 = off), got {penalty}")
+    top_p = _finite(message.top_p, "top_p") if message.HasField("top_p") else 1.0
+    if not 0 < top_p <= 1:
+        raise InvalidArgument("top_p", f"must be in (0, 1] (unset = off), got {top_p}")
+    penalty = 1.0
+    if message.HasField("repetition_penalty"):
+        penalty = _finite(message.repetition_penalty, "repetition_penalty")
+    if penalty <= 0:
+        raise InvalidArgument("repetition_penalty", f"must be > 0 (unset = off), got {penalty}")
     if limits.vocab_size and message.top_k > limits.vocab_size:
         # also where a negative int32 lands: uint32 on the wire makes -1 into 4294967295
         raise InvalidArgument(
@@ -69,8 +76,8 @@ def sampling_params_of(message, limits: Limits) -> SamplingParams:
         max_new_tokens=max_new,
         temperature=temperature,
         top_k=message.top_k,
-        top_p=top_p or 1.0,
-        repetition_penalty=penalty or 1.0,
+        top_p=top_p,
+        repetition_penalty=penalty,
         stop=stop,
         seed=message.seed if message.HasField("seed") else None,
         ignore_eos=message.ignore_eos,

@@ -61,6 +61,7 @@ BAD = [  # (rpc, request builder over the model's architecture, field named firs
     ("Generate", lambda a: G(prompt="x" * 64_001), "prompt"),  # over 64,000 characters
     ("Generate", lambda a: G(prompt="hi", max_new_tokens=NEW_TOKENS_LIMIT + 1), "max_new_tokens"),
     ("Generate", lambda a: G(prompt="hi", max_new_tokens=2**32 - 1), "max_new_tokens"),
+    ("Generate", lambda a: G(prompt="hi", max_new_tokens=0), "max_new_tokens"),
     ("Generate", lambda a: G(prompt="hi", temperature=-0.5), "temperature"),
     ("Generate", lambda a: G(prompt="hi", temperature=math.nan), "temperature"),
     ("Generate", lambda a: G(prompt="hi", temperature=math.inf), "temperature"),
@@ -68,9 +69,11 @@ BAD = [  # (rpc, request builder over the model's architecture, field named firs
     ("Generate", lambda a: G(prompt="hi", top_p=1.5), "top_p"),
     ("Generate", lambda a: G(prompt="hi", top_p=-0.1), "top_p"),
     ("Generate", lambda a: G(prompt="hi", top_p=math.nan), "top_p"),
+    ("Generate", lambda a: G(prompt="hi", top_p=0.0), "top_p"),
     ("Generate", lambda a: G(prompt="hi", top_k=a.vocab_size + 1), "top_k"),
     ("Generate", lambda a: G(prompt="hi", top_k=2**32 - 1), "top_k"),  # -1 sent as uint32
     ("Generate", lambda a: G(prompt="hi", repetition_penalty=-1.0), "repetition_penalty"),
+    ("Generate", lambda a: G(prompt="hi", repetition_penalty=0.0), "repetition_penalty"),
     ("Generate", lambda a: G(prompt="hi", repetition_penalty=math.nan), "repetition_penalty"),
     ("Generate", lambda a: G(prompt="hi", repetition_penalty=math.inf), "repetition_penalty"),
     ("Generate", lambda a: G(prompt="hi", stop=["s"] * 9), "stop"),  # too many
@@ -134,12 +137,12 @@ line = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF), min_size=1,
 EDGES = st.sampled_from([1e-40, -1e-40, 1e-30, 3.4e38, -0.0])  # subnormal, tiny, huge
 VALID = {
     "text": line.filter(str.strip),
-    "max_new_tokens": st.integers(0, 6),  # 0 = the server's default, 4 here
+    "max_new_tokens": st.integers(1, 6),
     "temperature": st.one_of(st.just(0.0), st.floats(0.0625, 2, width=32, allow_subnormal=False)),
     "top_k": st.integers(0, 300),
-    "top_p": st.floats(0, 1, width=32, allow_subnormal=False),
+    "top_p": st.floats(0, 1, exclude_min=True, width=32, allow_subnormal=False),
     "repetition_penalty": st.one_of(
-        st.just(0.0), st.floats(0.5, 2, width=32, allow_subnormal=False)
+        st.just(1.0), st.floats(0.5, 2, width=32, allow_subnormal=False)
     ),
     "stop": st.lists(st.text(min_size=1, max_size=8), max_size=3),
     "seed": st.one_of(st.none(), st.integers(0, 2**64 - 1)),
