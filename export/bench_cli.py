@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from export.cli import Parser, env
 
 PROG = "kvserve-export bench"
 DESCRIPTION = """\
@@ -21,11 +22,6 @@ options, slot KV cache and IOBinding): one prefill of BATCH random prompts of
 --batches size; medians over --repeats. With several artifacts the runs are interleaved
 (same prompts, same moments), so their ratios hold on a busy machine. The figures go to
 ARTIFACT/bench.json (not part of the manifest's hashes) unless --out is given."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _batches(text: str) -> tuple[int, ...]:
@@ -40,44 +36,43 @@ def _batches(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    env = os.environ.get
-    p = _Parser(prog=PROG, description=DESCRIPTION,
+    p = Parser(prog=PROG, description=DESCRIPTION,
                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("artifacts", metavar="ARTIFACT", type=Path, nargs="+", help="artifact dir")
     p.add_argument(
         "--batches",
         type=_batches,
-        default=env("KVSERVE_BATCHES", "1,8,32"),
+        default=env("batches") or "1,8,32",
         help="batch sizes, comma-separated (default: %(default)s)",
     )
     p.add_argument(
         "--prompt-tokens",
         type=int,
-        default=env("KVSERVE_PROMPT_TOKENS", "128"),
+        default=env("prompt-tokens") or "128",
         help="tokens per prompt (default: %(default)s)",
     )
     p.add_argument(
         "--decode-steps",
         type=int,
-        default=env("KVSERVE_DECODE_STEPS", "16"),
+        default=env("decode-steps") or "16",
         help="decode steps timed after each prefill (default: %(default)s)",
     )
     p.add_argument(
         "--repeats",
         type=int,
-        default=env("KVSERVE_REPEATS", "3"),
+        default=env("repeats") or "3",
         help="prefills per batch size; medians reported (default: %(default)s)",
     )
     p.add_argument(
         "--provider",
         choices=["auto", "cpu", "cuda"],
-        default=env("KVSERVE_PROVIDER", "auto"),
+        default=env("provider") or "auto",
         help="ONNX Runtime provider, as kvserve-serve --provider (default: %(default)s)",
     )
     p.add_argument(
         "--threads",
         type=int,
-        default=env("KVSERVE_THREADS", "0"),
+        default=env("threads") or "0",
         help="intra-op threads, 0 = ONNX Runtime's default (default: %(default)s)",
     )
     p.add_argument("--out", type=Path, default=None,

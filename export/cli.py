@@ -65,17 +65,18 @@ def _epilog() -> str:
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + message
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _env(flag: str) -> str | None:
+def env(flag: str) -> str | None:
+    """KVSERVE_<FLAG> from the environment (dashes become underscores), else None."""
     return os.environ.get("KVSERVE_" + flag.lstrip("-").replace("-", "_").upper())
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog=PROG,
         description=DESCRIPTION,
         epilog=_epilog(),
@@ -90,17 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantize",
         dest="precision",
         choices=list(PRECISIONS),
-        default=_env("precision") or "fp32",
+        default=env("precision") or "fp32",
         help="weights precision (default: %(default)s; --quantize = --precision)",
     )
     p.add_argument(
         "--target",
         choices=list(TARGETS),
-        default=_env("target") or "cpu",
+        default=env("target") or "cpu",
         help="device the artifact is built for (default: %(default)s)",
     )
     p.add_argument("--force", action="store_true",
-                   default=(_env("force") or "").lower() in TRUE,
+                   default=(env("force") or "").lower() in TRUE,
                    help="replace OUT_DIR if it already exists")  # fmt: skip
     _add_gate_options(p.add_argument_group("quality gate"))
     return p
@@ -110,21 +111,21 @@ def _add_gate_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--data",
         type=Path,
-        default=_env("data") or DEFAULT_DATA,
+        default=env("data") or DEFAULT_DATA,
         help="QA data whose split=heldout rows the gate scores (default: the "
         "bundled data/support_qa.jsonl)",
     )
     g.add_argument(
         "--gate-samples",
         type=int,
-        default=_env("gate-samples") or "0",
+        default=env("gate-samples") or "0",
         help="held-out questions to score, spread over the file (0 = all)",
     )
     g.add_argument("--gate-max-new-tokens", type=int,
-                   default=_env("gate-max-new-tokens") or "32",
+                   default=env("gate-max-new-tokens") or "32",
                    help="longest greedy answer compared (default: %(default)s)")  # fmt: skip
     for flag, (_, text) in GATE_FLAGS.items():
-        g.add_argument(flag, type=float, default=_env(flag),
+        g.add_argument(flag, type=float, default=env(flag),
                        help=f"{text} (default: per precision, below)")  # fmt: skip
 
 

@@ -9,7 +9,6 @@ server's runner binds.
 from __future__ import annotations
 
 import contextlib
-import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import onnx
 from onnx.external_data_helper import uses_external_data
 
 from export.errors import ExportFailed
+from export.progress import quiet_loggers
 
 MODEL_FILE = "model.onnx"
 
@@ -127,14 +127,6 @@ def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Hide warnings and info logs from torch/transformers while loading the checkpoint."""
-    loggers = [logging.getLogger(n) for n in ("transformers", "torch")]
-    levels = [log.level for log in loggers]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_loggers("transformers", "torch"):
         warnings.simplefilter("ignore")
-        for log in loggers:
-            log.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            for log, level in zip(loggers, levels, strict=True):
-                log.setLevel(level)
+        yield

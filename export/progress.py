@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -26,3 +27,17 @@ class Steps:
         print(
             f"[{self.done}/{self.total}] {label}: done ({took:.1f}s)", file=self.stream, flush=True
         )
+
+
+@contextmanager
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Only errors from these loggers ("" = the root logger) while the block runs."""
+    loggers = [logging.getLogger(name or None) for name in names]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)

@@ -9,15 +9,13 @@ token table is stored once, quantized.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
 
 from export.errors import ExportFailed
 from export.onnx_io import save_onnx
+from export.progress import quiet_loggers
 from export.recipes import NBits
 from export.tie import lm_head, name_nodes, retie_embedding, tie_block_size, untie_lm_head
 
@@ -82,15 +80,6 @@ def nbits(
     return quantizer.model.model
 
 
-@contextmanager
-def quiet_quantizer() -> Iterator[None]:
+def quiet_quantizer():
     """ORT's quantizers log every node at INFO and a pre-processing hint on the root logger."""
-    loggers = [logging.getLogger(), logging.getLogger("onnxruntime.quantization")]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for log, level in zip(loggers, levels, strict=True):
-            log.setLevel(level)
+    return quiet_loggers("", "onnxruntime.quantization")

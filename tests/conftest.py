@@ -6,6 +6,7 @@ the real hand-offs (checkpoint dir -> artifact dir -> gRPC).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,13 @@ def run_module(*args: str) -> None:
     assert result.returncode == 0, (
         f"{args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
     )
+
+
+@pytest.fixture(autouse=True)
+def no_kvserve_env(monkeypatch):
+    """Options come from KVSERVE_* env vars too: keep the caller's shell out of every test."""
+    for name in [n for n in os.environ if n.startswith("KVSERVE_")]:
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")

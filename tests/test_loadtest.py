@@ -43,13 +43,6 @@ def fake():
     server.stop()
 
 
-@pytest.fixture(autouse=True)
-def no_kvserve_env(monkeypatch):
-    """Options come from KVSERVE_* env vars too: keep the caller's shell out of the tests."""
-    for name in [n for n in os.environ if n.startswith("KVSERVE_")]:
-        monkeypatch.delenv(name)
-
-
 def config_for(target: str, tmp_path: Path, **overrides) -> LoadConfig:
     settings = dict(concurrency=4, requests=20, max_new_tokens=TOKENS, out_dir=tmp_path)
     return LoadConfig(targets=(target,), progress=False, **{**settings, **overrides})

@@ -25,12 +25,6 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "loadtest"))
 from fake_server import TOKENS, FakeServer  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def no_kvserve_env(monkeypatch):
-    for name in [n for n in os.environ if n.startswith("KVSERVE_")]:
-        monkeypatch.delenv(name)
-
-
 @pytest.fixture(scope="module")
 def fake():
     with FakeServer() as server:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -23,12 +22,6 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "loadtest"))
 from fake_server import FIRST_S, TOKENS, FakeServer  # noqa: E402
 
 TEMPLATE = "Question: {question}\nAnswer:"
-
-
-@pytest.fixture(autouse=True)
-def no_kvserve_env(monkeypatch):
-    for name in [n for n in os.environ if n.startswith("KVSERVE_")]:
-        monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="module")

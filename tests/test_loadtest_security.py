@@ -8,7 +8,6 @@ Test certificates: fixtures/loadtest/tls (see its README).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -20,12 +19,6 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "loadtest"))
 from fake_server import TLS_DIR, FakeServer  # noqa: E402
 
 TOKEN = "t0ken-for-tests"
-
-
-@pytest.fixture(autouse=True)
-def no_kvserve_env(monkeypatch):
-    for name in [n for n in os.environ if n.startswith("KVSERVE_")]:
-        monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="module")

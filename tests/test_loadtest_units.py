@@ -4,7 +4,6 @@ metrics, time series, charts and run comparison. No server, no sockets, no sleep
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +31,6 @@ from loadtest.specs import (
 from loadtest.stats import compute_figures, meets
 from loadtest.svg import Axis, Series, chart, ticks
 from loadtest.timeseries import in_flight, time_series
-
-
-@pytest.fixture(autouse=True)
-def no_kvserve_env(monkeypatch):
-    for name in [n for n in os.environ if n.startswith("KVSERVE_")]:
-        monkeypatch.delenv(name)
 
 
 def record(index: int, status: str = "OK", **kw) -> RequestRecord:
