@@ -288,9 +288,8 @@ def run_latency(
     contexts = (50, 1000)
     manifest = read_manifest(artifact)
     runner = OnnxRunner(
-        artifact / manifest.model_file, manifest.architecture, manifest.dtype,
-        RunnerConfig("cpu", threads),
-    )  # fmt: skip
+        artifact / manifest.model_file, manifest.architecture, RunnerConfig("cpu", threads)
+    )
     flags = ["--max-batch-size", "1", "--threads", str(threads), "--max-new-tokens-limit", "1024"]
     server = ServerProcess.start(artifact, workdir / "latency.log", flags)
     steps: dict[int, list[float]] = {ctx: [] for ctx in contexts}

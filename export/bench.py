@@ -96,8 +96,7 @@ def _load(artifact: Path, settings: BenchSettings) -> tuple[OnnxRunner, BenchRep
     if settings.prompt_tokens + settings.decode_steps >= manifest.architecture.max_positions:
         raise ManifestError(f"{artifact}: prompt + decode steps exceed the model's context")
     config = RunnerConfig(settings.provider, settings.threads)
-    runner = OnnxRunner(artifact / manifest.model_file, manifest.architecture, manifest.dtype,
-                        config)  # fmt: skip
+    runner = OnnxRunner(artifact / manifest.model_file, manifest.architecture, config)
     report = BenchReport(str(artifact), manifest.source.get("precision", "?"),
                          manifest.quantization, runner.provider, settings)  # fmt: skip
     return runner, report

@@ -16,7 +16,7 @@ from pathlib import Path
 from export.errors import ExportError
 from export.gate import DEFAULTS
 from export.heldout import DEFAULT_DATA
-from export.options import ExportOptions, GateOptions
+from export.options import KV_CACHES, ExportOptions, GateOptions
 from export.recipes import PRECISIONS, TARGETS, targets_of
 
 PROG = "kvserve-export"
@@ -100,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("target") or "cpu",
         help="device the artifact is built for (default: %(default)s)",
     )
+    p.add_argument(
+        "--kv-cache",
+        choices=list(KV_CACHES),
+        default=env("kv-cache") or "auto",
+        help="KV cache element type. auto: int8 for --precision int8 on cpu (the graph "
+        "quantizes it per channel, scales calibrated on --data's training rows; decode "
+        "attention reads 1/4 of the bytes), else the graph's float type",
+    )
     p.add_argument("--force", action="store_true",
                    default=(env("force") or "").lower() in TRUE,
                    help="replace OUT_DIR if it already exists")  # fmt: skip
@@ -133,7 +141,8 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
     overrides = {field: getattr(args, flag[2:].replace("-", "_"))
                  for flag, (field, _) in GATE_FLAGS.items()}  # fmt: skip
     gate = GateOptions(args.data, args.gate_samples, args.gate_max_new_tokens, overrides)
-    return ExportOptions(args.checkpoint, args.out, args.precision, args.target, args.force, gate)
+    return ExportOptions(args.checkpoint, args.out, args.precision, args.target, args.force, gate,
+                         args.kv_cache)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

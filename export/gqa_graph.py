@@ -11,10 +11,12 @@ length, so the server keeps one slot per sequence instead of a left-padded batch
 
 Also here: logits only at each row's last real position (`last_index`), not for the whole
 prompt; the token embedding is stored once and reused by the lm_head (Gemm transB).
+With `kv_scales` (export/kv_scales.py) the cache is int8: GroupQueryAttention quantizes
+each new key/value per channel as it writes it, and past/present are int8 tensors.
 
 Inputs:  input_ids [B, L] int64, position_ids [B, L] int64, last_index [B] int64,
          seqlens_k [B] int32 (row length after this call - 1), total_sequence_length [] int32,
-         past_key_values.N.key / .value [B, H, capacity, D]
+         past_key_values.N.key / .value [B, H, capacity, D] float32 (or int8)
 Outputs: logits [B, V] float32, present.N.key / .value (bind to the same buffer as past)
 """
 
@@ -26,17 +28,24 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from export.kv_scales import KVScales, calibrate
+
 TWO_GB = 2**31  # protobuf's limit: larger models keep their weights in an external file
 
 
-def export_gqa_model(checkpoint: Path, dst: Path) -> Path:
-    """Build the serving graph from a GPT-2 checkpoint dir and save it as `dst`."""
+def export_gqa_model(
+    checkpoint: Path, dst: Path, kv_calibration: list[list[int]] | None = None
+) -> Path:
+    """Build the serving graph from a GPT-2 checkpoint dir and save it as `dst`.
+
+    With `kv_calibration` (token id sequences) the KV cache is int8, scaled from them."""
     import torch
     from transformers import GPT2LMHeadModel
 
     model = GPT2LMHeadModel.from_pretrained(checkpoint, dtype=torch.float32).eval()
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    proto = build_gpt2_graph(state, model.config)
+    scales = calibrate(model, kv_calibration) if kv_calibration is not None else None
+    proto = build_gpt2_graph(state, model.config, scales)
     external = sum(t.ByteSize() for t in proto.graph.initializer) > TWO_GB - (1 << 26)
     onnx.save(proto, str(dst), save_as_external_data=external, location=dst.name + ".data")
     return dst
@@ -45,8 +54,11 @@ def export_gqa_model(checkpoint: Path, dst: Path) -> Path:
 OPSET = 17
 
 
-def build_gpt2_graph(state: dict[str, np.ndarray], config) -> onnx.ModelProto:
-    """`state`: GPT2LMHeadModel's state dict as numpy fp32; `config`: its GPT2Config."""
+def build_gpt2_graph(
+    state: dict[str, np.ndarray], config, kv_scales: KVScales | None = None
+) -> onnx.ModelProto:
+    """`state`: GPT2LMHeadModel's state dict as numpy fp32; `config`: its GPT2Config;
+    `kv_scales`: int8 KV cache with these per-channel scales (None: fp32 cache)."""
     heads, hidden, layers = config.n_head, config.n_embd, config.n_layer
     head_dim = hidden // heads
     g = _Graph(state)
@@ -56,12 +68,18 @@ def build_gpt2_graph(state: dict[str, np.ndarray], config) -> onnx.ModelProto:
         p = f"transformer.h.{i}."
         x = g.layer_norm(h, p + "ln_1", config.layer_norm_epsilon)
         qkv = g.linear(x, p + "attn.c_attn")  # [B, L, 3C] packed q|k|v
+        attn_inputs = [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value",
+                       "seqlens_k", "total_sequence_length"]  # fmt: skip
+        quant = {}
+        if kv_scales is not None:  # inputs 12-13: k_scale, v_scale (7-11 unused)
+            attn_inputs += ["", "", "", "", "", g.const(f"kv_scale.{i}.key", kv_scales.keys[i]),
+                            g.const(f"kv_scale.{i}.value", kv_scales.values[i])]  # fmt: skip
+            quant = dict(k_quant_type="PER_CHANNEL", v_quant_type="PER_CHANNEL",
+                         kv_cache_bit_width=8)  # fmt: skip
         attn = g.node(
-            "GroupQueryAttention",
-            [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value",
-             "seqlens_k", "total_sequence_length"],
+            "GroupQueryAttention", attn_inputs,
             outputs=[f"attn_{i}", f"present.{i}.key", f"present.{i}.value"],
-            domain="com.microsoft", num_heads=heads, kv_num_heads=heads,
+            domain="com.microsoft", num_heads=heads, kv_num_heads=heads, **quant,
         )[0]  # fmt: skip
         h = g.node("Add", [h, g.linear(attn, p + "attn.c_proj")])
         x = g.layer_norm(h, p + "ln_2", config.layer_norm_epsilon)
@@ -81,11 +99,13 @@ def build_gpt2_graph(state: dict[str, np.ndarray], config) -> onnx.ModelProto:
         helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
     ]
     outputs = [helper.make_tensor_value_info("logits", f32, ["batch", config.vocab_size])]
+    cache = TensorProto.INT8 if kv_scales is not None else f32
     for i in range(layers):
         for kind in ("key", "value"):
             shape = ["batch", heads, "capacity", head_dim]
-            inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", f32, shape))
-            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kind}", f32, shape))
+            past, present = f"past_key_values.{i}.{kind}", f"present.{i}.{kind}"
+            inputs.append(helper.make_tensor_value_info(past, cache, shape))
+            outputs.append(helper.make_tensor_value_info(present, cache, shape))
     graph = helper.make_graph(g.nodes, "gpt2_gqa_slots", inputs, outputs, g.initializers)
     opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
     return helper.make_model(graph, opset_imports=opsets, ir_version=10)

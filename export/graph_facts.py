@@ -4,6 +4,7 @@
   (`[B, V]`), "all" for every position (`[B, T, V]`).
 - `fused_ops`: com.microsoft contrib ops stored in the graph (attention, gelu, quantized
   matmuls); ORT adds its own runtime fusions (SkipLayerNormalization, ...) at session start.
+- `kv_cache`: the cache's element type (float32, float16, or int8: quantized by the graph).
 - `tied_embedding`: the token table is stored once and read by both the embedding and the
   lm_head; `weight_bytes` vs `unique_param_bytes` (fp32 bytes of the checkpoint's unique
   parameters) shows nothing is stored twice.
@@ -33,6 +34,7 @@ def describe_graph(model: Path, arch: Architecture) -> dict:
             sorted(Counter(n.op_type for n in proto.graph.node if n.domain == CONTRIB).items())
         ),  # fmt: skip
         "tied_embedding": _tied(proto.graph),
+        "kv_cache": _cache_dtype(proto.graph),
         "weight_bytes": weight_bytes,
         "unique_param_bytes": 4 * unique_params(arch),
     }
@@ -43,6 +45,11 @@ def unique_params(arch: Architecture) -> int:
     c = arch.hidden_size
     per_layer = 12 * c * c + 13 * c  # qkv 3c^2+3c, proj c^2+c, fc 4c^2+4c, fc_proj 4c^2+c, 2 LN
     return (arch.vocab_size + arch.max_positions) * c + arch.num_layers * per_layer + 2 * c
+
+
+def _cache_dtype(graph: onnx.GraphProto) -> str:
+    past = next(v for v in graph.input if v.name.startswith("past_key_values."))
+    return onnx.helper.tensor_dtype_to_np_dtype(past.type.tensor_type.elem_type).name
 
 
 def _tied(graph: onnx.GraphProto) -> bool:

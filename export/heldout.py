@@ -68,6 +68,22 @@ def load_heldout(path: Path, limit: int | None = None) -> list[QASample]:
     return samples
 
 
+def load_calibration(path: Path, limit: int = 128) -> list[QASample]:
+    """Rows to calibrate an int8 KV cache on: the training rows (not the gate's held-out
+    ones; all rows when the file has no others), up to `limit`, spread over the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: no such data file (--data / KVSERVE_DATA)")
+    rows = [r for r in _read_rows(path) if isinstance(r, dict)]
+    usable = [r for r in rows if all(isinstance(r.get(k), str) for k in ("question", "answer"))]
+    chosen = [r for r in usable if not _is_heldout(r)] or usable
+    if not chosen:
+        raise ExportError(f"{path}: no question/answer rows to calibrate the int8 KV cache on")
+    stride = max(1.0, len(chosen) / limit)
+    picked = [chosen[int(i * stride)] for i in range(min(limit, len(chosen)))]
+    return [QASample(r["question"], r["answer"], str(r.get("context") or "")) for r in picked]
+
+
 def _read_rows(path: Path) -> list[dict]:
     try:
         if path.suffix.lower() == ".csv":

@@ -45,14 +45,18 @@ class GraphSignature:
         return [t.name for t in self.outputs]
 
 
-def export_onnx(checkpoint: Path, workdir: Path) -> Path:
-    """Build the serving graph of `checkpoint` (fp32) in `workdir`; return model.onnx's path."""
+def export_onnx(
+    checkpoint: Path, workdir: Path, kv_calibration: list[list[int]] | None = None
+) -> Path:
+    """Build the serving graph of `checkpoint` (fp32) in `workdir`; return model.onnx's path.
+
+    With `kv_calibration` (token id sequences) its KV cache is int8, scaled on them."""
     from export.gqa_graph import export_gqa_model  # heavy: imports torch and transformers
 
     workdir.mkdir(parents=True, exist_ok=True)
     with _quiet():
         try:
-            return export_gqa_model(checkpoint, workdir / MODEL_FILE)
+            return export_gqa_model(checkpoint, workdir / MODEL_FILE, kv_calibration)
         except Exception as e:  # the user needs one line, not a traceback
             raise ExportFailed(
                 f"ONNX export of {checkpoint} failed: {type(e).__name__}: {e}"

@@ -5,12 +5,14 @@ Kept free of heavy imports so `kvserve-export --help` answers instantly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from export.gate import DEFAULTS, Thresholds
 from export.heldout import DEFAULT_DATA
 from export.recipes import PRECISIONS, TARGETS, Recipe, recipe_for, targets_of
+
+KV_CACHES = ("auto", "float", "int8")
 
 
 @dataclass(frozen=True)
@@ -31,12 +33,15 @@ class ExportOptions:
     target: str = "cpu"
     force: bool = False
     gate: GateOptions = field(default_factory=GateOptions)
+    kv_cache: str = "auto"  # auto (the recipe's) | float | int8
 
     @property
     def recipe(self) -> Recipe:
         recipe = recipe_for(self.precision, self.target)
         if recipe is None:
             raise ValueError(self.problem())
+        if self.kv_cache != "auto":
+            recipe = replace(recipe, kv_cache=self.kv_cache)
         return recipe
 
     @property
@@ -60,6 +65,10 @@ class ExportOptions:
         if recipe_for(self.precision, self.target) is None:
             built = " or ".join(targets_of(self.precision))
             return f"precision {self.precision} is built for --target {built}, not {self.target}"
+        if self.kv_cache not in KV_CACHES:
+            return f"unknown KV cache {self.kv_cache!r} (--kv-cache: {', '.join(KV_CACHES)})"
+        if self.kv_cache == "int8" and self.target != "cpu":
+            return "--kv-cache int8 is built for --target cpu (the CUDA graphs keep fp16)"
         if self.gate.samples < 0 or self.gate.max_new_tokens < 1:
             return "--gate-samples must be >= 0 and --gate-max-new-tokens >= 1"
         return None

@@ -13,7 +13,7 @@ from export.checkpoint import Checkpoint, load_checkpoint
 from export.errors import ExportError, ExportFailed
 from export.gate import failures, format_table
 from export.graph_facts import describe_graph
-from export.heldout import load_heldout
+from export.heldout import DEFAULT_DATA, encode_sample, load_calibration, load_heldout
 from export.manifest import Manifest, write_manifest
 from export.metadata import build_manifest
 from export.onnx_export import MODEL_FILE, check_signature, export_onnx, model_files, read_signature
@@ -48,12 +48,12 @@ def run_export(options: ExportOptions) -> ExportResult:
     recipe = options.recipe
     steps = Steps(total=4 + recipe.fp16 + (recipe.weights != "float"))
     with Staging(options.out, options.force) as stage:
-        model = build_graph(checkpoint, recipe, stage.scratch, steps)
+        model = build_graph(checkpoint, recipe, stage.scratch, steps, options.gate.data)
         signature = read_signature(model)
         move_into(model_files(model), stage.path)
         shutil.copyfile(checkpoint.tokenizer_file, stage.path / "tokenizer.json")
         model = stage.path / MODEL_FILE
-        run = GateRun(model, recipe.dtype, gate_provider(recipe), samples,
+        run = GateRun(model, gate_provider(recipe), samples,
                       options.gate.max_new_tokens)  # fmt: skip
         with steps.step(f"Quality gate: {len(samples)} held-out questions vs PyTorch fp32"):
             report = measure(run, checkpoint)
@@ -69,11 +69,17 @@ def run_export(options: ExportOptions) -> ExportResult:
     return ExportResult(out, manifest, report, time.perf_counter() - start, sizes)
 
 
-def build_graph(checkpoint: Checkpoint, recipe: Recipe, scratch: Path, steps: Steps) -> Path:
-    """The final model.onnx (in scratch), its interface checked against the server contract."""
+def build_graph(
+    checkpoint: Checkpoint, recipe: Recipe, scratch: Path, steps: Steps, data: Path = DEFAULT_DATA
+) -> Path:
+    """The final model.onnx (in scratch), its interface checked against the server contract.
+
+    `data`: the training data file; an int8 KV cache is calibrated on its training rows."""
     layers = checkpoint.architecture.num_layers
-    with steps.step("Building the ONNX serving graph (fp32, fused attention, in-place KV cache)"):
-        model = export_onnx(checkpoint.path, scratch / "fp32")
+    calibration = kv_calibration(checkpoint, data) if recipe.kv_cache == "int8" else None
+    cache = "int8" if calibration is not None else "in-place"
+    with steps.step(f"Building the ONNX serving graph (fp32, fused attention, {cache} KV cache)"):
+        model = export_onnx(checkpoint.path, scratch / "fp32", calibration)
     with steps.step("Checking graph inputs and outputs"):
         check_signature(read_signature(model), layers)
     if recipe.fp16:
@@ -86,6 +92,19 @@ def build_graph(checkpoint: Checkpoint, recipe: Recipe, scratch: Path, steps: St
             model = _quantize(model, recipe, _fresh(scratch / recipe.quantization))
         check_signature(read_signature(model), layers)
     return model
+
+
+def kv_calibration(checkpoint: Checkpoint, data: Path) -> list[list[int]]:
+    """Token ids of training rows (prompt + answer, as training sees them) to scale the cache."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(checkpoint.tokenizer_file))
+    encoded = (
+        encode_sample(lambda text: tokenizer.encode(text).ids, checkpoint.prompt_template,
+                      sample, checkpoint.eos_token_id, checkpoint.architecture.max_positions)
+        for sample in load_calibration(data)
+    )  # fmt: skip
+    return [e.prompt + e.target for e in encoded if e is not None]
 
 
 def _quantize(model: Path, recipe: Recipe, workdir: Path) -> Path:

@@ -86,10 +86,9 @@ class QualityReport:
 
 @dataclass(frozen=True)
 class GateRun:
-    """What to measure: the graph, its runtime dtype and provider, and the questions."""
+    """What to measure: the graph, the provider to run it on, and the questions."""
 
     model: Path
-    dtype: str  # float32 | float16 (the KV cache and logits the runner handles)
     provider: str  # cpu | cuda
     samples: list[QASample]
     max_new_tokens: int = 32
@@ -115,7 +114,7 @@ def measure(run: GateRun, checkpoint: Checkpoint) -> QualityReport:
     threads = gate_threads()
     try:
         config = RunnerConfig(run.provider, threads)
-        runner = OnnxRunner(run.model, checkpoint.architecture, run.dtype, config)
+        runner = OnnxRunner(run.model, checkpoint.architecture, config)
     except Exception as e:  # onnxruntime raises its own types; the user needs one line
         raise ExportFailed(f"ONNX Runtime cannot load {run.model}: {e}") from e
     model = GPT2LMHeadModel.from_pretrained(checkpoint.path, dtype=torch.float32).eval()

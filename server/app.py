@@ -61,7 +61,7 @@ def load_model(config: ServeConfig) -> LoadedModel:
         )
     try:
         settings = RunnerConfig(config.provider, config.threads)
-        runner = OnnxRunner(model_path, manifest.architecture, manifest.dtype, settings)
+        runner = OnnxRunner(model_path, manifest.architecture, settings)
     except Exception as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
         raise ManifestError(f"{model_path}: ONNX Runtime cannot load it ({first_line})") from None

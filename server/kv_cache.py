@@ -10,6 +10,8 @@ Active rows are always `0 .. size-1` (the graph takes one contiguous block). Whe
 leave, `keep` moves the fewest rows to close the gaps (survivors past the end fill holes),
 so a finished slot costs one row copy at most, and new sequences are appended at the end.
 Buffers grow by doubling (rows up to the batch limit, capacity up to the model's context).
+The buffers live in host or device memory (server/memory.py); the runner binds each row
+block by address, and every copy here is one strided 2-D copy per buffer.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from server.memory import HostMemory, Memory
 
 
 @dataclass
@@ -27,9 +31,10 @@ class SlotCache:
     max_rows: int
     max_length: int
     dtype: type = np.float32
+    memory: Memory = field(default_factory=HostMemory)
     size: int = 0  # active rows
     lengths: np.ndarray = field(init=False)  # [rows] int64, tokens held per row
-    layers: list[tuple[np.ndarray, np.ndarray]] = field(init=False)  # [rows, H, cap, D]
+    layers: list[tuple] = field(init=False)  # per layer (key, value) buffers [rows, H, cap, D]
 
     def __post_init__(self) -> None:
         self.lengths = np.zeros(0, dtype=np.int64)
@@ -58,20 +63,27 @@ class SlotCache:
         if length <= self.capacity:
             new_cap = self.capacity
         n, used = self.size, int(self.lengths[: self.size].max(initial=0))
+        old_pitch, new_pitch = self._token_bytes(self.capacity), self._token_bytes(new_cap)
         grown = []
-        for key, value in self.layers:
-            k2, v2 = self._zeros(new_rows, new_cap)
-            k2[:n, :, :used] = key[:n, :, :used]
-            v2[:n, :, :used] = value[:n, :, :used]
-            grown.append((k2, v2))
+        for old in self.layers:
+            new = self._zeros(new_rows, new_cap)
+            for dst, src in zip(new, old, strict=True):  # the first `used` tokens of each head
+                self.memory.copy2d(dst, 0, new_pitch, src, 0, old_pitch,
+                                   self._token_bytes(used), n * self.heads)  # fmt: skip
+            grown.append(new)
         self.layers = grown
         lengths = np.zeros(new_rows, dtype=np.int64)
         lengths[:n] = self.lengths[:n]
         self.lengths = lengths
 
-    def block(self, start: int, stop: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Views of rows start..stop-1 (contiguous, so the graph writes into the buffers)."""
-        return [(k[start:stop], v[start:stop]) for k, v in self.layers]
+    def block_shape(self, start: int, stop: int) -> tuple[int, int, int, int]:
+        return (stop - start, self.heads, self.capacity, self.head_dim)
+
+    def addresses(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """Per layer, where rows start..stop-1 begin in the key and value buffers: the block
+        is contiguous, so the graph reads and writes it in place."""
+        offset = start * self._row_bytes()
+        return [tuple(self.memory.address(b) + offset for b in pair) for pair in self.layers]
 
     def keep(self, survivors: list[int]) -> list[int]:
         """Keep these active rows; return their new order (new row i = old row order[i]).
@@ -81,17 +93,25 @@ class SlotCache:
         kept = set(survivors)
         holes = [r for r in range(new_size) if r not in kept]
         movers = [r for r in survivors if r >= new_size]
+        row, pitch = self._row_bytes(), self._token_bytes(self.capacity)
         for hole, src in zip(holes, movers, strict=True):
             length = int(self.lengths[src])
-            for key, value in self.layers:
-                key[hole, :, :length] = key[src, :, :length]
-                value[hole, :, :length] = value[src, :, :length]
+            for pair in self.layers:
+                for buffer in pair:  # each head's first `length` tokens
+                    self.memory.copy2d(buffer, hole * row, pitch, buffer, src * row, pitch,
+                                       self._token_bytes(length), self.heads)  # fmt: skip
             self.lengths[hole] = length
         self.lengths[new_size : self.size] = 0
         self.size = new_size
         moved = dict(zip(holes, movers, strict=True))
         return [moved.get(r, r) for r in range(new_size)]
 
-    def _zeros(self, rows: int, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    def _token_bytes(self, tokens: int) -> int:
+        return tokens * self.head_dim * np.dtype(self.dtype).itemsize
+
+    def _row_bytes(self) -> int:
+        return self.heads * self._token_bytes(self.capacity)
+
+    def _zeros(self, rows: int, cap: int) -> tuple:
         shape = (rows, self.heads, cap, self.head_dim)
-        return np.zeros(shape, dtype=self.dtype), np.zeros(shape, dtype=self.dtype)
+        return self.memory.zeros(shape, self.dtype), self.memory.zeros(shape, self.dtype)

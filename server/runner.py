@@ -2,8 +2,9 @@
 
 The graph (export/gqa_graph.py, manifest interface GRAPH_INTERFACE) takes input_ids,
 position_ids, last_index, seqlens_k, total_sequence_length and per-layer past key/values, and
-writes each new key/value in place: past and present are bound (IOBinding) to the same
-numpy buffer of the cache, so nothing is copied between steps.
+writes each new key/value in place: past and present are bound (IOBinding, by address) to
+the same cache buffer, in host memory or on the GPU (server/memory.py), so nothing is copied
+between steps.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import onnxruntime as ort
 
 from export.manifest import Architecture
 from server.kv_cache import SlotCache
+from server.memory import memory_for
 
 log = logging.getLogger(__name__)
 CONTROL_DTYPES = {"input_ids": np.int64, "position_ids": np.int64, "last_index": np.int64,
@@ -51,10 +53,21 @@ def gpu_present() -> bool:
     return Path("/dev/nvidiactl").exists()
 
 
+CACHE_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+                "tensor(int8)": np.int8}  # fmt: skip
+
+
+def cache_dtype(session: ort.InferenceSession) -> type:
+    """The KV cache's element type, as the graph declares it: fp32, fp16, or int8 (the graph
+    quantizes and dequantizes an int8 cache itself; export/kv_scales.py)."""
+    past = next(i for i in session.get_inputs() if i.name.startswith("past_key_values."))
+    if past.type not in CACHE_DTYPES:
+        raise RuntimeError(f"unsupported KV cache type {past.type} ({past.name})")
+    return CACHE_DTYPES[past.type]
+
+
 class OnnxRunner:
-    def __init__(
-        self, model_path: Path, architecture: Architecture, dtype: str, config: RunnerConfig
-    ) -> None:
+    def __init__(self, model_path: Path, architecture: Architecture, config: RunnerConfig) -> None:
         self.architecture = architecture
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -68,12 +81,14 @@ class OnnxRunner:
             if config.provider == "cuda":
                 raise RuntimeError("--provider cuda: the CUDA provider could not start")
             log.warning("CUDA provider could not start; serving on CPU")
-        self.dtype = np.float16 if dtype == "float16" else np.float32
+        self.dtype = cache_dtype(self.session)
+        # the KV cache on the provider's device
+        self.memory = memory_for(self.provider, ort.OrtValue.ortvalue_from_shape_and_type)
 
     def new_cache(self, max_rows: int) -> SlotCache:
         arch = self.architecture
         return SlotCache(arch.num_layers, arch.num_heads, arch.head_dim, max_rows,
-                         arch.max_positions, self.dtype)  # fmt: skip
+                         arch.max_positions, self.dtype, self.memory)  # fmt: skip
 
     def prefill(self, cache: SlotCache, prompts: list[list[int]]) -> np.ndarray:
         """Append one row per prompt to the cache; logits at each prompt's last token [n, V]."""
@@ -117,11 +132,12 @@ class OnnxRunner:
         binding = self.session.io_binding()
         for name, value in controls.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value, dtype=CONTROL_DTYPES[name]))
-        for i, (key, value) in enumerate(cache.block(start, stop)):
-            for kind, array in (("key", key), ("value", value)):
-                shared = ort.OrtValue.ortvalue_from_numpy(array)  # same memory in and out
-                binding.bind_ortvalue_input(f"past_key_values.{i}.{kind}", shared)
-                binding.bind_ortvalue_output(f"present.{i}.{kind}", shared)
+        memory, shape = cache.memory, cache.block_shape(start, stop)
+        where = (memory.device, memory.device_id, cache.dtype, shape)
+        for i, (key, value) in enumerate(cache.addresses(start, stop)):
+            for kind, address in (("key", key), ("value", value)):  # same memory in and out
+                binding.bind_input(f"past_key_values.{i}.{kind}", *where, address)
+                binding.bind_output(f"present.{i}.{kind}", *where, address)
         binding.bind_output("logits")
         self.session.run_with_iobinding(binding)
         return binding.get_outputs()[-1].numpy()  # [n, V]; the cache stays where it is

@@ -136,7 +136,7 @@ def test_manifest_records_the_graph_facts(fp32: Path) -> None:
     graph = read_manifest(fp32).graph
     assert graph["logits"] == "last"  # lm_head at each row's last position only
     assert graph["fused_ops"] == {"FastGelu": 2, "GroupQueryAttention": 2}
-    assert graph["tied_embedding"] is True
+    assert graph["tied_embedding"] is True and graph["kv_cache"] == "float32"
     assert graph["weight_bytes"] <= 1.05 * graph["unique_param_bytes"]  # nothing stored twice
 
 
@@ -162,6 +162,9 @@ def test_int8_is_quantized_with_the_token_table_stored_once(fp32: Path, int8: Pa
     assert found.count("MatMulInteger") == 4 * 2  # the transformer MatMuls, dynamic int8
     assert found.count("MatMulNBits") == found.count("GatherBlockQuantized") == 1  # tied head
     assert manifest.graph["tied_embedding"] is True
+    assert manifest.graph["kv_cache"] == "int8"  # quantized by the graph, calibrated at export
+    past = onnx.load(str(int8 / "model.onnx")).graph.input[5]
+    assert past.type.tensor_type.elem_type == onnx.TensorProto.INT8
     names = {init.name for init in onnx.load(str(int8 / "model.onnx")).graph.initializer}
     assert "transformer.wte.weight" not in names  # no fp32 copy of the table left
     assert (int8 / "model.onnx").stat().st_size < 0.4 * (fp32 / "model.onnx").stat().st_size

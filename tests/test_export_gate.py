@@ -76,8 +76,8 @@ def zero_weight(name: str):
     """A stand-in for export_onnx that breaks one weight of the graph it builds."""
     real = pipeline.export_onnx
 
-    def broken(checkpoint: Path, workdir: Path) -> Path:
-        model_path = real(checkpoint, workdir)
+    def broken(checkpoint: Path, workdir: Path, kv_calibration=None) -> Path:
+        model_path = real(checkpoint, workdir, kv_calibration)
         model = onnx.load(str(model_path))
         weight = next(t for t in model.graph.initializer if t.name == name)
         weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 0, name))

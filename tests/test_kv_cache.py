@@ -1,30 +1,81 @@
-"""SlotCache: growth keeps contents, `keep` closes gaps with the fewest row moves."""
+"""SlotCache: growth keeps contents, `keep` closes gaps with the fewest row moves.
+
+Every test runs on host memory (numpy, the CPU provider) and on CudaMemory's own code with
+host allocations and a libcudart stand-in that copies host memory: the pointer arithmetic
+the GPU path uses is checked here, on a machine without a GPU."""
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from server.kv_cache import SlotCache
+from server.memory import CUDA_MEMCPY_DEVICE_TO_DEVICE, CudaMemory, HostMemory, memory_for
 
 H, D = 2, 3
+ALLOCATE = ort.OrtValue.ortvalue_from_shape_and_type
 
 
-def filled(rows: list[list[int]], max_rows: int = 8) -> SlotCache:
+class FakeCudart:
+    """libcudart's cudaMemset / cudaMemcpy2D / cudaDeviceSynchronize, on host memory."""
+
+    def __init__(self) -> None:
+        self.copies = 0
+
+        def memset(ptr: int, value: int, count: int) -> int:
+            ctypes.memset(ptr, value, count)
+            return 0
+
+        def memcpy2d(dst, dpitch, src, spitch, width, height, kind) -> int:
+            assert kind == CUDA_MEMCPY_DEVICE_TO_DEVICE and width <= min(dpitch, spitch)
+            for i in range(height):
+                ctypes.memmove(dst + i * dpitch, src + i * spitch, width)
+            self.copies += 1
+            return 0
+
+        self.cudaMemset = memset
+        self.cudaMemcpy2D = memcpy2d
+        self.cudaDeviceSynchronize = lambda: 0
+
+
+MEMORIES = {
+    "host": HostMemory,
+    "cuda-code-on-host": lambda: CudaMemory(ALLOCATE, cudart=FakeCudart(), device="cpu"),
+}
+
+
+@pytest.fixture(params=list(MEMORIES))
+def memory(request):
+    return MEMORIES[request.param]()
+
+
+def write(memory, buffer, array: np.ndarray) -> None:
+    if isinstance(memory, HostMemory):
+        buffer[...] = array
+    else:
+        buffer.value.update_inplace(np.ascontiguousarray(array))
+
+
+def filled(memory, rows: list[list[int]], max_rows: int = 8) -> SlotCache:
     """key[r, h, t, d] = token id of row r at t; value = -key."""
-    cache = SlotCache(num_layers=2, heads=H, head_dim=D, max_rows=max_rows, max_length=512)
+    cache = SlotCache(2, H, D, max_rows=max_rows, max_length=512, memory=memory)
     cache.reserve(len(rows), max(len(r) for r in rows))
+    key = np.zeros(cache.layers[0][0].shape, dtype=np.float32)
     for r, ids in enumerate(rows):
-        for key, value in cache.layers:
-            key[r, :, : len(ids)] = np.array(ids)[None, :, None]
-            value[r, :, : len(ids)] = -np.array(ids)[None, :, None]
+        key[r, :, : len(ids)] = np.array(ids)[None, :, None]
         cache.lengths[r] = len(ids)
+    for k, v in cache.layers:
+        write(memory, k, key)
+        write(memory, v, -key)
     cache.size = len(rows)
     return cache
 
 
 def rows_of(cache: SlotCache) -> list[list[int]]:
-    key, value = cache.layers[1]
+    key, value = (cache.memory.to_numpy(b) for b in cache.layers[1])
     out = []
     for r in range(cache.size):
         n = int(cache.lengths[r])
@@ -33,8 +84,8 @@ def rows_of(cache: SlotCache) -> list[list[int]]:
     return out
 
 
-def test_reserve_grows_by_doubling_and_keeps_contents():
-    cache = filled([[1, 2, 3], [4]])
+def test_reserve_grows_by_doubling_and_keeps_contents(memory):
+    cache = filled(memory, [[1, 2, 3], [4]])
     assert cache.layers[0][0].shape == (2, H, 64, D)
     cache.reserve(3, 100)
     assert cache.layers[0][0].shape == (4, H, 128, D)
@@ -43,24 +94,31 @@ def test_reserve_grows_by_doubling_and_keeps_contents():
         cache.reserve(9, 10)
 
 
-def test_keep_moves_tail_survivors_into_holes_only():
-    cache = filled([[1], [2, 2], [3, 3, 3], [4], [5, 5]])
-    key_before = cache.layers[0][0].copy()
+def test_keep_moves_tail_survivors_into_holes_only(memory):
+    cache = filled(memory, [[1], [2, 2], [3, 3, 3], [4], [5, 5]])
+    key_before = memory.to_numpy(cache.layers[0][0]).copy()
     order = cache.keep([1, 3, 4])  # rows 0 and 2 finished
     assert order == [3, 1, 4]  # rows 3 and 4 (past the new size) fill holes 0 and 2
     assert rows_of(cache) == [[4], [2, 2], [5, 5]]
-    assert (cache.layers[0][0][1] == key_before[1]).all()
+    assert (memory.to_numpy(cache.layers[0][0])[1] == key_before[1]).all()
     assert cache.size == 3 and cache.lengths[3:].tolist() == [0] * (cache.rows - 3)
 
 
-def test_block_is_a_view_into_the_buffers():
-    cache = filled([[1, 2], [3, 4]])
-    key, _ = cache.block(1, 2)[0]
-    key[0, :, 2] = 9
-    assert (cache.layers[0][0][1, :, 2] == 9).all()
-    assert key.flags["C_CONTIGUOUS"]
+def test_addresses_point_at_each_row_block(memory):
+    cache = filled(memory, [[1, 2], [3, 4]])
+    row_bytes = H * cache.capacity * D * 4
+    key, value = cache.layers[0]
+    assert cache.addresses(1, 2)[0] == (
+        memory.address(key) + row_bytes,
+        memory.address(value) + row_bytes,
+    )
+    assert cache.block_shape(1, 2) == (1, H, cache.capacity, D)
 
 
-def test_nbytes_counts_every_buffer():
-    cache = filled([[1]])
+def test_nbytes_counts_every_buffer(memory):
+    cache = filled(memory, [[1]])
     assert cache.nbytes == 2 * 2 * 1 * H * 64 * D * 4
+
+
+def test_cpu_provider_gets_host_memory():
+    assert isinstance(memory_for("CPUExecutionProvider", ALLOCATE), HostMemory)
