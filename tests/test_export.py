@@ -85,7 +85,7 @@ def fp32(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def int8(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("int8") / "artifact"
-    return export(checkpoint, out, "--quantize", "int8", *LOOSE)
+    return export(checkpoint, out, "--quantize", "int8", "--kv-cache", "int8", *LOOSE)
 
 
 def ops(artifact: Path) -> list[str]:

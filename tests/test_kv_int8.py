@@ -119,8 +119,8 @@ def test_kv_cache_option_picks_the_cache_and_refuses_cuda() -> None:
     def options(**kw) -> ExportOptions:
         return ExportOptions(Path("ckpt"), Path("out"), **kw)
 
-    assert options(precision="int8").recipe.kv_cache == "int8"  # the cpu int8 default
-    assert options(precision="int8", kv_cache="float").recipe.kv_cache == "float"
+    assert options(precision="int8").recipe.kv_cache == "float"  # opt-in, as in vLLM
+    assert options(precision="int8", kv_cache="int8").recipe.kv_cache == "int8"
     assert options(kv_cache="int8").recipe.kv_cache == "int8"  # fp32 weights, int8 cache
     assert options(precision="fp16", target="cuda").recipe.kv_cache == "float"
     assert "--target cpu" in options(precision="fp16", target="cuda", kv_cache="int8").problem()
