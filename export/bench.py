@@ -97,8 +97,11 @@ def _load(artifact: Path, settings: BenchSettings) -> tuple[OnnxRunner, BenchRep
         raise ManifestError(f"{artifact}: prompt + decode steps exceed the model's context")
     config = RunnerConfig(settings.provider, settings.threads)
     runner = OnnxRunner(artifact / manifest.model_file, manifest.architecture, config)
-    report = BenchReport(str(artifact), manifest.source.get("precision", "?"),
-                         manifest.quantization, runner.provider, settings)  # fmt: skip
+    quantization = manifest.quantization
+    if manifest.graph.get("kv_cache") == "int8":
+        quantization += ", int8 KV cache"
+    report = BenchReport(str(artifact), manifest.source.get("precision", "?"), quantization,
+                         runner.provider, settings)  # fmt: skip
     return runner, report
 
 
