@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from export.manifest import read_manifest
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
+from server.process import ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -144,3 +145,34 @@ def test_serve_refuses_a_broken_artifact_with_one_line(tiny_artifact, tmp_path):
     assert len(lines) == 1 and "model.onnx" in lines[0] and "sha256" in lines[0]
     assert "Traceback" not in result.stderr
     assert json.loads((broken / "manifest.json").read_text())["files"]
+
+
+@pytest.fixture(scope="module")
+def int8_kv_served(tiny_checkpoint, tmp_path_factory):
+    """The tiny model exported with int8 weights and the opt-in int8 KV cache, served."""
+    out = tmp_path_factory.mktemp("export-int8-kv8") / "artifact"
+    # the tiny test-preset model's answers move with any quantization: check mechanics here
+    command = [sys.executable, "-m", "export", str(tiny_checkpoint), str(out), "--precision",
+               "int8", "--kv-cache", "int8", "--min-answer-match", "0",
+               "--min-token-agreement", "0", "--max-ppl-delta", "1"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    server = ServerProcess.start(out, out.parent / "server.log", ["--max-batch-size", "8"])
+    yield out, server
+    assert server.stop() == 0
+
+
+def test_int8_kv_cache_server_batches_exactly(int8_kv_served):
+    """Each row's int8 cache is its own bytes: batched greedy decoding, with rows joining and
+    leaving (slot moves), gives what each request gives alone."""
+    artifact, server = int8_kv_served
+    assert read_manifest(artifact).graph["kv_cache"] == "int8"
+    prompts = [f"Question: where is order {i} now?\nAnswer:" for i in range(6)]
+    requests = [pb.GenerateRequest(prompt=p, max_new_tokens=4 + 3 * i, ignore_eos=True)
+                for i, p in enumerate(prompts)]  # fmt: skip
+    with grpc.insecure_channel(server.target) as channel:
+        stub = pb_grpc.GenerationStub(channel)
+        alone = [stub.Generate(r).token_ids for r in requests]
+        together = [f.result().token_ids for f in [stub.Generate.future(r) for r in requests]]
+    assert together == alone
+    assert [len(t) for t in alone] == [4 + 3 * i for i in range(6)]
