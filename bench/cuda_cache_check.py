@@ -43,8 +43,8 @@ def steps(runner: OnnxRunner, memory, batch: int, context: int, count: int, seed
         logits.append(runner.decode(cache, tokens))
         times.append(time.perf_counter() - start)
     if batch > 1:
-        cache.keep(list(range(1, batch)))  # row 0 leaves: the last row moves into its slot
-        logits.append(runner.decode(cache, logits[-1][1:].argmax(-1).astype(np.int64)))
+        order = cache.keep(list(range(1, batch)))  # row 0 leaves: the last row takes its slot
+        logits.append(runner.decode(cache, logits[-1][order].argmax(-1).astype(np.int64)))
     return logits, float(np.median(times))
 
 

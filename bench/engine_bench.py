@@ -350,6 +350,8 @@ def main() -> int:
         help="also measure concurrency-1 ITL vs the bare step, at contexts 50 and 1000",
     )  # fmt: skip
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error("--rounds must be >= 1")
     args.workdir.mkdir(parents=True, exist_ok=True)
     checkpoint = make_checkpoint(args.workdir / "gpt2-124m-random")
     fp32 = export(checkpoint, args.workdir / "artifact-fp32", "fp32")
@@ -384,7 +386,8 @@ def main() -> int:
     # moment on a shared machine does not decide their ratio
     served: dict[str, list[SystemResult]] = {k: [] for k in "cd" if k in wanted}
     for round_ in range(args.rounds):
-        for key, done in served.items():
+        order = list(served.items())
+        for key, done in order[::-1] if round_ % 2 else order:  # who goes first alternates
             load = os.getloadavg()[0]
             print(f"running ({key}) round {round_ + 1}/{args.rounds} ... load average {load:.2f}",
                   flush=True)  # fmt: skip

@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("kv-cache") or "auto",
         help="KV cache element type (default auto = the graph's float type). int8 (cpu): "
         "the graph quantizes it per channel, scales calibrated on --data's training rows; "
-        "decode attention reads 1/4 of the bytes (batch 32: ~25%% faster steps, 4x the "
+        "decode attention reads 1/4 of the bytes (batch 32: steps ~20%% shorter, 4x the "
         "sequences per GB) but prompts prefill ~20%% slower: for throughput under load",
     )
     p.add_argument("--force", action="store_true",

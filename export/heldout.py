@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,12 @@ def load_calibration(path: Path, limit: int = 128) -> list[QASample]:
         raise ExportError(f"{path}: no such data file (--data / KVSERVE_DATA)")
     rows = [r for r in _read_rows(path) if isinstance(r, dict)]
     usable = [r for r in rows if all(isinstance(r.get(k), str) for k in ("question", "answer"))]
-    chosen = [r for r in usable if not _is_heldout(r)] or usable
+    chosen = [r for r in usable if not _is_heldout(r)]
+    if not chosen and usable:
+        chosen = usable
+        print(f"warning: {path} has only held-out rows; the int8 KV cache is calibrated "
+              "on the rows the quality gate then scores (an optimistic gate)",
+              file=sys.stderr)  # fmt: skip
     if not chosen:
         raise ExportError(f"{path}: no question/answer rows to calibrate the int8 KV cache on")
     stride = max(1.0, len(chosen) / limit)

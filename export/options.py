@@ -50,7 +50,12 @@ class ExportOptions:
 
     @property
     def thresholds(self) -> Thresholds:
-        return DEFAULTS[self.precision].with_overrides(**self.gate.overrides)
+        """The precision's defaults; an fp32 graph with an int8 cache is held to int8's (its
+        logits are no longer fp32-exact); --max-ppl-delta etc. override either."""
+        name = self.precision
+        if name == "fp32" and self.recipe.kv_cache == "int8":
+            name = "int8"
+        return DEFAULTS[name].with_overrides(**self.gate.overrides)
 
     def problem(self) -> str | None:
         """Why this precision/target pair cannot be built (None when it can)."""
@@ -68,7 +73,7 @@ class ExportOptions:
         if self.kv_cache not in KV_CACHES:
             return f"unknown KV cache {self.kv_cache!r} (--kv-cache: {', '.join(KV_CACHES)})"
         if self.kv_cache == "int8" and self.target != "cpu":
-            return "--kv-cache int8 is built for --target cpu (the CUDA graphs keep fp16)"
+            return "--kv-cache int8 is built for --target cpu (the CUDA graphs keep a float cache)"
         if self.gate.samples < 0 or self.gate.max_new_tokens < 1:
             return "--gate-samples must be >= 0 and --gate-max-new-tokens >= 1"
         return None

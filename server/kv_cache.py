@@ -71,6 +71,7 @@ class SlotCache:
                 self.memory.copy2d(dst, 0, new_pitch, src, 0, old_pitch,
                                    self._token_bytes(used), n * self.heads)  # fmt: skip
             grown.append(new)
+        self.memory.finish()
         self.layers = grown
         lengths = np.zeros(new_rows, dtype=np.int64)
         lengths[:n] = self.lengths[:n]
@@ -101,6 +102,8 @@ class SlotCache:
                     self.memory.copy2d(buffer, hole * row, pitch, buffer, src * row, pitch,
                                        self._token_bytes(length), self.heads)  # fmt: skip
             self.lengths[hole] = length
+        if holes:
+            self.memory.finish()
         self.lengths[new_size : self.size] = 0
         self.size = new_size
         moved = dict(zip(holes, movers, strict=True))

@@ -40,6 +40,9 @@ class Memory(Protocol):
                src_pitch: int, width: int, height: int) -> None:  # fmt: skip
         """`height` runs of `width` bytes; run i starts at offset + i * pitch."""
 
+    def finish(self) -> None:
+        """Wait for the copies issued so far (before the next step reads the cache)."""
+
     def to_numpy(self, buffer) -> np.ndarray: ...
 
 
@@ -60,6 +63,9 @@ class HostMemory:
             _runs(dst, dst_offset, dst_pitch, width, height)[...] = _runs(
                 src, src_offset, src_pitch, width, height
             )
+
+    def finish(self) -> None:
+        pass  # numpy copies are done when they return
 
     def to_numpy(self, buffer: np.ndarray) -> np.ndarray:
         return buffer
@@ -93,6 +99,9 @@ class CudaMemory:
 
     `allocate(shape, dtype, device, device_id)` is ONNX Runtime's
     `OrtValue.ortvalue_from_shape_and_type` (passed in: only the runner imports onnxruntime).
+    Those allocations come from ONNX Runtime's CUDA allocator, which may keep freed blocks
+    for reuse: while the cache doubles, old and new buffers coexist, so plan device memory
+    for about 1.5x the largest cache (`kvserve_kv_cache_bytes`), not 1x.
     `device` is "cuda" in the server; tests run the same code with device "cpu" (ONNX Runtime
     host allocations) and a stand-in for libcudart that copies host memory."""
 
@@ -127,7 +136,11 @@ class CudaMemory:
             return
         self._check("cudaMemcpy2D", dst.ptr + dst_offset, dst_pitch, src.ptr + src_offset,
                     src_pitch, width, height, CUDA_MEMCPY_DEVICE_TO_DEVICE)  # fmt: skip
-        # ONNX Runtime runs on its own stream: finish the copy before the next step reads it
+
+    def finish(self) -> None:
+        # ONNX Runtime runs on its own stream and syncs it when a Run ends (its default), so
+        # the cache is at rest between steps; these copies go on the legacy default stream,
+        # hence one device-wide sync before the next step reads what they wrote
         self._check("cudaDeviceSynchronize")
 
     def to_numpy(self, buffer: DeviceBuffer) -> np.ndarray:

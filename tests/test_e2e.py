@@ -149,12 +149,13 @@ def test_serve_refuses_a_broken_artifact_with_one_line(tiny_artifact, tmp_path):
 
 @pytest.fixture(scope="module")
 def int8_kv_served(tiny_checkpoint, tmp_path_factory):
-    """The tiny model exported with int8 weights and the opt-in int8 KV cache, served."""
-    out = tmp_path_factory.mktemp("export-int8-kv8") / "artifact"
+    """The tiny model exported with the opt-in int8 KV cache (fp32 weights: dynamic int8
+    weights quantize activations over the whole batch, so only the cache is tested here)."""
+    out = tmp_path_factory.mktemp("export-kv8") / "artifact"
     # the tiny test-preset model's answers move with any quantization: check mechanics here
     command = [sys.executable, "-m", "export", str(tiny_checkpoint), str(out), "--precision",
-               "int8", "--kv-cache", "int8", "--min-answer-match", "0",
-               "--min-token-agreement", "0", "--max-ppl-delta", "1"]  # fmt: skip
+               "fp32", "--kv-cache", "int8", "--min-answer-match", "0",
+               "--min-token-agreement", "0"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     server = ServerProcess.start(out, out.parent / "server.log", ["--max-batch-size", "8"])
@@ -163,8 +164,8 @@ def int8_kv_served(tiny_checkpoint, tmp_path_factory):
 
 
 def test_int8_kv_cache_server_batches_exactly(int8_kv_served):
-    """Each row's int8 cache is its own bytes: batched greedy decoding, with rows joining and
-    leaving (slot moves), gives what each request gives alone."""
+    """Each row's int8 cache is its own bytes (quantized per element, fixed scales): batched
+    greedy decoding, rows joining and leaving (slot moves), gives each request's tokens alone."""
     artifact, server = int8_kv_served
     assert read_manifest(artifact).graph["kv_cache"] == "int8"
     prompts = [f"Question: where is order {i} now?\nAnswer:" for i in range(6)]

@@ -25,20 +25,37 @@ class FakeCudart:
     def __init__(self) -> None:
         self.copies = 0
 
-        def memset(ptr: int, value: int, count: int) -> int:
+        self.syncs = 0
+
+        def memset(*args) -> int:
+            ptr, value, count = declared(memset, args)
             ctypes.memset(ptr, value, count)
             return 0
 
-        def memcpy2d(dst, dpitch, src, spitch, width, height, kind) -> int:
+        def memcpy2d(*args) -> int:
+            dst, dpitch, src, spitch, width, height, kind = declared(memcpy2d, args)
             assert kind == CUDA_MEMCPY_DEVICE_TO_DEVICE and width <= min(dpitch, spitch)
             for i in range(height):
                 ctypes.memmove(dst + i * dpitch, src + i * spitch, width)
             self.copies += 1
             return 0
 
+        def synchronize(*args) -> int:
+            declared(synchronize, args)
+            self.syncs += 1
+            return 0
+
         self.cudaMemset = memset
         self.cudaMemcpy2D = memcpy2d
-        self.cudaDeviceSynchronize = lambda: 0
+        self.cudaDeviceSynchronize = synchronize
+
+
+def declared(function, args: tuple) -> tuple:
+    """What ctypes would pass to the C function: each argument through its declared type
+    (CudaMemory declares `argtypes`; a missing or wrong declaration fails here)."""
+    argtypes = function.argtypes
+    assert len(argtypes) == len(args), f"{len(args)} arguments, {len(argtypes)} declared"
+    return tuple(kind(arg).value for kind, arg in zip(argtypes, args, strict=True))
 
 
 MEMORIES = {
@@ -122,3 +139,26 @@ def test_nbytes_counts_every_buffer(memory):
 
 def test_cpu_provider_gets_host_memory():
     assert isinstance(memory_for("CPUExecutionProvider", ALLOCATE), HostMemory)
+
+
+def test_cuda_without_libcudart_falls_back_to_host_memory_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    def missing():
+        raise OSError("libcudart not found (tried libcudart.so.12)")
+
+    monkeypatch.setattr("server.memory.load_cudart", missing)
+    with caplog.at_level("WARNING", logger="server.memory"):
+        assert isinstance(memory_for("CUDAExecutionProvider", ALLOCATE), HostMemory)
+    assert [r.getMessage() for r in caplog.records] == [
+        "KV cache stays in host memory (libcudart not found (tried libcudart.so.12)): every "
+        "step copies it to the GPU"
+    ]
+
+
+def test_device_copies_are_waited_for_once_per_change():
+    fake = FakeCudart()
+    cache = filled(CudaMemory(ALLOCATE, cudart=fake, device="cpu"), [[1], [2, 2], [3]])
+    before = (fake.copies, fake.syncs)
+    cache.keep([2])  # one hole filled: 2 layers x (key, value) copies, one sync
+    assert (fake.copies - before[0], fake.syncs - before[1]) == (4, 1)

@@ -122,6 +122,8 @@ def test_kv_cache_option_picks_the_cache_and_refuses_cuda() -> None:
     assert options(precision="int8").recipe.kv_cache == "float"  # opt-in, as in vLLM
     assert options(precision="int8", kv_cache="int8").recipe.kv_cache == "int8"
     assert options(kv_cache="int8").recipe.kv_cache == "int8"  # fp32 weights, int8 cache
+    assert options(kv_cache="int8").thresholds == options(precision="int8").thresholds
+    assert options().thresholds.max_logit_diff == 1e-3  # fp32 with a float cache: exact
     assert options(precision="fp16", target="cuda").recipe.kv_cache == "float"
     assert "--target cpu" in options(precision="fp16", target="cuda", kv_cache="int8").problem()
     assert "unknown KV cache" in options(kv_cache="int4").problem()
