@@ -57,24 +57,17 @@ def encode_sample(
 def load_heldout(path: Path, limit: int | None = None) -> list[QASample]:
     """The held-out rows of `path`; with `limit`, that many spread evenly over the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: no such data file (--data / KVSERVE_DATA)")
     rows = _read_rows(path)
     samples = [_sample(path, i, row) for i, row in enumerate(rows, 1) if _is_heldout(row)]
     if not samples:
         raise ExportError(f"{path}: no held-out rows (split == {HELDOUT!r}) to check quality on")
-    if limit is not None and 0 < limit < len(samples):
-        stride = len(samples) / limit  # evenly spaced: every topic of the file, not its head
-        samples = [samples[int(i * stride)] for i in range(limit)]
-    return samples
+    return _spread(samples, limit)
 
 
 def load_calibration(path: Path, limit: int = 128) -> list[QASample]:
     """Rows to calibrate an int8 KV cache on: the training rows (not the gate's held-out
     ones; all rows when the file has no others), up to `limit`, spread over the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: no such data file (--data / KVSERVE_DATA)")
     rows = [r for r in _read_rows(path) if isinstance(r, dict)]
     usable = [r for r in rows if all(isinstance(r.get(k), str) for k in ("question", "answer"))]
     chosen = [r for r in usable if not _is_heldout(r)]
@@ -85,12 +78,21 @@ def load_calibration(path: Path, limit: int = 128) -> list[QASample]:
               file=sys.stderr)  # fmt: skip
     if not chosen:
         raise ExportError(f"{path}: no question/answer rows to calibrate the int8 KV cache on")
-    stride = max(1.0, len(chosen) / limit)
-    picked = [chosen[int(i * stride)] for i in range(min(limit, len(chosen)))]
+    picked = _spread(chosen, limit)
     return [QASample(r["question"], r["answer"], str(r.get("context") or "")) for r in picked]
 
 
+def _spread(items: list, limit: int | None) -> list:
+    """`limit` items evenly spaced over the file (every topic, not its head); all if fewer."""
+    if limit is None or not 0 < limit < len(items):
+        return items
+    stride = len(items) / limit
+    return [items[int(i * stride)] for i in range(limit)]
+
+
 def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise ExportError(f"{path}: no such data file (--data / KVSERVE_DATA)")
     try:
         if path.suffix.lower() == ".csv":
             with path.open(newline="", encoding="utf-8") as f:

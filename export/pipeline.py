@@ -13,13 +13,13 @@ from export.checkpoint import Checkpoint, load_checkpoint
 from export.errors import ExportError, ExportFailed
 from export.gate import failures, format_table
 from export.graph_facts import describe_graph
-from export.heldout import DEFAULT_DATA, encode_sample, load_calibration, load_heldout
+from export.heldout import DEFAULT_DATA, load_calibration, load_heldout
 from export.manifest import Manifest, write_manifest
 from export.metadata import build_manifest
 from export.onnx_export import MODEL_FILE, check_signature, export_onnx, model_files, read_signature
 from export.options import ExportOptions
 from export.progress import Steps
-from export.quality import GateRun, QualityReport, measure
+from export.quality import GateRun, QualityReport, encode_samples, measure
 from export.recipes import Recipe
 
 
@@ -99,12 +99,9 @@ def kv_calibration(checkpoint: Checkpoint, data: Path) -> list[list[int]]:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(checkpoint.tokenizer_file))
-    encoded = (
-        encode_sample(lambda text: tokenizer.encode(text).ids, checkpoint.prompt_template,
-                      sample, checkpoint.eos_token_id, checkpoint.architecture.max_positions)
-        for sample in load_calibration(data)
-    )  # fmt: skip
-    return [e.prompt + e.target for e in encoded if e is not None]
+    samples = load_calibration(data)
+    room = checkpoint.architecture.max_positions
+    return [e.prompt + e.target for e in encode_samples(tokenizer, checkpoint, samples, room)]
 
 
 def _quantize(model: Path, recipe: Recipe, workdir: Path) -> Path:

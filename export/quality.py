@@ -121,7 +121,8 @@ def measure(run: GateRun, checkpoint: Checkpoint) -> QualityReport:
     sides = Sides(runner, model, checkpoint.eos_token_id, checkpoint.pad_token_id,
                   run.max_new_tokens)  # fmt: skip
     tokenizer = Tokenizer.from_file(str(checkpoint.tokenizer_file))  # as the server tokenizes
-    encoded = [e for s in run.samples if (e := _encode(tokenizer, checkpoint, s, run))]
+    room = checkpoint.architecture.max_positions - run.max_new_tokens
+    encoded = encode_samples(tokenizer, checkpoint, run.samples, room)
     totals = Totals()
     progress = tqdm(total=len(encoded), desc="quality gate", unit="question", disable=None)
     torch_threads = torch.get_num_threads()
@@ -137,14 +138,14 @@ def measure(run: GateRun, checkpoint: Checkpoint) -> QualityReport:
     return _report(runner.provider, totals, run.max_new_tokens)
 
 
-def _encode(tokenizer, checkpoint: Checkpoint, sample: QASample, run: GateRun) -> Encoded | None:
-    return encode_sample(
-        lambda text: tokenizer.encode(text).ids,
-        checkpoint.prompt_template,
-        sample,
-        eos=checkpoint.eos_token_id,
-        room=checkpoint.architecture.max_positions - run.max_new_tokens,
-    )
+def encode_samples(
+    tokenizer, checkpoint: Checkpoint, samples: list[QASample], room: int
+) -> list[Encoded]:
+    """Samples tokenized as the server and training do (those that cannot fit are left out)."""
+    encode = lambda text: tokenizer.encode(text).ids  # noqa: E731
+    template, eos = checkpoint.prompt_template, checkpoint.eos_token_id
+    encoded = (encode_sample(encode, template, s, eos, room) for s in samples)
+    return [e for e in encoded if e is not None]
 
 
 def _chunks(items: list[Encoded], size: int) -> Iterator[list[Encoded]]:

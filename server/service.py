@@ -140,21 +140,18 @@ class GenerationService(pb_grpc.GenerationServicer):
             deadline=None if remaining is None else time.monotonic() + remaining,
         )
         self.engine.submit(request)
-        # the slot is released when the RPC ends however it ends: a handler parked at `yield`
-        # when the client goes away may never resume to run `finally` (grpc issue 43360)
+        # the slot is released when the RPC ends however it ends (a client gone, a deadline):
+        # not in a `finally` here, since a handler parked at `yield` when the client goes
+        # away may never resume to run it (grpc issue 43360)
         context.add_done_callback(lambda _context: release(request))
         finished = False
-        try:
-            while not finished:
-                event = await queue.get()
-                finished = event.finish_reason is not None
-                logs.on_event(event)
-                if event.finish_reason in FAILED:
-                    raise GenerationFailed(event)
-                yield event
-        finally:
-            if not finished:
-                release(request)  # client went away: free the slot at the next step
+        while not finished:
+            event = await queue.get()
+            finished = event.finish_reason is not None
+            logs.on_event(event)
+            if event.finish_reason in FAILED:
+                raise GenerationFailed(event)
+            yield event
 
     def _decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)

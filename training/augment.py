@@ -1,7 +1,9 @@
 """Cheap, deterministic data augmentation for question/answer pairs without context.
 
 A model trained from scratch on three phrasings per fact mostly learns those exact strings.
-Two kinds of extra training rows teach it to key on content words instead:
+Two kinds of extra training rows teach it to key on content words instead (both sometimes
+with a distractor or two: question words common to many facts, so the answer must come from
+the words that single the fact out):
 - noisy copies of each train question: words dropped at random, sometimes lowercased and
   stripped of punctuation (users type "serial number location" or "wifi" as often as full
   questions with "Wi-Fi");
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from training.data import QAExample
@@ -61,9 +64,10 @@ def augment(rows: list[QAExample], spec: Augmentation, seed: int) -> list[QAExam
             question = _noisy(row.question, spec, rng)
             extra.append(replace(row, question=_distract(question, common, spec, rng)))
     by_answer = {r.answer: r for r in plain}  # one representative row per distinct answer
-    rarity = _rarity([content_words(a) for a in by_answer])
+    words_of = {answer: content_words(answer) for answer in by_answer}
+    rarity = {w: 1.0 / n for w, n in _answers_per_word(words_of.items()).items()}
     for answer, row in by_answer.items():
-        words = content_words(answer)
+        words = words_of[answer]
         for _ in range(spec.answer_questions if words else 0):
             question = _distract(_keywords(words, rarity, spec, rng), common, spec, rng)
             if openers and rng.random() < 0.5:
@@ -85,12 +89,21 @@ def _noisy(question: str, spec: Augmentation, rng: random.Random) -> str:
 
 def _common_words(rows: list[QAExample]) -> tuple[list[str], list[int]]:
     """Question words asked about 3+ different facts, weighted by how many: the generic ones."""
+    counts = _answers_per_word((r.answer, content_words(r.question)) for r in rows)
+    words = sorted(w for w, n in counts.items() if n >= 3)
+    return words, [counts[w] for w in words]
+
+
+def _answers_per_word(pairs: Iterable[tuple[str, list[str]]]) -> dict[str, int]:
+    """For each lowercased word, how many distinct answers have it among their words.
+
+    Over the answers' own words it is rarity ("Lumo" is in many answers and says little,
+    "Duluth" a lot); over the questions' words, how generic a question word is."""
     answers_of: dict[str, set[str]] = {}
-    for row in rows:
-        for w in content_words(row.question):
-            answers_of.setdefault(w.lower(), set()).add(row.answer)
-    words = sorted(w for w, answers in answers_of.items() if len(answers) >= 3)
-    return words, [len(answers_of[w]) for w in words]
+    for answer, words in pairs:
+        for w in words:
+            answers_of.setdefault(w.lower(), set()).add(answer)
+    return {w: len(answers) for w, answers in answers_of.items()}
 
 
 def _distract(
@@ -105,15 +118,6 @@ def _distract(
     for extra in rng.choices(words, weights, k=rng.randint(1, 2)):
         tokens.insert(rng.randint(0, len(tokens)), extra)
     return " ".join(tokens)
-
-
-def _rarity(answers: list[list[str]]) -> dict[str, float]:
-    """1 / (number of answers using the word): "Lumo" says little, "Duluth" a lot."""
-    counts: dict[str, int] = {}
-    for words in answers:
-        for w in {w.lower() for w in words}:
-            counts[w] = counts.get(w, 0) + 1
-    return {w: 1.0 / n for w, n in counts.items()}
 
 
 def _keywords(
