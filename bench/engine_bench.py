@@ -27,7 +27,6 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from itertools import pairwise
 from pathlib import Path
 
 import grpc
@@ -36,7 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from export.bench import SETTLE_S  # noqa: E402
+from export.bench import SETTLE_S, BenchSettings, time_steps  # noqa: E402
+from loadtest.measure import token_latencies  # noqa: E402
 from proto import kvserve_pb2 as pb  # noqa: E402
 from proto import kvserve_pb2_grpc as pb_grpc  # noqa: E402
 from server.process import ServerProcess  # noqa: E402
@@ -227,8 +227,9 @@ def run_kvserve(
     finally:
         server.stop()
     tokens = sum(n for _, arrivals in streams for _, n in arrivals)
-    ttft = [arrivals[0][0] - sent for sent, arrivals in streams]
-    itl = [(b - a) / n for _, arr in streams for (a, _), (b, n) in pairwise(arr)]
+    latencies = [token_latencies(sent, arrivals) for sent, arrivals in streams]
+    ttft = [first for first, _ in latencies]
+    itl = [gap for _, gaps in latencies for gap in gaps]
     return SystemResult(name, tokens, seconds, _ms(ttft), _ms(itl))
 
 
@@ -301,29 +302,17 @@ def run_latency(
         for _ in range(rounds):
             for ctx in contexts:
                 job = cut(ctx - new, rng, new)
-                time.sleep(SETTLE_S)  # the server's ORT threads stop spinning first
-                steps[ctx] += _bare_steps(runner, job)
-                time.sleep(SETTLE_S)  # and this process's, before the server's turn
-                streams, _ = asyncio.run(_drive(server.target, [job], 1))
-                gaps[ctx] += [(b - a) / n for _, arr in streams for (a, _), (b, n) in pairwise(arr)]
+                bare = BenchSettings(prompt_tokens=len(job.prompt_ids), decode_steps=new)
+                steps[ctx] += time_steps(runner, [job.prompt_ids], bare)[1]  # settles first
+                time.sleep(SETTLE_S)  # this process's ORT threads stop before the server's turn
+                [(sent, arrivals)], _ = asyncio.run(_drive(server.target, [job], 1))
+                gaps[ctx] += token_latencies(sent, arrivals)[1]
     finally:
         server.stop()
     return LatencyResult(
         {ctx: float(np.median(v)) * 1000 for ctx, v in steps.items()},
         {ctx: float(np.median(v)) * 1000 for ctx, v in gaps.items()},
     )
-
-
-def _bare_steps(runner, job: Job) -> list[float]:
-    """Decode-step times of the server's own runner on this job, no server around it."""
-    cache = runner.new_cache(1)
-    token = runner.prefill(cache, [job.prompt_ids]).argmax(axis=1)
-    times = []
-    for _ in range(job.new_tokens):
-        start = time.perf_counter()
-        token = runner.decode(cache, token).argmax(axis=1)
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def _ms(values: list[float]) -> Distribution:

@@ -37,11 +37,10 @@ def request(i: int, tokens: int) -> pb.GenerateRequest:
                               ignore_eos=True)  # fmt: skip
 
 
-CANCEL = True  # --no-cancel: the third that would be cancelled streams to the end instead
+async def one(stub, i: int, tokens: int, outcomes: Counter, cancel: bool) -> None:
+    """Request i: unary, full stream or cancelled stream by i % 3; its outcome counted.
 
-
-async def one(stub, i: int, tokens: int, outcomes: Counter) -> None:
-    """Request i: unary, full stream or cancelled stream by i % 3; its outcome counted."""
+    `cancel` False (--no-cancel): the third that would be cancelled streams to the end."""
     try:
         if i % 3 == 0:
             await stub.Generate(request(i, tokens), timeout=120)
@@ -49,7 +48,7 @@ async def one(stub, i: int, tokens: int, outcomes: Counter) -> None:
             return
         stream = stub.GenerateStream(request(i, tokens), timeout=120)
         async for _ in stream:
-            if i % 3 == 1 and CANCEL:
+            if i % 3 == 1 and cancel:
                 stream.cancel()
                 outcomes["cancelled"] += 1
                 return
@@ -58,40 +57,49 @@ async def one(stub, i: int, tokens: int, outcomes: Counter) -> None:
         outcomes[error.code().name] += 1
 
 
-async def closed_loop(target: str, first: int, n: int, concurrency: int, tokens: int) -> Counter:
+async def closed_loop(
+    target: str, first: int, n: int, concurrency: int, tokens: int, cancel: bool
+) -> Counter:
     outcomes: Counter = Counter()
     async with grpc.aio.insecure_channel(target) as channel:
         stub, gate = pb_grpc.GenerationStub(channel), asyncio.Semaphore(concurrency)
 
         async def gated(i: int) -> None:
             async with gate:
-                await one(stub, i, tokens, outcomes)
+                await one(stub, i, tokens, outcomes, cancel)
 
         await asyncio.gather(*(gated(i) for i in range(first, first + n)))
     return outcomes
 
 
-def settle(server: ServerProcess) -> dict:
-    time.sleep(0.5)  # the last cancellations reach the engine; gRPC frees its calls
+def usage(server: ServerProcess) -> dict:
     status = server.status()
     return {"rss_mib": round(status.rss_bytes / 2**20, 2), "threads": status.threads}
 
 
+def settle(server: ServerProcess) -> dict:
+    time.sleep(0.5)  # the last cancellations reach the engine; gRPC frees its calls
+    return usage(server)
+
+
 def churn(server: ServerProcess, args) -> dict:
+    cancel = not args.no_cancel
     idle = settle(server)
-    warm = closed_loop(server.target, 0, args.warmup, args.concurrency, args.tokens)
+    warm = closed_loop(server.target, 0, args.warmup, args.concurrency, args.tokens, cancel)
     asyncio.run(warm)
     after_warmup = settle(server)
     samples, outcomes, start = [], Counter(), time.monotonic()
     for first in range(0, args.requests, 1000):
         n = min(1000, args.requests - first)
-        outcomes += asyncio.run(closed_loop(server.target, first, n, args.concurrency, args.tokens))
+        outcomes += asyncio.run(
+            closed_loop(server.target, first, n, args.concurrency, args.tokens, cancel)
+        )
         samples.append({"requests": first + n, **settle(server)})
         print(f"{first + n} requests: {samples[-1]}", flush=True)
     end = samples[-1]
     return {
         "mode": "churn",
-        "cancel_a_third": CANCEL,
+        "cancel_a_third": cancel,
         "requests": args.requests,
         "warmup": args.warmup,
         "concurrency": args.concurrency,
@@ -106,14 +114,16 @@ def churn(server: ServerProcess, args) -> dict:
     }
 
 
-async def open_loop(target: str, rate: float, seconds: float, tokens: int, on_tick) -> Counter:
+async def open_loop(
+    target: str, rate: float, seconds: float, tokens: int, cancel: bool, on_tick
+) -> Counter:
     outcomes: Counter = Counter()
     async with grpc.aio.insecure_channel(target) as channel:
         stub, tasks, start = pb_grpc.GenerationStub(channel), set(), time.perf_counter()
         next_tick = start
         for i in range(int(rate * seconds)):
             await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-            task = asyncio.create_task(one(stub, i, tokens, outcomes))
+            task = asyncio.create_task(one(stub, i, tokens, outcomes, cancel))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             if time.perf_counter() >= next_tick:
@@ -124,26 +134,27 @@ async def open_loop(target: str, rate: float, seconds: float, tokens: int, on_ti
 
 
 def soak(server: ServerProcess, args) -> dict:
-    asyncio.run(closed_loop(server.target, 0, 200, args.batch, args.tokens))  # warm-up
+    cancel = not args.no_cancel
+    asyncio.run(closed_loop(server.target, 0, 200, args.batch, args.tokens, cancel))  # warm-up
     t0 = time.monotonic()
     measured = asyncio.run(closed_loop(server.target, 0, args.capacity_requests, args.batch,
-                                       args.tokens))  # fmt: skip
+                                       args.tokens, cancel))  # fmt: skip
     capacity = sum(measured.values()) / (time.monotonic() - t0)
     rate = args.load * capacity
     samples = []
 
     def tick(elapsed: float, outcomes: Counter) -> None:
-        status = server.status()
-        samples.append({"t": round(elapsed), "rss_mib": round(status.rss_bytes / 2**20, 2),
-                        "threads": status.threads, "outcomes": dict(outcomes)})  # fmt: skip
+        samples.append({"t": round(elapsed), **usage(server), "outcomes": dict(outcomes)})
         print(samples[-1], flush=True)
 
-    outcomes = asyncio.run(open_loop(server.target, rate, args.minutes * 60, args.tokens, tick))
+    outcomes = asyncio.run(
+        open_loop(server.target, rate, args.minutes * 60, args.tokens, cancel, tick)
+    )
     end = settle(server)
     errors = {k: v for k, v in outcomes.items() if k not in ("unary", "stream", "cancelled")}
     return {
         "mode": "soak",
-        "cancel_a_third": CANCEL,
+        "cancel_a_third": cancel,
         "minutes": args.minutes,
         "capacity_req_s": round(capacity, 2),
         "rate_req_s": round(rate, 2),
@@ -171,8 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-cancel", action="store_true", help="cancel nothing (to compare)")
     p.add_argument("--out", type=Path, default=Path("runs/reliability"), help="report dir")
     args = p.parse_args(argv)
-    global CANCEL
-    CANCEL = not args.no_cancel
     if not (args.model / "manifest.json").is_file():
         p.error(f"--model {args.model}: no manifest.json (an artifact dir from kvserve-export)")
     log = Path(tempfile.mkdtemp(prefix="kvserve-soak-")) / "server.log"

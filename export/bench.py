@@ -68,14 +68,14 @@ def run_bench(artifacts: list[Path], settings: BenchSettings) -> list[BenchRepor
     load_before = os.getloadavg()[0]
     rng = np.random.default_rng(0)
     for runner, _ in loaded:  # warm-up: the first runs allocate
-        _time_once(runner, rng.integers(0, 2, (1, settings.prompt_tokens)).tolist(), settings)
+        time_steps(runner, rng.integers(0, 2, (1, settings.prompt_tokens)).tolist(), settings)
     for batch in settings.batches:
         times: list[tuple[list[float], list[float]]] = [([], []) for _ in loaded]
         for _ in range(settings.repeats):
             vocab = min(runner.architecture.vocab_size for runner, _ in loaded)
             prompts = rng.integers(0, vocab, (batch, settings.prompt_tokens)).tolist()
             for (runner, _), (prefill, decode) in zip(loaded, times, strict=True):
-                p, d = _time_once(runner, prompts, settings)
+                p, d = time_steps(runner, prompts, settings)
                 prefill.append(p)
                 decode.extend(d)
         for report, (prefill, decode) in zip(reports, times, strict=True):
@@ -105,7 +105,7 @@ def _load(artifact: Path, settings: BenchSettings) -> tuple[OnnxRunner, BenchRep
     return runner, report
 
 
-def _time_once(runner: OnnxRunner, prompts: list[list[int]], s: BenchSettings):
+def time_steps(runner: OnnxRunner, prompts: list[list[int]], s: BenchSettings):
     """Seconds of one prefill of `prompts`, and of each decode step after it."""
     # ONNX Runtime's worker threads keep spinning a few ms after a run; without a pause the
     # next artifact is timed against the previous one's spinning threads (measured, 124M on

@@ -62,11 +62,7 @@ def tls_channel(
 
 def metric(url: str, name: str, **labels: str) -> float:
     """One sample's value from /metrics (0 when absent); labels must match exactly."""
-    want = tuple(sorted(labels.items()))
-    for (sample, have), value in parse(fetch(url)).items():
-        if sample == name and tuple(sorted(have)) == want:
-            return value
-    return 0.0
+    return parse(fetch(url)).get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> float:

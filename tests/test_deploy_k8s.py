@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -13,6 +14,10 @@ import pytest
 import yaml
 
 from proto import kvserve_pb2 as pb
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "observability"))
+from prom_server import binary, promtool  # noqa: E402
+
 from server.config import ServeConfig, parse_args
 from server.metrics import Metrics
 
@@ -206,8 +211,7 @@ def test_hpa_scales_on_a_metric_the_server_exports_and_the_adapter_serves():
 
 
 def test_adapter_queries_are_valid_promql(tmp_path):
-    promtool = shutil.which("promtool")
-    if promtool is None:
+    if binary("promtool") is None:
         pytest.skip("promtool not installed")
     (rule,) = adapter_rules()[0]
     # what the adapter sends for `kubectl get --raw .../pods/*/kvserve_requests_waiting`
@@ -223,8 +227,7 @@ def test_adapter_queries_are_valid_promql(tmp_path):
     ]}]}  # fmt: skip
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump(rules))
-    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
-                            text=True, timeout=60)  # fmt: skip
+    result = promtool("check", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
 
 

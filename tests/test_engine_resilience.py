@@ -3,26 +3,26 @@ a request whose sink is gone. Scheduler and engine over the fake runner of test_
 
 from __future__ import annotations
 
-import time
+import threading
 
+from reliability_support import wait_until
 from test_scheduler import EOS, TokenEchoRunner, make_request, run_to_end, texts
 
+import server.scheduler
 from server.engine import Engine
 from server.request import FinishReason, RequestStatus
-from server.scheduler import Scheduler, SchedulerConfig
+from server.scheduler import QueueFull, Scheduler, SchedulerConfig
 
 
 def test_a_sampling_failure_fails_its_step_not_the_scheduler(monkeypatch):
-    import server.scheduler as scheduler_module
-
-    real = scheduler_module.select_tokens
+    real = server.scheduler.select_tokens
 
     def picky(logits, params, seen, uniforms):
         if any(p.seed == 666 for p in params):
             raise FloatingPointError("sampler blew up")
         return real(logits, params, seen, uniforms)
 
-    monkeypatch.setattr(scheduler_module, "select_tokens", picky)
+    monkeypatch.setattr(server.scheduler, "select_tokens", picky)
     runner, sink = TokenEchoRunner(), {}
     scheduler = Scheduler(runner, SchedulerConfig(eos_token_id=EOS, max_context=64))
     scheduler.add(make_request("evil", [1], sink, seed=666))
@@ -53,10 +53,12 @@ def test_engine_loop_survives_a_step_that_raises():
     engine.start()
     try:
         engine.submit(make_request("victim", [1], sink))
-        wait_for(lambda: sink["victim"] and sink["victim"][-1].finish_reason is not None)
+        wait_until(lambda: sink["victim"] and sink["victim"][-1].finish_reason is not None,
+                   timeout=5, interval=0.005)  # fmt: skip
         assert sink["victim"][-1].finish_reason is FinishReason.ERROR
         engine.submit(make_request("survivor", [1], sink, max_new_tokens=3))
-        wait_for(lambda: sink["survivor"] and sink["survivor"][-1].finish_reason is not None)
+        wait_until(lambda: sink["survivor"] and sink["survivor"][-1].finish_reason is not None,
+                   timeout=5, interval=0.005)  # fmt: skip
         assert texts(sink["survivor"]) == [2, 3, 4]
     finally:
         engine.stop()
@@ -88,20 +90,9 @@ def test_cancelled_slot_is_reused_by_a_waiting_request_at_the_next_step():
     assert stats.prefill_requests == 1 and FinishReason.CANCELLED in stats.finished
 
 
-def wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
 def test_a_burst_is_admitted_or_refused_at_one_point():
     # the bound is checked and the request queued under one lock: 200 racing threads, exactly
     # max_queue get in, the rest are refused up front (none is queued and then dropped)
-    import threading
-
-    from server.scheduler import QueueFull
-
     scheduler = Scheduler(TokenEchoRunner(), SchedulerConfig(EOS, 64, max_queue=50))
     outcomes: list[str] = []
     start = threading.Barrier(8)

@@ -37,6 +37,8 @@ from prom_server import (  # noqa: E402
 
 pytestmark = pytest.mark.slow
 METRICS_PATH = "/kvserve/metrics"  # not the default, so the flag is exercised
+# read at import: the autouse fixture clears KVSERVE_* variables before each test runs
+QUERY_LOG = os.environ.get("KVSERVE_QUERY_LOG")
 
 
 @pytest.fixture(scope="module")
@@ -227,8 +229,8 @@ def test_every_dashboard_and_alert_expression_runs_on_a_real_prometheus(
     rules = prometheus.api("rules")["groups"][0]["rules"]
     assert {r["name"] for r in rules} == {e.name for e in alert_expressions()}
     assert all(r["health"] == "ok" for r in rules), [r.get("lastError") for r in rules]
-    if path := os.environ.get("KVSERVE_QUERY_LOG"):
-        Path(path).write_text(json.dumps(results, indent=2))
+    if QUERY_LOG:
+        Path(QUERY_LOG).write_text(json.dumps(results, indent=2))
 
 
 def record(e: Expression, samples: list[dict], compared: list[dict] | None = None) -> dict:

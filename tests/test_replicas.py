@@ -13,14 +13,13 @@ import re
 import signal
 import threading
 import time
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from reliability_support import metric
 
 from loadtest import LoadConfig, run_load_sync
 from loadtest.record import RequestRecord
@@ -59,15 +58,7 @@ def replicas(tiny_artifact, tmp_path_factory):
 
 def ok_streams(server: ServerProcess, rpc: str = "GenerateStream") -> float:
     """The replica's own count of successful RPCs (kvserve_requests_total{rpc, code="OK"})."""
-    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "kvserve_requests_total" and sample.labels == {
-                "rpc": rpc,
-                "code": "OK",
-            }:
-                return sample.value
-    return 0.0
+    return metric(server.metrics_url, "kvserve_requests_total", rpc=rpc, code="OK")
 
 
 def readme_client():

@@ -8,14 +8,13 @@ reflection) is checked without credentials.
 from __future__ import annotations
 
 import signal
-import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from reliability_support import Certs, make_certs, tls_channel, wait_until
+from reliability_support import Certs, make_certs, metric, tls_channel, wait_until
 
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
@@ -169,11 +168,8 @@ def test_sighup_reloads_the_token_file(tls_server, certs, token_file):
 @pytest.mark.slow
 def test_refused_calls_are_counted_and_access_logged(tls_server, certs):
     def refused() -> float:
-        with urllib.request.urlopen(tls_server.metrics_url, timeout=5) as response:
-            text = response.read().decode()
-        line = 'kvserve_requests_total{code="UNAUTHENTICATED",rpc="GetModelInfo"}'
-        values = [float(x.split()[-1]) for x in text.splitlines() if x.startswith(line)]
-        return values[0] if values else 0.0
+        return metric(tls_server.metrics_url, "kvserve_requests_total",
+                      code="UNAUTHENTICATED", rpc="GetModelInfo")  # fmt: skip
 
     before = refused()
     with tls_channel(tls_server.target, certs.ca) as channel:
