@@ -12,7 +12,7 @@ WORKDIR /src
 # Only what the serving packages need (.dockerignore keeps the context to these too).
 COPY pyproject.toml README.md ./
 COPY proto/ proto/
-COPY export/ export/
+COPY artifact/ artifact/
 COPY server/ server/
 COPY loadtest/ loadtest/
 RUN pip install --no-cache-dir .

@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from export.manifest import read_manifest  # noqa: E402
+from artifact import read_manifest  # noqa: E402
 from server.memory import CudaMemory, HostMemory  # noqa: E402
 from server.runner import CUDA, OnnxRunner, RunnerConfig, gpu_present  # noqa: E402
 

@@ -82,7 +82,7 @@ def make_checkpoint(path: Path) -> Path:
     from tokenizers import ByteLevelBPETokenizer
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    from export.manifest import PromptTemplate
+    from artifact import PromptTemplate
 
     rows = [json.loads(line) for line in (ROOT / "data" / "support_qa.jsonl").open()]
     tok = ByteLevelBPETokenizer()
@@ -283,7 +283,7 @@ def run_latency(
     Each case generates 48 tokens after a prompt of (context - 48) tokens. Bare runs and
     server requests alternate, round after round, so a busy machine slows both alike;
     medians over all steps / gaps of a case."""
-    from export.manifest import read_manifest
+    from artifact import read_manifest
     from server.runner import OnnxRunner, RunnerConfig
 
     rng = np.random.default_rng(seed)

@@ -21,9 +21,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from artifact import read_manifest
 from export.bench import SETTLE_S
-from export.manifest import read_manifest
-from export.onnx_io import save_onnx
+from export.onnx_export import save_onnx
 from export.quantize import quantize_int8
 from export.recipes import CPU_INT4, NBits
 from export.tie import name_nodes, untie_lm_head

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.manifest import ManifestError, read_manifest
+from artifact import ManifestError, read_manifest
 from server.runner import OnnxRunner, RunnerConfig
 
 

@@ -90,8 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: --prompt-tokens, --decode-steps, --repeats must be >= 1",
               file=sys.stderr)  # fmt: skip
         return 2
+    from artifact import ManifestError
     from export.bench import BenchSettings, format_report, format_speedups, run_bench
-    from export.manifest import ManifestError
 
     settings = BenchSettings(args.batches, args.prompt_tokens, args.decode_steps, args.repeats,
                              args.provider, args.threads)  # fmt: skip

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.errors import ExportError
-from export.manifest import PROMPT_FILE, Architecture, PromptTemplate
+from artifact import PROMPT_FILE, Architecture, PromptTemplate
+from export import ExportError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILE = "tokenizer.json"

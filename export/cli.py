@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from export.errors import ExportError
+from export import ExportError
 from export.gate import DEFAULTS
 from export.heldout import DEFAULT_DATA
 from export.options import KV_CACHES, ExportOptions, GateOptions

@@ -13,11 +13,7 @@ Also here: logits only at each row's last real position (`last_index`), not for 
 prompt; the token embedding is stored once and reused by the lm_head (Gemm transB).
 With `kv_scales` (export/kv_scales.py) the cache is int8: GroupQueryAttention quantizes
 each new key/value per channel as it writes it, and past/present are int8 tensors.
-
-Inputs:  input_ids [B, L] int64, position_ids [B, L] int64, last_index [B] int64,
-         seqlens_k [B] int32 (row length after this call - 1), total_sequence_length [] int32,
-         past_key_values.N.key / .value [B, H, capacity, D] float32 (or int8)
-Outputs: logits [B, V] float32, present.N.key / .value (bind to the same buffer as past)
+The inputs, outputs and cache layout are the contract in artifact/graph.py.
 """
 
 from __future__ import annotations
@@ -28,15 +24,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from artifact.graph import CACHE_LAYOUT, CONTROL_INPUTS, CONTROL_SHAPES, LOGITS, layer_names
 from export.kv_scales import KVScales, calibrate
 
-TWO_GB = 2**31  # protobuf's limit: larger models keep their weights in an external file
 
-
-def export_gqa_model(
-    checkpoint: Path, dst: Path, kv_calibration: list[list[int]] | None = None
-) -> Path:
-    """Build the serving graph from a GPT-2 checkpoint dir and save it as `dst`.
+def gqa_model(checkpoint: Path, kv_calibration: list[list[int]] | None = None) -> onnx.ModelProto:
+    """The serving graph of a GPT-2 checkpoint dir.
 
     With `kv_calibration` (token id sequences) the KV cache is int8, scaled from them."""
     import torch
@@ -45,13 +38,11 @@ def export_gqa_model(
     model = GPT2LMHeadModel.from_pretrained(checkpoint, dtype=torch.float32).eval()
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     scales = calibrate(model, kv_calibration) if kv_calibration is not None else None
-    proto = build_gpt2_graph(state, model.config, scales)
-    external = sum(t.ByteSize() for t in proto.graph.initializer) > TWO_GB - (1 << 26)
-    onnx.save(proto, str(dst), save_as_external_data=external, location=dst.name + ".data")
-    return dst
+    return build_gpt2_graph(state, model.config, scales)
 
 
 OPSET = 17
+INT8_CACHE = {"k_quant_type": "PER_CHANNEL", "v_quant_type": "PER_CHANNEL", "kv_cache_bit_width": 8}
 
 
 def build_gpt2_graph(
@@ -68,47 +59,48 @@ def build_gpt2_graph(
         p = f"transformer.h.{i}."
         x = g.layer_norm(h, p + "ln_1", config.layer_norm_epsilon)
         qkv = g.linear(x, p + "attn.c_attn")  # [B, L, 3C] packed q|k|v
-        attn_inputs = [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value",
-                       "seqlens_k", "total_sequence_length"]  # fmt: skip
+        (past_key, present_key), (past_value, present_value) = _cache_names(i)
+        attn_inputs = [qkv, "", "", past_key, past_value, "seqlens_k", "total_sequence_length"]
         quant = {}
         if kv_scales is not None:  # inputs 12-13: k_scale, v_scale (7-11 unused)
-            attn_inputs += ["", "", "", "", "", g.const(f"kv_scale.{i}.key", kv_scales.keys[i]),
-                            g.const(f"kv_scale.{i}.value", kv_scales.values[i])]  # fmt: skip
-            quant = dict(k_quant_type="PER_CHANNEL", v_quant_type="PER_CHANNEL",
-                         kv_cache_bit_width=8)  # fmt: skip
-        attn = g.node(
-            "GroupQueryAttention", attn_inputs,
-            outputs=[f"attn_{i}", f"present.{i}.key", f"present.{i}.value"],
-            domain="com.microsoft", num_heads=heads, kv_num_heads=heads, **quant,
-        )[0]  # fmt: skip
+            key_scale = g.const(f"kv_scale.{i}.key", kv_scales.keys[i])
+            value_scale = g.const(f"kv_scale.{i}.value", kv_scales.values[i])
+            attn_inputs += ["", "", "", "", "", key_scale, value_scale]
+            quant = INT8_CACHE
+        attn_outputs = [f"attn_{i}", present_key, present_value]
+        attention = {"num_heads": heads, "kv_num_heads": heads, **quant}
+        attn = g.contrib("GroupQueryAttention", attn_inputs, attn_outputs, **attention)[0]
         h = g.node("Add", [h, g.linear(attn, p + "attn.c_proj")])
         x = g.layer_norm(h, p + "ln_2", config.layer_norm_epsilon)
-        m = g.node("FastGelu", [g.matmul(x, p + "mlp.c_fc"), g.w(p + "mlp.c_fc.bias")],
-                   domain="com.microsoft")  # fmt: skip
+        m = g.contrib("FastGelu", [g.matmul(x, p + "mlp.c_fc"), g.w(p + "mlp.c_fc.bias")])
         h = g.node("Add", [h, g.linear(m, p + "mlp.c_proj")])
     h = g.layer_norm(h, "transformer.ln_f", config.layer_norm_epsilon)
     last = g.last_positions(h, hidden)  # [B, C]
-    g.node("Gemm", [last, g.w("transformer.wte.weight")], outputs=["logits"], transB=1)
+    g.node("Gemm", [last, g.w("transformer.wte.weight")], outputs=[LOGITS], transB=1)
 
     f32 = TensorProto.FLOAT
     inputs = [
-        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "length"]),
-        helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "length"]),
-        helper.make_tensor_value_info("last_index", TensorProto.INT64, ["batch"]),
-        helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["batch"]),
-        helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
+        helper.make_tensor_value_info(
+            name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), CONTROL_SHAPES[name]
+        )
+        for name, dtype in CONTROL_INPUTS.items()
     ]
-    outputs = [helper.make_tensor_value_info("logits", f32, ["batch", config.vocab_size])]
+    outputs = [helper.make_tensor_value_info(LOGITS, f32, ["batch", config.vocab_size])]
     cache = TensorProto.INT8 if kv_scales is not None else f32
+    dims = {"heads": heads, "head_dim": head_dim}
+    shape = [dims.get(axis, axis) for axis in CACHE_LAYOUT]  # [batch, H, capacity, D]
     for i in range(layers):
-        for kind in ("key", "value"):
-            shape = ["batch", heads, "capacity", head_dim]
-            past, present = f"past_key_values.{i}.{kind}", f"present.{i}.{kind}"
+        for past, present in _cache_names(i):
             inputs.append(helper.make_tensor_value_info(past, cache, shape))
             outputs.append(helper.make_tensor_value_info(present, cache, shape))
     graph = helper.make_graph(g.nodes, "gpt2_gqa_slots", inputs, outputs, g.initializers)
     opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
     return helper.make_model(graph, opset_imports=opsets, ir_version=10)
+
+
+def _cache_names(layer: int) -> list[tuple[str, str]]:
+    """[(past, present) of the key, (past, present) of the value] of one layer."""
+    return [layer_names(layer, kind) for kind in ("key", "value")]
 
 
 class _Graph:
@@ -134,8 +126,15 @@ class _Graph:
             self._have.add(name)
         return name
 
-    def node(self, op: str, inputs: list[str], outputs: list[str] | None = None,
-             domain: str = "", **attrs) -> str | list[str]:  # fmt: skip
+    def node(self, op: str, inputs: list[str], outputs: list[str] | None = None, **attrs):
+        """Add an ONNX op; its output name (or names, when `outputs` lists several)."""
+        return self._add(op, inputs, outputs, "", attrs)
+
+    def contrib(self, op: str, inputs: list[str], outputs: list[str] | None = None, **attrs):
+        """Add an ONNX Runtime com.microsoft op (fused attention, gelu)."""
+        return self._add(op, inputs, outputs, "com.microsoft", attrs)
+
+    def _add(self, op, inputs, outputs, domain, attrs) -> str | list[str]:
         if outputs is None:
             self._count += 1
             outputs = [f"{op.lower()}_{self._count}"]
@@ -143,8 +142,8 @@ class _Graph:
         return outputs[0] if len(outputs) == 1 else outputs
 
     def layer_norm(self, x: str, prefix: str, eps: float) -> str:
-        return self.node("LayerNormalization", [x, self.w(prefix + ".weight"),
-                         self.w(prefix + ".bias")], axis=-1, epsilon=eps)  # fmt: skip
+        weight, bias = self.w(prefix + ".weight"), self.w(prefix + ".bias")
+        return self.node("LayerNormalization", [x, weight, bias], axis=-1, epsilon=eps)
 
     def matmul(self, x: str, prefix: str) -> str:
         return self.node("MatMul", [x, self.w(prefix + ".weight")])  # GPT-2 Conv1D: [in, out]
@@ -157,8 +156,8 @@ class _Graph:
         shape = self.node("Shape", ["input_ids"])
         batch = self.node("Gather", [shape, self.const("zero_i64", np.int64(0))])
         length = self.node("Gather", [shape, self.const("one_i64", np.int64(1))])
-        rows = self.node("Range", [self.const("zero_i64", np.int64(0)), batch,
-                                   self.const("one_i64", np.int64(1))])  # fmt: skip
+        zero, one = self.const("zero_i64", np.int64(0)), self.const("one_i64", np.int64(1))
+        rows = self.node("Range", [zero, batch, one])
         flat = self.node("Add", [self.node("Mul", [rows, length]), "last_index"])
         flat_h = self.node("Reshape", [h, self.const("rows_by_hidden", np.array([-1, hidden]))])
         return self.node("Gather", [flat_h, flat], axis=0)

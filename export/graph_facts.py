@@ -17,7 +17,7 @@ from pathlib import Path
 
 import onnx
 
-from export.manifest import Architecture
+from artifact import Architecture
 from export.onnx_export import model_files
 
 CONTRIB = "com.microsoft"

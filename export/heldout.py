@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.errors import ExportError
-from export.manifest import PromptTemplate
+from artifact import PromptTemplate
+from export import ExportError
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "support_qa.jsonl"
 HELDOUT = "heldout"

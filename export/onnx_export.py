@@ -1,9 +1,9 @@
-"""PyTorch checkpoint -> the one ONNX graph the server runs, and checks of its interface.
+"""PyTorch checkpoint -> the one ONNX graph the server runs; saving it and checking its interface.
 
 The graph is built by export/gqa_graph.py (fused GroupQueryAttention over an in-place KV
 buffer; see its docstring for why not optimum's `text-generation-with-past` export, which
-this module used first). `check_signature` makes sure the names and dtypes are the ones the
-server's runner binds.
+this module used first). `check_signature` makes sure the names and dtypes are the contract
+in artifact/graph.py, the ones the server's runner binds.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ from pathlib import Path
 import onnx
 from onnx.external_data_helper import uses_external_data
 
-from export.errors import ExportFailed
+from artifact import CONTROL_INPUTS, graph_inputs, graph_outputs
+from export import ExportFailed
 from export.progress import quiet_loggers
 
 MODEL_FILE = "model.onnx"
+TWO_GB = 2**31  # protobuf's limit on one message: larger models keep weights in a .data file
+HEADROOM = 1 << 26  # the graph's own nodes and names on top of the weights
 
 
 @dataclass(frozen=True)
@@ -51,16 +54,27 @@ def export_onnx(
     """Build the serving graph of `checkpoint` (fp32) in `workdir`; return model.onnx's path.
 
     With `kv_calibration` (token id sequences) its KV cache is int8, scaled on them."""
-    from export.gqa_graph import export_gqa_model  # heavy: imports torch and transformers
+    from export.gqa_graph import gqa_model  # heavy: imports torch and transformers
 
     workdir.mkdir(parents=True, exist_ok=True)
     with _quiet():
         try:
-            return export_gqa_model(checkpoint, workdir / MODEL_FILE, kv_calibration)
+            return save_onnx(gqa_model(checkpoint, kv_calibration), workdir / MODEL_FILE)
         except Exception as e:  # the user needs one line, not a traceback
             raise ExportFailed(
                 f"ONNX export of {checkpoint} failed: {type(e).__name__}: {e}"
             ) from e
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    return sum(t.ByteSize() for t in model.graph.initializer)
+
+
+def save_onnx(model: onnx.ModelProto, dst: Path) -> Path:
+    """Write `model` to `dst` (+ `dst.name + ".data"` for models over 2 GB); return `dst`."""
+    external = weight_bytes(model) > TWO_GB - HEADROOM
+    onnx.save(model, str(dst), save_as_external_data=external, location=Path(dst).name + ".data")
+    return Path(dst)
 
 
 def read_signature(model: Path) -> GraphSignature:
@@ -73,25 +87,15 @@ def read_signature(model: Path) -> GraphSignature:
     )
 
 
-def expected_names(num_layers: int) -> tuple[list[str], list[str]]:
-    """The names the server feeds and fetches."""
-    past = [f"past_key_values.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
-    present = [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
-    control = ["input_ids", "position_ids", "last_index", "seqlens_k", "total_sequence_length"]
-    return [*control, *past], ["logits", *present]
-
-
 def check_signature(signature: GraphSignature, num_layers: int) -> None:
     """Fail unless the graph has exactly the inputs/outputs the server relies on."""
-    inputs, outputs = expected_names(num_layers)
+    inputs, outputs = graph_inputs(num_layers), graph_outputs(num_layers)
     problems = []
     if sorted(signature.input_names) != sorted(inputs):
         problems.append(f"inputs {signature.input_names} != {inputs}")
     if sorted(signature.output_names) != sorted(outputs):
         problems.append(f"outputs {signature.output_names} != {outputs}")
-    int_inputs = {"input_ids": "int64", "position_ids": "int64", "last_index": "int64",
-                  "seqlens_k": "int32", "total_sequence_length": "int32"}  # fmt: skip
-    wrong = [t.name for t in signature.inputs if int_inputs.get(t.name, t.dtype) != t.dtype]
+    wrong = [t.name for t in signature.inputs if CONTROL_INPUTS.get(t.name, t.dtype) != t.dtype]
     if wrong:
         problems.append(f"inputs {wrong} have the wrong integer type")
     if problems:

@@ -1,4 +1,5 @@
-"""One export, start to finish: checkpoint -> ONNX -> (fp16 / quantized) -> gate -> OUT_DIR."""
+"""One export, start to finish: checkpoint -> ONNX -> (fp16 / quantized) -> gate -> OUT_DIR,
+and the manifest built from what it learned (checkpoint, graph, gate)."""
 
 from __future__ import annotations
 
@@ -6,21 +7,28 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
-from export.artifact import Staging, check_out_dir, file_sizes, move_into
+from artifact import GRAPH_INTERFACE, Manifest, write_manifest
+from export import ExportError, ExportFailed
 from export.checkpoint import Checkpoint, load_checkpoint
-from export.errors import ExportError, ExportFailed
 from export.gate import failures, format_table
 from export.graph_facts import describe_graph
 from export.heldout import DEFAULT_DATA, load_calibration, load_heldout
-from export.manifest import Manifest, write_manifest
-from export.metadata import build_manifest
-from export.onnx_export import MODEL_FILE, check_signature, export_onnx, model_files, read_signature
+from export.onnx_export import (
+    MODEL_FILE,
+    GraphSignature,
+    check_signature,
+    export_onnx,
+    model_files,
+    read_signature,
+)
 from export.options import ExportOptions
 from export.progress import Steps
 from export.quality import GateRun, QualityReport, encode_samples, measure
 from export.recipes import Recipe
+from export.staging import Staging, check_out_dir, file_sizes, move_into
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,7 @@ def build_graph(
     with steps.step("Checking graph inputs and outputs"):
         check_signature(read_signature(model), layers)
     if recipe.fp16:
-        from export.fp16 import convert_fp16
+        from export.quantize import convert_fp16
 
         with steps.step("Converting to fp16 (logits stay fp32)"):
             model = convert_fp16(model, _fresh(scratch / "fp16") / MODEL_FILE)
@@ -127,3 +135,66 @@ def gate_provider(recipe: Recipe) -> str:
 def _fresh(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     return directory
+
+
+TOOLS = (
+    "torch",
+    "transformers",
+    "onnx",
+    "onnxruntime-gpu",
+    "onnxruntime",
+)
+
+
+def build_manifest(
+    checkpoint: Checkpoint,
+    signature: GraphSignature,
+    options: ExportOptions,
+    quality: QualityReport,
+    graph: dict,
+) -> Manifest:
+    recipe = options.recipe
+    return Manifest(
+        model_name=checkpoint.name,
+        architecture=checkpoint.architecture,
+        inputs=signature.input_names,
+        outputs=signature.output_names,
+        dtype=recipe.dtype,  # int8-dynamic and int4 on cpu keep float32 activations and cache
+        quantization=recipe.quantization,
+        validated_providers=[quality.provider],
+        prompt_template=checkpoint.prompt_template,
+        eos_token_id=checkpoint.eos_token_id,
+        pad_token_id=checkpoint.pad_token_id,
+        parity=gate_record(quality, options),
+        interface=GRAPH_INTERFACE,
+        graph=graph,
+        source={
+            "checkpoint": str(checkpoint.path),
+            "precision": options.precision,
+            "target": options.target,
+            "opset": signature.opset,
+            "tools": tool_versions(),
+        },
+    )
+
+
+def gate_record(quality: QualityReport, options: ExportOptions) -> dict:
+    """The manifest's `parity` section: the quality gate's results and what it held them to."""
+    return {
+        **quality.to_dict(),
+        "reference": "PyTorch fp32",
+        "data": str(options.gate.data),
+        "split": "heldout",
+        "thresholds": options.thresholds.to_dict(),
+        "passed": True,  # a failed gate writes no artifact
+    }
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {}
+    for name in TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue  # onnxruntime vs onnxruntime-gpu: whichever is installed
+    return versions

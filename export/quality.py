@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from export import onnx_side, torch_side
+from export import ExportFailed, onnx_side, torch_side
 from export.checkpoint import Checkpoint
-from export.errors import ExportFailed
 from export.heldout import Encoded, QASample, encode_sample
 from server.runner import OnnxRunner, RunnerConfig
 

@@ -1,4 +1,4 @@
-"""fp32 graph -> int8 for the CPU provider, with ONNX Runtime's own quantization tools.
+"""fp32 graph -> the target's precision, with ONNX Runtime's own tools: int8 (CPU), fp16 (CUDA).
 
 - Transformer MatMuls: `quantize_dynamic` (QOperator, int8 weights per output channel,
   activations quantized on the fly; ORT fuses them into DynamicQuantizeMatMul). Measured on
@@ -8,6 +8,12 @@
   Gather reads too (export/tie.py), so the vocab matrix is stored once, as int8 (the
   untied int8 head cost +V*C bytes: +39 MB on GPT-2 small).
 No calibration data is needed; QDQ (static) quantization would need it, see bench/ notes.
+
+fp16 is mixed precision as ORT's GPT-2 helper keeps it: weights, activations and the KV cache
+in fp16 (the cache is the server's memory bill), `logits` returned as float32 so sampling sees
+the same type on every target. Layer norms stay fp16 nodes: ORT's CUDA LayerNormalization and
+SkipLayerNormalization kernels accumulate in fp32 already, and the quality gate measures the
+result against PyTorch fp32 either way.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ from pathlib import Path
 
 import onnx
 
-from export.errors import ExportFailed
-from export.onnx_io import TWO_GB, save_onnx, weight_bytes
+from artifact import LOGITS
+from export import ExportFailed
+from export.onnx_export import TWO_GB, save_onnx, weight_bytes
 from export.recipes import HEAD_INT8
 from export.weight_only import quantize_tied_head, quiet_quantizer
 
@@ -47,3 +54,16 @@ def _dynamic(src: Path, dst: Path, external: bool) -> None:
             )
         except Exception as e:  # onnxruntime raises assorted types; one line for the user
             raise ExportFailed(f"int8 quantization of {src} failed: {type(e).__name__}: {e}") from e
+
+
+def convert_fp16(src: Path, dst: Path) -> Path:
+    """Write the fp16 version of `src` to `dst`."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        model = convert_float_to_float16(
+            onnx.load(str(src)), keep_io_types=[LOGITS], disable_shape_infer=True
+        )
+    except Exception as e:  # the converter raises assorted types; one line for the user
+        raise ExportFailed(f"fp16 conversion failed: {type(e).__name__}: {e}") from e
+    return save_onnx(model, dst)

@@ -18,9 +18,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from artifact import LOGITS
+
 LM_HEAD_WEIGHT = "lm_head.weight"
 TOKEN_TABLE = "transformer.wte.weight"
-LOGITS = "logits"
 
 
 def name_nodes(model: onnx.ModelProto) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import onnx
 
-from export.errors import ExportFailed
-from export.onnx_io import save_onnx
+from export import ExportFailed
+from export.onnx_export import save_onnx
 from export.progress import quiet_loggers
 from export.recipes import NBits
 from export.tie import lm_head, name_nodes, retie_embedding, tie_block_size, untie_lm_head

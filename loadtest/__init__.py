@@ -5,7 +5,7 @@ Figures, options and reports are described in loadtest/README.md. One job per mo
     specs          the option languages: durations, schedules, lengths, SLOs, warmup
     config         LoadConfig: one run (options.py builds it from flags / KVSERVE_* vars)
     channels       TLS / mTLS channels and the bearer token
-    prompts        the workload: --prompt, JSONL, bundled data (synthetic: synthetic.py)
+    prompts        the workload: --prompt, JSONL, bundled data, synthetic lengths
     messages       protobuf requests (the only place that builds them)
     measure        one RPC -> one RequestRecord (TTFT, ITLs, e2e, tokens, status, lag)
     schedule       open-loop send times, computed before the run

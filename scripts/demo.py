@@ -17,7 +17,7 @@ from pathlib import Path
 
 import grpc
 
-from export.manifest import PromptTemplate
+from artifact import PromptTemplate
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.process import ServerProcess

@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tokenizers import Tokenizer
 
-from export.manifest import (
+from artifact import (
     GRAPH_INTERFACE,
     MANIFEST_NAME,
     Manifest,

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 
-from export.manifest import ManifestError
+from artifact import ManifestError
 from server import logs
 from server.app import Server, load_model
 from server.config import ServeConfig, parse_args

@@ -1,10 +1,9 @@
 """The only module that touches ONNX Runtime: run the served GPT-2 graph over the slot cache.
 
-The graph (export/gqa_graph.py, manifest interface GRAPH_INTERFACE) takes input_ids,
-position_ids, last_index, seqlens_k, total_sequence_length and per-layer past key/values, and
-writes each new key/value in place: past and present are bound (IOBinding, by address) to
-the same cache buffer, in host memory or on the GPU (server/memory.py), so nothing is copied
-between steps.
+The graph's calling convention is artifact/graph.py: control inputs and per-layer past
+key/values in, logits out, each new key/value written in place: past and present are bound
+(IOBinding, by address) to the same cache buffer, in host memory or on the GPU
+(server/memory.py), so nothing is copied between steps.
 """
 
 from __future__ import annotations
@@ -16,13 +15,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from export.manifest import Architecture
+from artifact import CACHE_TYPES, CONTROL_INPUTS, LOGITS, Architecture, layer_names
 from server.kv_cache import SlotCache
 from server.memory import memory_for
 
 log = logging.getLogger(__name__)
-CONTROL_DTYPES = {"input_ids": np.int64, "position_ids": np.int64, "last_index": np.int64,
-                  "seqlens_k": np.int32, "total_sequence_length": np.int32}  # fmt: skip
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
@@ -53,17 +50,14 @@ def gpu_present() -> bool:
     return Path("/dev/nvidiactl").exists()
 
 
-CACHE_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
-                "tensor(int8)": np.int8}  # fmt: skip
-
-
 def cache_dtype(session: ort.InferenceSession) -> type:
     """The KV cache's element type, as the graph declares it: fp32, fp16, or int8 (the graph
     quantizes and dequantizes an int8 cache itself; export/kv_scales.py)."""
-    past = next(i for i in session.get_inputs() if i.name.startswith("past_key_values."))
-    if past.type not in CACHE_DTYPES:
+    past_name = layer_names(0, "key")[0]
+    past = next(i for i in session.get_inputs() if i.name == past_name)
+    if past.type not in CACHE_TYPES:
         raise RuntimeError(f"unsupported KV cache type {past.type} ({past.name})")
-    return CACHE_DTYPES[past.type]
+    return np.dtype(CACHE_TYPES[past.type]).type
 
 
 class OnnxRunner:
@@ -131,13 +125,14 @@ class OnnxRunner:
         """Run rows start..stop-1; their past and present bound to the cache's own buffers."""
         binding = self.session.io_binding()
         for name, value in controls.items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(value, dtype=CONTROL_DTYPES[name]))
+            binding.bind_cpu_input(name, np.ascontiguousarray(value, dtype=CONTROL_INPUTS[name]))
         memory, shape = cache.memory, cache.block_shape(start, stop)
         where = (memory.device, memory.device_id, cache.dtype, shape)
         for i, (key, value) in enumerate(cache.addresses(start, stop)):
             for kind, address in (("key", key), ("value", value)):  # same memory in and out
-                binding.bind_input(f"past_key_values.{i}.{kind}", *where, address)
-                binding.bind_output(f"present.{i}.{kind}", *where, address)
-        binding.bind_output("logits")
+                past, present = layer_names(i, kind)
+                binding.bind_input(past, *where, address)
+                binding.bind_output(present, *where, address)
+        binding.bind_output(LOGITS)
         self.session.run_with_iobinding(binding)
         return binding.get_outputs()[-1].numpy()  # [n, V]; the cache stays where it is

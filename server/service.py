@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import grpc
 from tokenizers import Tokenizer
 
-from export.manifest import Manifest
+from artifact import Manifest
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server import logs

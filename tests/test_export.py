@@ -9,9 +9,15 @@ import onnxruntime as ort
 import pytest
 from tokenizers import Tokenizer, models
 
+from artifact import (
+    GRAPH_INTERFACE,
+    Architecture,
+    PromptTemplate,
+    graph_inputs,
+    graph_outputs,
+    read_manifest,
+)
 from export import cli
-from export.manifest import GRAPH_INTERFACE, Architecture, PromptTemplate, read_manifest
-from export.onnx_export import expected_names
 
 ARTIFACT_FILES = {"model.onnx", "tokenizer.json", "manifest.json"}
 TEMPLATE = PromptTemplate(question="Q: {question}\nA:")  # not the default: must come through
@@ -119,7 +125,7 @@ def test_manifest_describes_the_checkpoint(fp32: Path, checkpoint: Path) -> None
 @pytest.mark.slow
 def test_graph_names_and_dtypes_match_the_manifest(fp32: Path) -> None:
     manifest = read_manifest(fp32)
-    inputs, outputs = expected_names(2)
+    inputs, outputs = graph_inputs(2), graph_outputs(2)
     assert (manifest.inputs, manifest.outputs) == (inputs, outputs)
     session = ort.InferenceSession(str(fp32 / "model.onnx"), providers=["CPUExecutionProvider"])
     types = {t.name: t.type for t in session.get_inputs() + session.get_outputs()}

@@ -9,12 +9,12 @@ import pytest
 from onnx import numpy_helper
 from test_export import GATE, make_checkpoint
 
+from artifact import PromptTemplate
 from export import cli, pipeline
 from export.checkpoint import load_checkpoint
 from export.gate import DEFAULTS, failures, format_table
 from export.graph_facts import unique_params
 from export.heldout import DEFAULT_DATA, QASample, encode_sample, load_heldout
-from export.manifest import PromptTemplate
 from export.quality import QualityReport
 
 

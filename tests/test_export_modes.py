@@ -10,9 +10,9 @@ import onnx
 import pytest
 from test_export import GATE, LOOSE, make_checkpoint
 
+from artifact import read_manifest
 from export import cli, pipeline
 from export.checkpoint import load_checkpoint
-from export.manifest import read_manifest
 from export.options import ExportOptions
 from export.progress import Steps
 from export.recipes import RECIPES, TARGETS, recipe_for

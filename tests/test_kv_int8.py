@@ -11,9 +11,9 @@ import onnx
 import pytest
 from test_kv_cache import ALLOCATE, FakeCudart
 
+from artifact import Architecture
 from export.heldout import load_calibration
 from export.kv_scales import INT8_MAX, MARGIN, calibrate
-from export.manifest import Architecture
 from export.options import ExportOptions
 from server.memory import CudaMemory
 from server.runner import OnnxRunner, RunnerConfig

@@ -15,8 +15,8 @@ import pytest
 
 from loadtest.cli import main
 from loadtest.config import LoadConfig
+from loadtest.prompts import WORDS, synthetic_workload
 from loadtest.specs import parse_length
-from loadtest.synthetic import WORDS, synthetic_workload
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "loadtest"))
 from fake_server import FIRST_S, TOKENS, FakeServer  # noqa: E402

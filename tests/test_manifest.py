@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from export.manifest import (
+from artifact import (
     Architecture,
     Manifest,
     ManifestError,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from export.manifest import MANIFEST_NAME, sha256_file
+from artifact import MANIFEST_NAME, sha256_file
 from server.runner import gpu_present
 
 pytestmark = pytest.mark.slow

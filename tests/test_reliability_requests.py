@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reliability_support import engine_idle, metric, wait_until
 
-from export.manifest import read_manifest
+from artifact import read_manifest
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.process import ServerProcess

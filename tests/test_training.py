@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from export.manifest import PromptTemplate
+from artifact import PromptTemplate
 from training.cli import build_parser, main
 from training.collator import PadCollator
 from training.data import DataError, QAExample, load_examples, split_examples

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from export.manifest import PromptTemplate
+from artifact import PromptTemplate
 from training import scorecard
 from training.cli import main
 from training.data import QAExample

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from export.manifest import PromptTemplate
+from artifact import PromptTemplate
 from training.data import QAExample
 from training.formatting import IGNORE_INDEX, encode_example
 

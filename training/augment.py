@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from training.data import QAExample
+from training.examples import QAExample
 
 # Words too common to identify a fact; the rest of an answer is its "content".
 _STOPWORDS = """a an the and or but if of to in on at by for from with without into onto over

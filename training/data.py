@@ -10,44 +10,30 @@ A row without a split gets `default_split` ("train" unless the caller says other
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.errors import InputError
+from training import hub, squad, tabular
+from training.examples import (
+    UNANSWERABLE,
+    DataError,
+    QAData,
+    QAExample,
+    split_examples,
+)
 
-REQUIRED = ("question", "answer")
-OPTIONAL = ("context", "split", "fact_id")
-SPLITS = ("train", "heldout")
-UNANSWERABLE = "unanswerable (no answer given)"  # the skip reason for SQuAD v2-style rows
-
-
-class DataError(InputError):
-    """Unusable training data; the message is one line naming the file (and line) at fault."""
-
-
-@dataclass(frozen=True)
-class QAExample:
-    question: str
-    answer: str
-    context: str = ""
-    split: str = "train"
-    fact_id: str = ""
-
-
-@dataclass
-class QAData:
-    """The usable rows of one source and what was skipped (reason -> count)."""
-
-    source: str
-    examples: list[QAExample]
-    skipped: Counter[str] = field(default_factory=Counter)
+__all__ = [
+    "UNANSWERABLE",
+    "DataError",
+    "QAData",
+    "QAExample",
+    "load_data",
+    "load_examples",
+    "split_examples",
+]
 
 
 def load_data(source: Path | str, default_split: str = "train") -> QAData:
     """Every row of `source` as QAExample; raise DataError on any bad row or no rows."""
-    from training import hub, squad, tabular  # each imports only what its format needs
-
     path = Path(source)
     if path.is_dir() or (not path.exists() and hub.looks_like_hub_id(str(source))):
         data = hub.load(str(source), default_split)
@@ -67,38 +53,3 @@ def load_data(source: Path | str, default_split: str = "train") -> QAData:
 
 def load_examples(source: Path | str, default_split: str = "train") -> list[QAExample]:
     return load_data(source, default_split).examples
-
-
-def split_examples(examples: list[QAExample]) -> tuple[list[QAExample], list[QAExample]]:
-    """(train rows, heldout rows)."""
-    train = [e for e in examples if e.split == "train"]
-    heldout = [e for e in examples if e.split == "heldout"]
-    return train, heldout
-
-
-def to_example(where: str, row: dict, default_split: str = "train") -> QAExample:
-    """Check one row (a dict of column -> value) and make it a QAExample; `where` names it."""
-    values = {}
-    for name in REQUIRED + OPTIONAL:
-        value = row.get(name)
-        if value is None:
-            if name in REQUIRED:
-                raise DataError(f"{where}: missing '{name}'")
-            value = ""
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise DataError(f"{where}: '{name}' must be a string, got {kind(value)}")
-        values[name] = str(value).strip()
-    for name in REQUIRED:
-        if not values[name]:
-            raise DataError(f"{where}: empty '{name}'")
-    values["split"] = values["split"] or default_split
-    if values["split"] not in SPLITS:
-        raise DataError(f"{where}: split must be one of {SPLITS}, got {values['split']!r}")
-    return QAExample(**values)
-
-
-def kind(value: object) -> str:
-    """How an error message names a JSON value's type."""
-    return {dict: "an object", list: "an array", type(None): "null"}.get(
-        type(value), type(value).__name__
-    )

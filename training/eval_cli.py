@@ -68,7 +68,7 @@ def run(args: argparse.Namespace):
 
     import torch
 
-    from export.manifest import PromptTemplate
+    from artifact import PromptTemplate
     from training.data import load_data
     from training.model import load_pretrained
     from training.scorecard import evaluate_model, write_report

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from export.manifest import PromptTemplate
+from artifact import PromptTemplate
 from training.collator import PadCollator
-from training.data import QAExample
+from training.examples import QAExample
 from training.formatting import IGNORE_INDEX, encode_example, fitted_prompt
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from export.manifest import PromptTemplate
-from training.data import QAExample
+from artifact import PromptTemplate
+from training.examples import QAExample
 
 IGNORE_INDEX = -100  # the label value torch's cross-entropy skips
 

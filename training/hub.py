@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-from training.data import UNANSWERABLE, DataError, QAData, QAExample, to_example
+from training.examples import UNANSWERABLE, DataError, QAData, QAExample, to_example
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 _FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".txt")

@@ -16,9 +16,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from export.manifest import PromptTemplate
-from training.data import QAExample
+from artifact import PromptTemplate
 from training.errors import InputError
+from training.examples import QAExample
 from training.formatting import prompt_text, target_text
 from training.presets import TinyModel
 from training.tokenizer import train_bpe_tokenizer

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from export.manifest import PromptTemplate
-from training.data import QAExample, split_examples
+from artifact import PromptTemplate
 from training.evaluate import generate_answers, perplexity
+from training.examples import QAExample, split_examples
 from training.metrics import exact_match_score, f1_score, score_answers
 
 EVAL_FILE = "kvserve_eval.json"

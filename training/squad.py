@@ -10,7 +10,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from training.data import UNANSWERABLE, DataError, QAData, QAExample, kind, to_example
+from training.examples import UNANSWERABLE, DataError, QAData, QAExample, kind, to_example
 
 
 def load(path: Path, default_split: str = "train") -> QAData:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from training.data import REQUIRED, DataError, QAData, kind, to_example
+from training.examples import REQUIRED, DataError, QAData, kind, to_example
 
 
 def load(path: Path, default_split: str = "train") -> QAData:

@@ -31,13 +31,14 @@ from transformers import (
 )
 from transformers.trainer_utils import TrainOutput
 
-from export.manifest import PromptTemplate
+from artifact import PromptTemplate
 from training.augment import augment
 from training.callbacks import GracefulStop, JsonLinesLog
 from training.collator import PadCollator
-from training.data import DataError, QAExample, load_data, split_examples
+from training.data import load_data
 from training.distributed import gather_rank_stats
 from training.errors import InputError
+from training.examples import DataError, QAExample, split_examples
 from training.formatting import Encoded, encode_example
 from training.model import ModelBundle, load_model
 from training.plot import plot_losses

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from export.errors import ExportError
+from export import ExportError
 
 
 @dataclass
