@@ -108,8 +108,7 @@ def _load(artifact: Path, settings: BenchSettings) -> tuple[OnnxRunner, BenchRep
 def time_steps(runner: OnnxRunner, prompts: list[list[int]], s: BenchSettings):
     """Seconds of one prefill of `prompts`, and of each decode step after it."""
     # ONNX Runtime's worker threads keep spinning a few ms after a run; without a pause the
-    # next artifact is timed against the previous one's spinning threads (measured, 124M on
-    # 2 cores: int8 prefill 82 ms interleaved vs 41 ms alone, fp32 162 vs 121 ms)
+    # next artifact is timed against the previous one's spinning threads (docs/export.md)
     time.sleep(SETTLE_S)
     cache = runner.new_cache(max_rows=len(prompts))
     cache.reserve(len(prompts), s.prompt_tokens + s.decode_steps + 1)  # no regrowth while timed

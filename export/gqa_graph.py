@@ -2,8 +2,8 @@
 
 Hand-written because no exporter emits this shape, and it is what makes decoding fast here.
 optimum's export concatenates past and new keys/values (and transposes keys) in every layer
-at every step: with 32 sequences of ~300 tokens that copying is most of a decode step on CPU
-(measured: Concat 47% + Transpose 14% of the step). Here each layer is one com.microsoft
+at every step: with a few dozen sequences of a few hundred tokens that copying is most of a
+decode step on CPU (docs/export.md). Here each layer is one com.microsoft
 GroupQueryAttention node (kv heads = heads, so it is plain multi-head attention) whose past
 and present are the same buffer `[B, H, capacity, D]`: the new token's key/value are written
 in place at each row's own length (`seqlens_k`), nothing is copied. Rows need no common

@@ -4,8 +4,8 @@ one for values, from the largest magnitude PyTorch produces on calibration text.
 ONNX Runtime's GroupQueryAttention stores an int8 cache itself (`k_quant_type` /
 `v_quant_type` PER_CHANNEL, scales `[1, H, 1, D]`): it quantizes each new key/value as it
 writes it (round to nearest, saturating) and reads the cache back at a quarter of the fp32
-bytes. Decode attention is bound by those bytes on CPU (measured: fp32 cache 2.5 ms vs int8
-1.2-1.5 ms per layer at 32 rows x 250 tokens), so a smaller cache is a faster step. The
+bytes. Decode attention is bound by those bytes on CPU (docs/export.md), so a smaller cache
+is a faster step. The
 scales must be fixed at export, hence this calibration; the quality gate then checks the
 whole graph against PyTorch.
 """

@@ -30,8 +30,8 @@ CHUNK = 16  # questions per batch: bounds the [rows, steps, vocab] logits held a
 
 
 def gate_threads() -> int:
-    """Threads for each side: half the CPUs. A correctness check, not a benchmark: on the
-    shared 2-CPU dev machine one thread each ran the gate 2-4x faster than two (measured)."""
+    """Threads for each side: half the CPUs. A correctness check, not a benchmark: the two
+    sides run side by side, and two sessions each asking for every core oversubscribe them."""
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 

@@ -1,13 +1,11 @@
 """fp32 graph -> the target's precision, with ONNX Runtime's own tools: int8 (CPU), fp16 (CUDA).
 
 - Transformer MatMuls: `quantize_dynamic` (QOperator, int8 weights per output channel,
-  activations quantized on the fly; ORT fuses them into DynamicQuantizeMatMul). Measured on
-  the 124M shape against MatMulNBits 8-bit (int8 compute): it prefills 128 tokens ~1.8x
-  faster, decodes about as fast; per-tensor weights were no faster than per-channel.
+  activations quantized on the fly; ORT fuses them into DynamicQuantizeMatMul): it prefills
+  faster than MatMulNBits 8-bit and decodes about as fast (docs/export.md).
 - lm_head + token embedding: one symmetric 8-bit MatMulNBits table that the embedding
-  Gather reads too (export/tie.py), so the vocab matrix is stored once, as int8 (the
-  untied int8 head cost +V*C bytes: +39 MB on GPT-2 small).
-No calibration data is needed; QDQ (static) quantization would need it, see bench/ notes.
+  Gather reads too (export/tie.py), so the vocab matrix is stored once, as int8.
+No calibration data is needed; QDQ (static) quantization would need it and prefills slower.
 
 fp16 is mixed precision as ORT's GPT-2 helper keeps it: weights, activations and the KV cache
 in fp16 (the cache is the server's memory bill), `logits` returned as float32 so sampling sees

@@ -3,7 +3,7 @@
 - test:    a handful of steps on a very small model, for tests that need a checkpoint fast.
 - demo:    a few minutes on a 2-core CPU on the bundled data (what `make demo` runs).
 - quality: the demo model trained on augmented questions (noisy copies, keyword questions);
-           the best held-out answers measured here, about 5 min on 2 CPU cores.
+           the best held-out answers of the three (figures: docs/export.md).
 """
 
 from __future__ import annotations
@@ -69,9 +69,8 @@ PRESETS: dict[str, Preset] = {
         ),
     ),
     "demo": DEMO,
-    # measured on the bundled data (2-core CPU): seen EM 99.8%, held-out EM 44% / F1 0.51
-    # (the demo preset: held-out F1 0.40). Augmentation is what moved held-out answers; a
-    # smaller vocab with more word dropout did not (notes on issue 3).
+    # augmentation is what moved held-out answers; a smaller vocab with more word dropout did
+    # not (docs/export.md)
     "quality": replace(
         DEMO,
         name="quality",
