@@ -7,7 +7,6 @@ from pathlib import Path
 import onnx
 import pytest
 from onnx import numpy_helper
-from test_export import GATE, make_checkpoint
 
 from export import cli, pipeline
 from export.checkpoint import load_checkpoint
@@ -16,6 +15,7 @@ from export.graph_facts import unique_params
 from export.heldout import DEFAULT_DATA, QASample, encode_sample, load_heldout
 from export.manifest import PromptTemplate
 from export.quality import QualityReport
+from tests.test_export import GATE, make_checkpoint
 
 
 def report(**changes: float) -> QualityReport:
