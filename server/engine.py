@@ -3,8 +3,8 @@
     plan = scheduler.schedule()              who leaves, who joins, which rows decode
     output = execute(runner, plan, cache)    prefill each group, one decode step: logits
     result = updater.update(plan, output)    sample, detokenize, stop, finish: events + stats
-    scheduler.end_step(output.prefilled)     new rows join the batch, finished rows leave
     deliver(result.events)                   hand each event to its request's sink
+    scheduler.end_step(output.prefilled)     new rows join the batch, finished rows leave
 
 The data between the stages is in server/step.py. The loop runs steps while there is work
 and sleeps when there is none. ONNX Runtime releases the GIL, so the asyncio service thread
@@ -116,8 +116,8 @@ class Engine:
         plan = self.scheduler.schedule(start)
         output = execute(self.runner, plan, self.scheduler.cache)
         result = self.updater.update(plan, output)
+        deliver(result.events)  # first: if anything after this fails, no finished request hangs
         self.scheduler.end_step(output.prefilled)
-        deliver(result.events)
         stats = result.stats
         stats.seconds = time.monotonic() - start
         stats.running, stats.waiting = len(self.scheduler.running), len(self.scheduler.waiting)
