@@ -40,11 +40,11 @@ def steps(runner: OnnxRunner, memory, batch: int, context: int, count: int, seed
     for _ in range(count):
         tokens = logits[-1].argmax(-1).astype(np.int64)
         start = time.perf_counter()
-        logits.append(runner.decode(cache, tokens))
+        logits.append(runner.decode_step(cache, tokens))
         times.append(time.perf_counter() - start)
     if batch > 1:
         order = cache.keep(list(range(1, batch)))  # row 0 leaves: the last row takes its slot
-        logits.append(runner.decode(cache, logits[-1][order].argmax(-1).astype(np.int64)))
+        logits.append(runner.decode_step(cache, logits[-1][order].argmax(-1).astype(np.int64)))
     return logits, float(np.median(times))
 
 

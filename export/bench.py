@@ -119,7 +119,7 @@ def time_steps(runner: OnnxRunner, prompts: list[list[int]], s: BenchSettings):
     for _ in range(s.decode_steps):
         tokens = logits.argmax(-1).astype(np.int64)
         start = time.perf_counter()
-        logits = runner.decode(cache, tokens)
+        logits = runner.decode_step(cache, tokens)
         decode.append(time.perf_counter() - start)
     return prefill, decode
 

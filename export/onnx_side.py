@@ -17,7 +17,7 @@ def forced_logits(runner, chunk: list[Encoded], eos: int) -> list[np.ndarray]:
     steps = [[row] for row in logits]
     for t in range(max(len(e.target) for e in chunk) - 1):
         fed = np.array([e.target[t] if t < len(e.target) else eos for e in chunk], np.int64)
-        logits = runner.decode(cache, fed).astype(np.float32)
+        logits = runner.decode_step(cache, fed).astype(np.float32)
         for row, enc in enumerate(chunk):
             if t + 1 < len(enc.target):
                 steps[row].append(logits[row])
@@ -40,5 +40,5 @@ def greedy_answers(runner, chunk: list[Encoded], eos: int, max_new: int) -> list
                 answers[row].append(int(tokens[row]))
         if done.all() or step == max_new - 1:
             break
-        logits = runner.decode(cache, tokens)
+        logits = runner.decode_step(cache, tokens)
     return answers

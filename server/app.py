@@ -1,4 +1,4 @@
-"""Wire the server together: artifact -> runner -> scheduler -> engine -> service, then serve.
+"""Wire the server together: artifact -> runner, scheduler, updater -> engine -> service; serve.
 
 Owns the process lifecycle: warm-up before health says SERVING, and the SIGTERM drain.
 """
@@ -33,6 +33,8 @@ from server.runner import OnnxRunner, RunnerConfig
 from server.scheduler import Scheduler, SchedulerConfig
 from server.security import ServerSecurity, load_security
 from server.service import GenerationService, ServiceInfo
+from server.text_stream import detokenizer
+from server.update import Updater
 from server.validation import Limits
 
 log = logging.getLogger("kvserve.server")
@@ -72,7 +74,7 @@ def warm_up(runner: OnnxRunner, token: int) -> None:
     """One prefill and one decode, so the first real request does not pay for allocation."""
     cache = runner.new_cache(max_rows=1)
     logits = runner.prefill(cache, [[token, token]])
-    runner.decode(cache, logits.argmax(axis=1))
+    runner.decode_step(cache, logits.argmax(axis=1))
 
 
 class Server:
@@ -84,17 +86,14 @@ class Server:
         manifest = model.manifest
         self.metrics = Metrics()
         self.metrics.set_model(manifest.model_name, manifest.quantization, model.runner.provider)
-        scheduler = Scheduler(
-            model.runner,
-            SchedulerConfig(
-                eos_token_id=manifest.eos_token_id,
-                max_context=manifest.architecture.max_positions,
-                max_batch_size=config.max_batch_size,
-                max_batch_tokens=config.max_batch_tokens,
-                max_queue=config.max_queue,
-            ),
+        policy = SchedulerConfig(config.max_batch_size, config.max_batch_tokens, config.max_queue)
+        scheduler = Scheduler(policy, model.runner.new_cache(config.max_batch_size))
+        updater = Updater(
+            eos_token_id=manifest.eos_token_id,
+            max_context=manifest.architecture.max_positions,
+            detokenize=detokenizer(model.tokenizer),
         )
-        self.engine = Engine(scheduler, on_step=self.metrics.observe_step)
+        self.engine = Engine(model.runner, scheduler, updater, on_step=self.metrics.observe_step)
         limits = Limits(
             default_max_new_tokens=config.default_max_new_tokens,
             max_new_tokens=config.max_new_tokens_limit,

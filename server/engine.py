@@ -1,27 +1,94 @@
-"""The engine thread: runs scheduler steps while there is work, sleeps when there is none.
+"""The engine: one step is schedule -> execute -> update -> deliver, run in its own thread.
 
-ONNX Runtime releases the GIL, so the asyncio service thread stays responsive while a step
-runs. The service hands requests in with `submit` (thread-safe) and gets results back
-through each request's `emit`, which the service points at `loop.call_soon_threadsafe`.
+    plan = scheduler.schedule()              who leaves, who joins, which rows decode
+    output = execute(runner, plan, cache)    prefill each group, one decode step: logits
+    result = updater.update(plan, output)    sample, detokenize, stop, finish: events + stats
+    deliver(result.events)                   hand each event to its request's sink
+    scheduler.end_step(output.prefilled)     new rows join the batch, finished rows leave
+
+The data between the stages is in server/step.py. The loop runs steps while there is work
+and sleeps when there is none. ONNX Runtime releases the GIL, so the asyncio service thread
+stays responsive while a step runs. The service hands requests in with `submit`
+(thread-safe) and gets results back through each request's `emit`, which the service points
+at `loop.call_soon_threadsafe`. Whatever a step throws, the loop lives on: its requests fail
+and the slot cache starts over.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from server.request import Request
-from server.scheduler import Scheduler, StepStats
+import numpy as np
+
+from server.kv_cache import SlotCache
+from server.request import Request, StreamEvent
+from server.scheduler import Scheduler
+from server.step import Batch, ModelOutput, StepPlan, StepStats
+from server.update import Updater
 
 log = logging.getLogger(__name__)
 
 
+class Runner(Protocol):
+    """What the engine needs of a model (server/runner.py OnnxRunner; fakes in the tests)."""
+
+    def new_cache(self, max_rows: int) -> SlotCache:
+        """An empty cache for up to `max_rows` sequences."""
+
+    def prefill(self, cache: SlotCache, prompts: list[list[int]]) -> np.ndarray:
+        """Append a row per prompt to the cache; logits of each prompt's last token `[n, V]`."""
+
+    def decode_step(self, cache: SlotCache, tokens: np.ndarray) -> np.ndarray:
+        """Feed one token to each of the first `len(tokens)` rows; their logits `[B, V]`."""
+
+
+def execute(runner: Runner, plan: StepPlan, cache: SlotCache) -> ModelOutput:
+    """Run the plan's model calls: each prefill group appends its rows after the decoding
+    ones, then one decode step feeds every decoding row its last token. A call that raises
+    is that batch's error (and appends no row): it fails only its own requests."""
+    prefills = tuple(
+        _call(runner.prefill, cache, group, [r.prompt_ids for r in group])
+        for group in plan.prefill_groups
+    )
+    if not plan.decode:
+        return ModelOutput(prefills)
+    tokens = np.array([r.output_ids[-1] for r in plan.decode], dtype=np.int64)  # [B]
+    return ModelOutput(prefills, _call(runner.decode_step, cache, plan.decode, tokens))
+
+
+def _call(model_call: Callable, cache: SlotCache, requests: tuple[Request, ...], inputs) -> Batch:
+    try:
+        return Batch(requests, model_call(cache, inputs))
+    except Exception as error:  # a bad call fails its own requests, not the server
+        return Batch(requests, error=error)
+
+
+def deliver(events: Sequence[tuple[Request, StreamEvent]]) -> None:
+    """Hand each event to its request's sink; a broken sink (its event loop closed, say) ends
+    that request only: it is dropped at the next step."""
+    for request, event in events:
+        try:
+            request.emit(event)
+        except Exception:
+            log.warning("cannot deliver to %s; dropping it", request.request_id, exc_info=True)
+            request.cancelled = True
+
+
 class Engine:
     def __init__(
-        self, scheduler: Scheduler, on_step: Callable[[StepStats], None] | None = None
+        self,
+        runner: Runner,
+        scheduler: Scheduler,
+        updater: Updater,
+        on_step: Callable[[StepStats], None] | None = None,
     ) -> None:
+        self.runner = runner
         self.scheduler = scheduler
+        self.updater = updater
         self.on_step = on_step
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -44,6 +111,28 @@ class Engine:
         self.scheduler.add(request)
         self._wake.set()
 
+    def step(self) -> StepStats:
+        start = time.monotonic()
+        plan = self.scheduler.schedule(start)
+        output = execute(self.runner, plan, self.scheduler.cache)
+        result = self.updater.update(plan, output)
+        deliver(result.events)  # first: if anything after this fails, no finished request hangs
+        self.scheduler.end_step(output.prefilled)
+        stats = result.stats
+        stats.seconds = time.monotonic() - start
+        stats.running, stats.waiting = len(self.scheduler.running), len(self.scheduler.waiting)
+        stats.kv_cache_bytes = self.scheduler.cache.nbytes
+        return stats
+
+    def _recover(self, error: Exception) -> None:
+        """Last resort when a step raised: fail every request, start over with an empty cache
+        (the server goes on serving new requests)."""
+        fresh = self.runner.new_cache(self.scheduler.config.max_batch_size)
+        requests = self.scheduler.abandon_all(fresh)
+        ids = [r.request_id for r in requests]
+        log.error("engine step crashed; failing requests %s", ids, exc_info=error)
+        deliver(self.updater.fail_all(requests, error))
+
     def _loop(self) -> None:
         while not self._stopping.is_set():
             if not self.scheduler.has_work():
@@ -51,9 +140,9 @@ class Engine:
                 self._wake.clear()
                 continue
             try:
-                stats = self.scheduler.step()
+                stats = self.step()
             except Exception as error:  # whatever a step hits, the loop must live on
-                self.scheduler.fail_all(error)
+                self._recover(error)
                 continue
             if self.on_step is not None:
                 try:

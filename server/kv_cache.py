@@ -6,12 +6,16 @@ its sequence's first `lengths[r]` positions. The graph (export/gqa_graph.py) wri
 key/value in place at the row's own length, so a decode step copies no cache at all, and
 rows of any lengths sit side by side with no padding to align them.
 
-Active rows are always `0 .. size-1` (the graph takes one contiguous block). When sequences
-leave, `keep` moves the fewest rows to close the gaps (survivors past the end fill holes),
-so a finished slot costs one row copy at most, and new sequences are appended at the end.
+Active rows are always `0 .. size-1` (the graph takes one contiguous block). New sequences
+are appended at the end (`append`), a decode step advances the first rows by one token
+(`advance`), and when sequences leave, `keep` moves the fewest rows to close the gaps
+(survivors past the end fill holes), so a finished slot costs one row copy at most.
 Buffers grow by doubling (rows up to the batch limit, capacity up to the model's context).
 The buffers live in host or device memory (server/memory.py); the runner binds each row
 block by address, and every copy here is one strided 2-D copy per buffer.
+
+The cache owns its bookkeeping: only these methods change `size` and the row lengths; the
+runner reads them (`lengths`) to place the graph's writes and reports what it wrote.
 """
 
 from __future__ import annotations
@@ -32,17 +36,30 @@ class SlotCache:
     max_length: int
     dtype: type = np.float32
     memory: Memory = field(default_factory=HostMemory)
-    size: int = 0  # active rows
-    lengths: np.ndarray = field(init=False)  # [rows] int64, tokens held per row
     layers: list[tuple] = field(init=False)  # per layer (key, value) buffers [rows, H, cap, D]
+    _size: int = field(init=False, default=0)  # active rows
+    _lengths: np.ndarray = field(init=False, repr=False)  # [rows] int64, tokens held per row
 
     def __post_init__(self) -> None:
-        self.lengths = np.zeros(0, dtype=np.int64)
+        self._lengths = np.zeros(0, dtype=np.int64)
         self.layers = [self._zeros(0, 0) for _ in range(self.num_layers)]
 
     @property
+    def size(self) -> int:
+        """Active rows: `0 .. size-1`."""
+        return self._size
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens held by each active row, `[size]` int64 (a read-only view)."""
+        view = self._lengths[: self._size]
+        view.flags.writeable = False
+        return view
+
+    @property
     def rows(self) -> int:
-        return int(self.lengths.shape[0])
+        """Rows allocated (active or not)."""
+        return int(self._lengths.shape[0])
 
     @property
     def capacity(self) -> int:
@@ -62,7 +79,7 @@ class SlotCache:
         new_cap = min(self.max_length, max(length, 2 * self.capacity, 64))
         if length <= self.capacity:
             new_cap = self.capacity
-        n, used = self.size, int(self.lengths[: self.size].max(initial=0))
+        n, used = self._size, int(self.lengths.max(initial=0))
         old_pitch, new_pitch = self._token_bytes(self.capacity), self._token_bytes(new_cap)
         grown = []
         for old in self.layers:
@@ -74,8 +91,23 @@ class SlotCache:
         self.memory.finish()
         self.layers = grown
         lengths = np.zeros(new_rows, dtype=np.int64)
-        lengths[:n] = self.lengths[:n]
-        self.lengths = lengths
+        lengths[:n] = self._lengths[:n]
+        self._lengths = lengths
+
+    def append(self, lengths: np.ndarray | list[int]) -> None:
+        """Rows `size ..` now hold new sequences of these lengths (written by the graph, after
+        `reserve` made room)."""
+        start, stop = self._size, self._size + len(lengths)
+        if stop > self.rows:
+            raise ValueError(f"append {len(lengths)} rows to {start}: only {self.rows} reserved")
+        self._lengths[start:stop] = lengths
+        self._size = stop
+
+    def advance(self, rows: int) -> None:
+        """Rows `0 .. rows-1` each took one more token (a decode step over the first rows)."""
+        if rows > self._size:
+            raise ValueError(f"advance {rows} rows: only {self._size} active")
+        self._lengths[:rows] += 1
 
     def block_shape(self, start: int, stop: int) -> tuple[int, int, int, int]:
         return (stop - start, self.heads, self.capacity, self.head_dim)
@@ -96,16 +128,15 @@ class SlotCache:
         movers = [r for r in survivors if r >= new_size]
         row, pitch = self._row_bytes(), self._token_bytes(self.capacity)
         for hole, src in zip(holes, movers, strict=True):
-            length = int(self.lengths[src])
+            length = int(self._lengths[src])
             for pair in self.layers:
                 for buffer in pair:  # each head's first `length` tokens
                     self.memory.copy2d(buffer, hole * row, pitch, buffer, src * row, pitch,
                                        self._token_bytes(length), self.heads)  # fmt: skip
-            self.lengths[hole] = length
+            self._lengths[hole] = length
         if holes:
             self.memory.finish()
-        self.lengths[new_size : self.size] = 0
-        self.size = new_size
+        self._size = new_size
         moved = dict(zip(holes, movers, strict=True))
         return [moved.get(r, r) for r in range(new_size)]
 

@@ -14,7 +14,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-from server.scheduler import StepStats
+from server.step import StepStats
 
 # Buckets span what this workload shows: a first token from ~1 ms (tiny model, idle server)
 # to a minute (a long queue on CPU); a token gap from ~0.5 ms (GPU) to seconds (overload).

@@ -1,6 +1,8 @@
 """A generation request as the engine sees it, and what the engine sends back for it.
 
 Plain dataclasses: the service converts protobuf at the edge, everything inside uses these.
+The scheduler moves a request from WAITING to RUNNING; the update stage (server/update.py)
+appends its tokens, streams its text and finishes it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from enum import Enum
 import numpy as np
 
 from server.sampling import SamplingParams
-from server.text_stream import Decode, TextStream
+from server.text_stream import TextStream
 
 
 class RequestStatus(Enum):
@@ -56,7 +58,6 @@ class Request:
     request_id: str
     prompt_ids: list[int]
     params: SamplingParams
-    decode: Decode  # token ids -> text, for streaming pieces
     emit: Callable[[StreamEvent], None]  # thread-safe sink; called from the engine thread
     deadline: float | None = None  # time.monotonic() value
     arrival: float = field(default_factory=time.monotonic)
@@ -66,12 +67,11 @@ class Request:
     scheduled_at: float | None = None
     first_token_at: float | None = None
     last_token_at: float | None = None
-    rng: np.random.Generator = field(init=False)
-    text: TextStream = field(init=False)
+    rng: np.random.Generator = field(init=False)  # this request's own: seeds hold in any batch
+    text: TextStream | None = field(default=None, init=False)  # opened by the update stage
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.params.seed)
-        self.text = TextStream(self.decode, self.params.stop)
 
     @property
     def seen_tokens(self) -> np.ndarray:

@@ -85,7 +85,10 @@ class OnnxRunner:
                          arch.max_positions, self.dtype, self.memory)  # fmt: skip
 
     def prefill(self, cache: SlotCache, prompts: list[list[int]]) -> np.ndarray:
-        """Append one row per prompt to the cache; logits at each prompt's last token [n, V]."""
+        """Append one row per prompt to the cache; logits at each prompt's last token [n, V].
+
+        The rows are appended only once the graph ran: a failed call leaves the cache as it
+        was."""
         lengths = np.array([len(p) for p in prompts], dtype=np.int64)
         width = int(lengths.max())
         start, stop = cache.size, cache.size + len(prompts)
@@ -101,15 +104,14 @@ class OnnxRunner:
             "total_sequence_length": width,
         }
         logits = self._run(cache, start, stop, controls)
-        cache.lengths[start:stop] = lengths
-        cache.size = stop
+        cache.append(lengths)
         return logits
 
-    def decode(self, cache: SlotCache, tokens: np.ndarray) -> np.ndarray:
-        """One new token for each of the first len(tokens) rows; logits [B, V]."""
+    def decode_step(self, cache: SlotCache, tokens: np.ndarray) -> np.ndarray:
+        """Feed one token to each of the first len(tokens) rows; their logits [B, V]."""
         n = len(tokens)
         cache.reserve(n, int(cache.lengths[:n].max()) + 1)
-        lengths = cache.lengths[:n]  # the new token's position in each row
+        lengths = cache.lengths[:n]  # the new token's position in each row (read after reserve)
         controls = {
             "input_ids": tokens.reshape(n, 1),
             "position_ids": lengths[:, None],
@@ -118,7 +120,7 @@ class OnnxRunner:
             "total_sequence_length": int(lengths.max()) + 1,
         }
         logits = self._run(cache, 0, n, controls)
-        cache.lengths[:n] += 1
+        cache.advance(n)
         return logits
 
     def _run(self, cache: SlotCache, start: int, stop: int, controls: dict) -> np.ndarray:

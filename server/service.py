@@ -135,7 +135,6 @@ class GenerationService(pb_grpc.GenerationServicer):
             request_id=request_id,
             prompt_ids=prompt_ids,
             params=params,
-            decode=self._decode,
             emit=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event),
             deadline=None if remaining is None else time.monotonic() + remaining,
         )
@@ -152,9 +151,6 @@ class GenerationService(pb_grpc.GenerationServicer):
             if event.finish_reason in FAILED:
                 raise GenerationFailed(event)
             yield event
-
-    def _decode(self, ids) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     @asynccontextmanager
     async def _rpc(self, rpc: str, context):

@@ -1,7 +1,7 @@
 """Token ids -> text pieces for streaming: incremental detokenization and stop strings.
 
-Hand-written because `tokenizers` decodes whole sequences only. Byte-level BPE can split one
-UTF-8 character over several tokens, so a piece is released only once it decodes without a
+Hand-written because `tokenizers` detokenizes whole sequences only. Byte-level BPE can split one
+UTF-8 character over several tokens, so a piece is released only once it detokenizes without a
 replacement character (the offset scheme TGI and vLLM use). Text that could be the start of
 a stop string is held back until it is clear, and the stop text itself is never returned.
 """
@@ -10,28 +10,38 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-Decode = Callable[[Sequence[int]], str]
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+Detokenize = Callable[[Sequence[int]], str]  # token ids -> text, special tokens skipped
 REPLACEMENT = "\ufffd"
-CONTEXT_TOKENS = 6  # tokens re-decoded before the new ones, so merges at the seam come out right
+CONTEXT_TOKENS = 6  # tokens detokenized again with the new ones, so merges at the seam come right
+
+
+def detokenizer(tokenizer: Tokenizer) -> Detokenize:
+    """The served tokenizer's ids -> text, special tokens skipped (streamed text never shows
+    eos or padding tokens)."""
+    return lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True)
 
 
 @dataclass
 class TextStream:
-    decode: Decode
+    detokenize: Detokenize
     stop: tuple[str, ...] = ()
     tokens: list[int] = field(default_factory=list)
-    text: str = ""  # all text decoded so far (before stop truncation)
+    text: str = ""  # all text so far (before stop truncation)
     emitted: int = 0  # characters of `text` already returned
     stopped: bool = False
-    _prefix: int = 0  # tokens[_prefix:_read] is the decoded context for the next piece
+    _prefix: int = 0  # tokens[_prefix:_read] is the context detokenized before the next piece
     _read: int = 0
 
     def push(self, token_id: int) -> str:
         """Add one token; return the text that is now safe to send (maybe empty)."""
         self.tokens.append(token_id)
-        before = self.decode(self.tokens[self._prefix : self._read])
-        after = self.decode(self.tokens[self._prefix :])
+        before = self.detokenize(self.tokens[self._prefix : self._read])
+        after = self.detokenize(self.tokens[self._prefix :])
         if after.endswith(REPLACEMENT) or len(after) < len(before):
             return ""  # in the middle of a UTF-8 character
         self.text += after[len(before) :]
@@ -43,8 +53,8 @@ class TextStream:
         """At the end: whatever is still held back (no stop string can complete now)."""
         if self.stopped:
             return ""
-        tail = self.decode(self.tokens[self._prefix :])[
-            len(self.decode(self.tokens[self._prefix : self._read])) :
+        tail = self.detokenize(self.tokens[self._prefix :])[
+            len(self.detokenize(self.tokens[self._prefix : self._read])) :
         ]
         self.text += tail
         piece, self.emitted = self.text[self.emitted :], len(self.text)

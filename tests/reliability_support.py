@@ -1,6 +1,6 @@
 """Helpers for the reliability and security tests: certificates, metrics, polling.
 
-Not a test module (no test_ prefix); the test modules import it from tests/.
+Not a test module (no test_ prefix); the test modules import it as tests.reliability_support.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ from pathlib import Path
 import onnx
 import pytest
 from onnx import numpy_helper
-from test_export import GATE, make_checkpoint
 
 from artifact import PromptTemplate
 from export import cli, pipeline
@@ -16,6 +15,7 @@ from export.gate import DEFAULTS, failures, format_table
 from export.graph_facts import unique_params
 from export.heldout import DEFAULT_DATA, QASample, encode_sample, load_heldout
 from export.quality import QualityReport
+from tests.test_export import GATE, make_checkpoint
 
 
 def report(**changes: float) -> QualityReport:

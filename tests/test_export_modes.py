@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from test_export import GATE, LOOSE, make_checkpoint
 
 from artifact import read_manifest
 from export import cli, pipeline
@@ -18,6 +17,7 @@ from export.progress import Steps
 from export.recipes import RECIPES, TARGETS, recipe_for
 from export.tie import tie_block_size
 from server.runner import OnnxRunner, RunnerConfig
+from tests.test_export import GATE, LOOSE, make_checkpoint
 
 
 @pytest.mark.parametrize(
@@ -92,7 +92,7 @@ def test_cuda_graphs_are_fp16_with_fp32_logits_and_run(
     runner = OnnxRunner(model, ckpt.architecture, RunnerConfig("cpu"))
     cache = runner.new_cache(max_rows=2)
     logits = runner.prefill(cache, [[5, 6, 7], [8]])
-    logits = runner.decode(cache, logits.argmax(-1).astype(np.int64))
+    logits = runner.decode_step(cache, logits.argmax(-1).astype(np.int64))
     assert logits.shape == (2, ckpt.architecture.vocab_size) and logits.dtype == np.float32
     assert np.isfinite(logits).all()
 

@@ -6,56 +6,14 @@ the GPU path uses is checked here, on a machine without a GPU."""
 
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from server.kv_cache import SlotCache
-from server.memory import CUDA_MEMCPY_DEVICE_TO_DEVICE, CudaMemory, HostMemory, memory_for
+from server.memory import CudaMemory, HostMemory, memory_for
+from tests.support.cudart import ALLOCATE, FakeCudart
 
 H, D = 2, 3
-ALLOCATE = ort.OrtValue.ortvalue_from_shape_and_type
-
-
-class FakeCudart:
-    """libcudart's cudaMemset / cudaMemcpy2D / cudaDeviceSynchronize, on host memory."""
-
-    def __init__(self) -> None:
-        self.copies = 0
-
-        self.syncs = 0
-
-        def memset(*args) -> int:
-            ptr, value, count = declared(memset, args)
-            ctypes.memset(ptr, value, count)
-            return 0
-
-        def memcpy2d(*args) -> int:
-            dst, dpitch, src, spitch, width, height, kind = declared(memcpy2d, args)
-            assert kind == CUDA_MEMCPY_DEVICE_TO_DEVICE and width <= min(dpitch, spitch)
-            for i in range(height):
-                ctypes.memmove(dst + i * dpitch, src + i * spitch, width)
-            self.copies += 1
-            return 0
-
-        def synchronize(*args) -> int:
-            declared(synchronize, args)
-            self.syncs += 1
-            return 0
-
-        self.cudaMemset = memset
-        self.cudaMemcpy2D = memcpy2d
-        self.cudaDeviceSynchronize = synchronize
-
-
-def declared(function, args: tuple) -> tuple:
-    """What ctypes would pass to the C function: each argument through its declared type
-    (CudaMemory declares `argtypes`; a missing or wrong declaration fails here)."""
-    argtypes = function.argtypes
-    assert len(argtypes) == len(args), f"{len(args)} arguments, {len(argtypes)} declared"
-    return tuple(kind(arg).value for kind, arg in zip(argtypes, args, strict=True))
 
 
 MEMORIES = {
@@ -83,11 +41,10 @@ def filled(memory, rows: list[list[int]], max_rows: int = 8) -> SlotCache:
     key = np.zeros(cache.layers[0][0].shape, dtype=np.float32)
     for r, ids in enumerate(rows):
         key[r, :, : len(ids)] = np.array(ids)[None, :, None]
-        cache.lengths[r] = len(ids)
     for k, v in cache.layers:
         write(memory, k, key)
         write(memory, v, -key)
-    cache.size = len(rows)
+    cache.append([len(ids) for ids in rows])  # as the runner does once the graph wrote them
     return cache
 
 
@@ -118,7 +75,27 @@ def test_keep_moves_tail_survivors_into_holes_only(memory):
     assert order == [3, 1, 4]  # rows 3 and 4 (past the new size) fill holes 0 and 2
     assert rows_of(cache) == [[4], [2, 2], [5, 5]]
     assert (memory.to_numpy(cache.layers[0][0])[1] == key_before[1]).all()
-    assert cache.size == 3 and cache.lengths[3:].tolist() == [0] * (cache.rows - 3)
+    assert cache.size == 3 and cache.lengths.tolist() == [1, 2, 2]  # nothing of rows 0 and 2
+
+
+def test_append_adds_rows_after_the_active_ones_and_advance_grows_the_first_rows(memory):
+    cache = filled(memory, [[1, 2], [3]])
+    cache.reserve(3, 4)
+    cache.append([4])
+    assert cache.size == 3 and cache.lengths.tolist() == [2, 1, 4]
+    cache.advance(2)  # a decode step over rows 0 and 1
+    assert cache.lengths.tolist() == [3, 2, 4]
+    with pytest.raises(ValueError):
+        cache.append([1, 1] * cache.rows)  # more rows than reserved
+    with pytest.raises(ValueError):
+        cache.advance(4)  # more rows than active
+
+
+def test_lengths_cannot_be_written_from_outside(memory):
+    cache = filled(memory, [[1, 2]])
+    with pytest.raises(ValueError):
+        cache.lengths[0] = 5
+    assert cache.lengths.tolist() == [2]
 
 
 def test_addresses_point_at_each_row_block(memory):

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from test_kv_cache import ALLOCATE, FakeCudart
 
 from artifact import Architecture
 from export.heldout import load_calibration
@@ -17,6 +16,7 @@ from export.kv_scales import INT8_MAX, MARGIN, calibrate
 from export.options import ExportOptions
 from server.memory import CudaMemory
 from server.runner import OnnxRunner, RunnerConfig
+from tests.support.cudart import ALLOCATE, FakeCudart
 
 SEQS = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]
 ARCH = Architecture(num_layers=2, num_heads=2, head_dim=32, hidden_size=64, vocab_size=97,
@@ -61,9 +61,9 @@ def run_steps(path: Path, memory=None) -> tuple[np.dtype, list[np.ndarray]]:
     cache = runner.new_cache(max_rows=4)
     logits = [runner.prefill(cache, [[5, 6, 7, 8], [9], [10, 11]])]
     for step in range(3):
-        logits.append(runner.decode(cache, np.array([20, 30, 40]) + step))
+        logits.append(runner.decode_step(cache, np.array([20, 30, 40]) + step))
     assert cache.keep([0, 2]) == [0, 2]
-    logits.append(runner.decode(cache, np.array([50, 60])))
+    logits.append(runner.decode_step(cache, np.array([50, 60])))
     return cache.layers[0][0].dtype, logits
 
 

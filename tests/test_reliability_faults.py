@@ -40,9 +40,9 @@ class FaultyRunner:
         self.prefills.append(len(prompts))
         return self.inner.prefill(cache, prompts)
 
-    def decode(self, cache, tokens):
+    def decode_step(self, cache, tokens):
         self._call("decode")
-        return self.inner.decode(cache, tokens)
+        return self.inner.decode_step(cache, tokens)
 
     def _call(self, kind: str) -> None:
         time.sleep(self.delay)

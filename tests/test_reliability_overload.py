@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import pytest
-from reliability_support import engine_idle, wait_until
 
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.process import ServerProcess
+from tests.reliability_support import engine_idle, wait_until
 
 pytestmark = pytest.mark.slow
 BATCH, QUEUE, TOKENS = 2, 8, 48

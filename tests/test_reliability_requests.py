@@ -20,12 +20,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_support import engine_idle, metric, wait_until
 
 from artifact import read_manifest
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.process import ServerProcess
+from tests.reliability_support import engine_idle, metric, wait_until
 
 pytestmark = pytest.mark.slow
 FIXTURES = Path(__file__).parent / "fixtures" / "reliability"

@@ -14,12 +14,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from reliability_support import Certs, make_certs, metric, tls_channel, wait_until
 
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.auth import BearerAuthInterceptor, TokenFileError, TokenStore, bearer_token
 from server.process import ServerProcess
+from tests.reliability_support import Certs, make_certs, metric, tls_channel, wait_until
 
 TOKENS = ("tok-alpha-3f9c2e", "tok-beta-77d1a0")
 NEW_TOKEN = "tok-gamma-c0ffee"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from server.text_stream import TextStream
 
-# token id = one byte; decode like a byte-level BPE does, replacing partial UTF-8
-decode = lambda ids: bytes(ids).decode("utf-8", errors="replace")  # noqa: E731
+# token id = one byte; detokenize like a byte-level BPE does, replacing partial UTF-8
+detokenize = lambda ids: bytes(ids).decode("utf-8", errors="replace")  # noqa: E731
 
 
 def stream(text: str, stop: tuple[str, ...] = ()) -> tuple[list[str], TextStream]:
-    s = TextStream(decode, stop)
+    s = TextStream(detokenize, stop)
     pieces = []
     for b in text.encode():
         pieces.append(s.push(b))
@@ -38,7 +38,7 @@ def test_stop_string_is_cut_and_not_returned():
 
 
 def test_text_that_may_start_a_stop_is_held_back_then_released():
-    s = TextStream(decode, ("END",))
+    s = TextStream(detokenize, ("END",))
     out = [s.push(b) for b in b"aE"]
     assert out == ["a", ""]  # "E" might start "END"
     assert s.push(ord("x")) == "Ex"  # it did not

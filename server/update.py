@@ -1,0 +1,152 @@
+"""The update stage of an engine step: logits -> tokens -> text pieces -> events.
+
+For every model call of the step (server/step.py Batch): pick each row's next token
+(server/sampling.py), detokenize it into a streamable piece (server/text_stream.py), and
+finish the request on eos, a stop string, its max_new_tokens or the context window.
+Requests the plan dropped get their last event here too. Returns the events to deliver and
+the step's stats; it never calls the runner or touches the queue.
+
+Failures stay with their requests: a model call that raised fails its own requests, a
+sampling error fails that call's requests; the rest of the step goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from server.request import FinishReason, Request, RequestStatus, StreamEvent
+from server.sampling import select_tokens
+from server.step import Batch, ModelOutput, StepPlan, StepResult, StepStats
+from server.text_stream import Detokenize, TextStream
+
+log = logging.getLogger(__name__)
+NO_TOKENS = np.zeros(0, dtype=np.int64)
+
+
+class Updater:
+    def __init__(self, eos_token_id: int, max_context: int, detokenize: Detokenize) -> None:
+        self.eos_token_id = eos_token_id
+        self.max_context = max_context  # the model's max positions
+        self.detokenize = detokenize
+
+    def update(self, plan: StepPlan, output: ModelOutput) -> StepResult:
+        admitted = plan.admitted
+        stats = StepStats(
+            prefill_requests=len(admitted),
+            prompt_tokens=sum(len(r.prompt_ids) for r in admitted),
+            queue_seconds=[r.scheduled_at - r.arrival for r in admitted],
+        )
+        result = StepResult(stats=stats)
+        now = time.monotonic()
+        for request, reason in plan.dropped:
+            self._finish(request, reason, now, result)
+        for batch in output.prefills:
+            for request in batch.requests:
+                request.text = TextStream(self.detokenize, request.params.stop)
+            self._next_tokens(batch, result)
+        if output.decode is not None:
+            self._next_tokens(output.decode, result)
+        return result
+
+    def fail_all(
+        self, requests: list[Request], error: Exception
+    ) -> list[tuple[Request, StreamEvent]]:
+        """Last events for the requests of a step that crashed (the finished ones had theirs)."""
+        result, now = StepResult(), time.monotonic()
+        for request in requests:
+            if request.status is not RequestStatus.FINISHED:
+                self._finish(request, FinishReason.ERROR, now, result, error=_describe(error))
+        return result.events
+
+    def _next_tokens(self, batch: Batch, result: StepResult) -> None:
+        if batch.error is not None:
+            self._fail(batch.requests, batch.error, result)
+            return
+        try:
+            self._append_tokens(batch.requests, batch.logits, result)
+        except Exception as error:  # sampling bugs or odd knobs fail these requests only
+            running = [r for r in batch.requests if r.status is RequestStatus.RUNNING]
+            self._fail(running, error, result)
+
+    def _append_tokens(
+        self, requests: tuple[Request, ...], logits: np.ndarray, result: StepResult
+    ) -> None:
+        params = [r.params for r in requests]
+        seen = [
+            NO_TOKENS if r.params.repetition_penalty == 1.0 else r.seen_tokens for r in requests
+        ]
+        uniforms = np.array([r.rng.random() for r in requests])  # one draw per request per step
+        tokens = select_tokens(logits, params, seen, uniforms)
+        now = time.monotonic()
+        result.stats.batch_size += len(requests)
+        result.stats.generated_tokens += len(requests)
+        for request, token in zip(requests, tokens.tolist(), strict=True):
+            self._append(request, token, now, result)
+
+    def _append(self, request: Request, token: int, now: float, result: StepResult) -> None:
+        stats = result.stats
+        if request.first_token_at is None:
+            request.first_token_at = now
+            stats.ttft_seconds.append(now - request.arrival)
+        else:
+            stats.itl_seconds.append(now - request.last_token_at)
+        request.last_token_at = now
+        request.output_ids.append(token)
+        if token == self.eos_token_id and not request.params.ignore_eos:
+            self._finish(request, FinishReason.STOP, now, result, token_ids=[token])
+            return
+        piece = request.text.push(token)
+        reason = self._finish_reason(request)
+        if reason is None:
+            result.events.append((request, StreamEvent(piece, [token], request.request_id)))
+        else:
+            self._finish(request, reason, now, result, piece, [token])
+
+    def _finish_reason(self, request: Request) -> FinishReason | None:
+        if request.text.stopped:
+            return FinishReason.STOP
+        if len(request.output_ids) >= request.params.max_new_tokens:
+            return FinishReason.LENGTH
+        if len(request.prompt_ids) + len(request.output_ids) >= self.max_context:
+            return FinishReason.LENGTH
+        return None
+
+    def _finish(
+        self,
+        request: Request,
+        reason: FinishReason,
+        now: float,
+        result: StepResult,
+        piece: str = "",
+        token_ids: list[int] | None = None,
+        error: str = "",
+    ) -> None:
+        request.status = RequestStatus.FINISHED
+        if reason in (FinishReason.STOP, FinishReason.LENGTH):
+            piece += request.text.flush()
+        result.stats.finished.append(reason)
+        event = StreamEvent(
+            text=piece,
+            token_ids=token_ids or [],
+            request_id=request.request_id,
+            finish_reason=reason,
+            prompt_tokens=len(request.prompt_ids),
+            completion_tokens=len(request.output_ids),
+            timing=request.timing(now),
+            error=error,
+        )
+        result.events.append((request, event))
+
+    def _fail(self, requests, error: Exception, result: StepResult) -> None:
+        ids = [r.request_id for r in requests]
+        log.exception("engine step failed for requests %s", ids, exc_info=error)
+        now = time.monotonic()
+        for request in requests:
+            self._finish(request, FinishReason.ERROR, now, result, error=_describe(error))
+
+
+def _describe(error: Exception) -> str:
+    return str(error) or repr(error)

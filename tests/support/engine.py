@@ -1,0 +1,127 @@
+"""Engine fakes shared by the scheduler, update and engine tests.
+
+`TokenEchoRunner`'s "KV cache" is the real SlotCache holding the token ids themselves, so
+after any sequence of admits, row moves and appends a test can check that every running
+row's cache holds exactly its own prompt and output, in the right row (`check_cache`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from server.engine import Engine
+from server.kv_cache import SlotCache
+from server.request import Request, RequestStatus, StreamEvent
+from server.sampling import SamplingParams
+from server.scheduler import Scheduler, SchedulerConfig
+from server.update import Updater
+
+VOCAB = 50
+EOS = 0
+
+
+def letters(ids) -> str:
+    """A toy detokenizer: token i is the letter chr(65 + i % 26)."""
+    return "".join(chr(65 + i % 26) for i in ids)
+
+
+def token_cache(max_rows: int = 32, max_length: int = 256) -> SlotCache:
+    """A host-memory slot cache whose key buffer holds one number per position: a token id."""
+    return SlotCache(num_layers=1, heads=1, head_dim=1, max_rows=max_rows, max_length=max_length)
+
+
+def one_hot(tokens) -> np.ndarray:
+    """Logits `[n, VOCAB]` whose argmax is each row's token."""
+    logits = np.zeros((len(tokens), VOCAB), dtype=np.float32)
+    logits[np.arange(len(tokens)), tokens] = 10.0
+    return logits
+
+
+def echo_logits(last: np.ndarray) -> np.ndarray:
+    """Next token = (last token + 1) % VOCAB, never EOS."""
+    nxt = (np.asarray(last) + 1) % VOCAB
+    return one_hot(np.where(nxt == EOS, 1, nxt))
+
+
+class TokenEchoRunner:
+    """Next token = (last token + 1) % VOCAB, never EOS. Its "KV cache" holds token ids."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def new_cache(self, max_rows: int) -> SlotCache:
+        return token_cache(max_rows)
+
+    def prefill(self, cache: SlotCache, prompts: list[list[int]]) -> np.ndarray:
+        start = cache.size
+        cache.reserve(start + len(prompts), max(len(p) for p in prompts))
+        key = cache.layers[0][0]  # [rows, 1, capacity, 1]
+        for row, prompt in enumerate(prompts, start):
+            key[row, 0, : len(prompt), 0] = prompt
+        cache.append([len(p) for p in prompts])
+        self.calls.append(("prefill", len(prompts)))
+        return echo_logits(np.array([p[-1] for p in prompts]))
+
+    def decode_step(self, cache: SlotCache, tokens: np.ndarray) -> np.ndarray:
+        n = len(tokens)
+        assert n <= cache.size
+        cache.reserve(n, int(cache.lengths[:n].max()) + 1)
+        cache.layers[0][0][np.arange(n), 0, cache.lengths[:n], 0] = tokens
+        cache.advance(n)
+        self.calls.append(("decode", n))
+        return echo_logits(tokens)
+
+
+def make_request(rid: str, prompt: list[int], sink: dict, **params) -> Request:
+    """A request whose events land in `sink[rid]`; max_new_tokens 5 unless given."""
+    events: list[StreamEvent] = sink.setdefault(rid, [])
+    return Request(
+        request_id=rid,
+        prompt_ids=prompt,
+        params=SamplingParams(**{"max_new_tokens": 5, **params}),
+        emit=events.append,
+    )
+
+
+def running(request: Request) -> Request:
+    """The request as the scheduler hands it over once admitted."""
+    request.status, request.scheduled_at = RequestStatus.RUNNING, request.arrival
+    return request
+
+
+def make_updater(eos: int = EOS, max_context: int = 64) -> Updater:
+    return Updater(eos_token_id=eos, max_context=max_context, detokenize=letters)
+
+
+def make_engine(runner=None, eos: int = EOS, max_context: int = 64, **scheduler_options) -> Engine:
+    """The real scheduler, update stage and engine over a fake runner (TokenEchoRunner)."""
+    runner = runner or TokenEchoRunner()
+    config = SchedulerConfig(**scheduler_options)
+    scheduler = Scheduler(config, runner.new_cache(config.max_batch_size))
+    return Engine(runner, scheduler, make_updater(eos, max_context))
+
+
+def check_cache(scheduler: Scheduler) -> None:
+    """Row i of the cache = running[i]'s prompt + outputs except the last (not yet fed)."""
+    cache = scheduler.cache
+    assert cache.size == len(scheduler.running)
+    key = cache.layers[0][0]
+    for row, request in enumerate(scheduler.running):
+        expected = request.prompt_ids + request.output_ids[:-1]
+        assert cache.lengths[row] == len(expected)
+        assert key[row, 0, : len(expected), 0].astype(int).tolist() == expected
+
+
+def run_to_end(engine: Engine, max_steps: int = 100) -> None:
+    """Step until no work is left, checking the cache's rows after every step."""
+    for _ in range(max_steps):
+        if not engine.scheduler.has_work():
+            return
+        engine.step()
+        check_cache(engine.scheduler)
+    raise AssertionError("engine did not finish")
+
+
+def texts(events: list[StreamEvent]) -> list[int]:
+    """Every token id the events carried, in order."""
+    return [t for e in events for t in e.token_ids]
