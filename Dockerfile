@@ -12,6 +12,7 @@ WORKDIR /src
 # Only what the serving packages need (.dockerignore keeps the context to these too).
 COPY pyproject.toml README.md ./
 COPY proto/ proto/
+COPY envopts/ envopts/
 COPY export/ export/
 COPY server/ server/
 COPY loadtest/ loadtest/
