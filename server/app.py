@@ -29,11 +29,10 @@ from server.config import ServeConfig, grpc_server_options
 from server.drain import wait_until_idle
 from server.engine import Engine
 from server.metrics import Metrics
-from server.runner import OnnxRunner, RunnerConfig
-from server.scheduler import Scheduler, SchedulerConfig
+from server.runner import OnnxRunner
+from server.scheduler import Scheduler
 from server.security import ServerSecurity, load_security
 from server.service import GenerationService, ServiceInfo
-from server.validation import Limits
 
 log = logging.getLogger("kvserve.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Generation"].full_name
@@ -60,8 +59,7 @@ def load_model(config: ServeConfig) -> LoadedModel:
             f"server runs {GRAPH_INTERFACE!r} (re-export with this version of kvserve-export)"
         )
     try:
-        settings = RunnerConfig(config.provider, config.threads)
-        runner = OnnxRunner(model_path, manifest.architecture, settings)
+        runner = OnnxRunner(model_path, manifest.architecture, config.runner_config())
     except Exception as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
         raise ManifestError(f"{model_path}: ONNX Runtime cannot load it ({first_line})") from None
@@ -84,22 +82,12 @@ class Server:
         manifest = model.manifest
         self.metrics = Metrics()
         self.metrics.set_model(manifest.model_name, manifest.quantization, model.runner.provider)
-        scheduler = Scheduler(
-            model.runner,
-            SchedulerConfig(
-                eos_token_id=manifest.eos_token_id,
-                max_context=manifest.architecture.max_positions,
-                max_batch_size=config.max_batch_size,
-                max_batch_tokens=config.max_batch_tokens,
-                max_queue=config.max_queue,
-            ),
+        settings = config.scheduler_config(
+            manifest.eos_token_id, manifest.architecture.max_positions
         )
+        scheduler = Scheduler(model.runner, settings)
         self.engine = Engine(scheduler, on_step=self.metrics.observe_step)
-        limits = Limits(
-            default_max_new_tokens=config.default_max_new_tokens,
-            max_new_tokens=config.max_new_tokens_limit,
-            vocab_size=manifest.architecture.vocab_size,
-        )
+        limits = config.limits(manifest.architecture.vocab_size)
         info = ServiceInfo(model.runner.provider, config.max_batch_size, limits)
         self.service = GenerationService(self.engine, model.tokenizer, manifest, info, self.metrics)
         self.model = model

@@ -45,9 +45,10 @@ class Runner(Protocol):
 class SchedulerConfig:
     eos_token_id: int
     max_context: int  # the model's max positions
-    max_batch_size: int = 32
-    max_batch_tokens: int = 16384  # sum over running rows of prompt + max_new_tokens
-    max_queue: int = 256
+    # kvserve-serve's options; their defaults are ServeConfig's (server/config.py)
+    max_batch_size: int
+    max_batch_tokens: int  # sum over running rows of prompt + max_new_tokens
+    max_queue: int
 
 
 @dataclass

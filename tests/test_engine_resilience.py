@@ -6,12 +6,18 @@ from __future__ import annotations
 import threading
 
 from reliability_support import wait_until
-from test_scheduler import EOS, TokenEchoRunner, make_request, run_to_end, texts
+from test_scheduler import (
+    TokenEchoRunner,
+    make_request,
+    run_to_end,
+    scheduler_config,
+    texts,
+)
 
 import server.scheduler
 from server.engine import Engine
 from server.request import FinishReason, RequestStatus
-from server.scheduler import QueueFull, Scheduler, SchedulerConfig
+from server.scheduler import QueueFull, Scheduler
 
 
 def test_a_sampling_failure_fails_its_step_not_the_scheduler(monkeypatch):
@@ -24,7 +30,7 @@ def test_a_sampling_failure_fails_its_step_not_the_scheduler(monkeypatch):
 
     monkeypatch.setattr(server.scheduler, "select_tokens", picky)
     runner, sink = TokenEchoRunner(), {}
-    scheduler = Scheduler(runner, SchedulerConfig(eos_token_id=EOS, max_context=64))
+    scheduler = Scheduler(runner, scheduler_config())
     scheduler.add(make_request("evil", [1], sink, seed=666))
     scheduler.step()
     assert sink["evil"][-1].finish_reason is FinishReason.ERROR
@@ -48,7 +54,7 @@ def test_engine_loop_survives_a_step_that_raises():
             return super().step()
 
     sink: dict = {}
-    scheduler = Exploding(TokenEchoRunner(), SchedulerConfig(eos_token_id=EOS, max_context=64))
+    scheduler = Exploding(TokenEchoRunner(), scheduler_config())
     engine = Engine(scheduler)
     engine.start()
     try:
@@ -66,7 +72,7 @@ def test_engine_loop_survives_a_step_that_raises():
 
 def test_a_broken_sink_ends_only_its_request():
     runner, sink = TokenEchoRunner(), {}
-    scheduler = Scheduler(runner, SchedulerConfig(eos_token_id=EOS, max_context=64))
+    scheduler = Scheduler(runner, scheduler_config())
     broken = make_request("broken", [1], sink, max_new_tokens=4)
     broken.emit = lambda event: (_ for _ in ()).throw(RuntimeError("Event loop is closed"))
     scheduler.add(broken)
@@ -78,7 +84,7 @@ def test_a_broken_sink_ends_only_its_request():
 
 def test_cancelled_slot_is_reused_by_a_waiting_request_at_the_next_step():
     runner, sink = TokenEchoRunner(), {}
-    scheduler = Scheduler(runner, SchedulerConfig(EOS, 64, max_batch_size=2))
+    scheduler = Scheduler(runner, scheduler_config(max_batch_size=2))
     first, second, third = (make_request(r, [1], sink, max_new_tokens=20) for r in "abc")
     for r in (first, second, third):
         scheduler.add(r)
@@ -93,7 +99,7 @@ def test_cancelled_slot_is_reused_by_a_waiting_request_at_the_next_step():
 def test_a_burst_is_admitted_or_refused_at_one_point():
     # the bound is checked and the request queued under one lock: 200 racing threads, exactly
     # max_queue get in, the rest are refused up front (none is queued and then dropped)
-    scheduler = Scheduler(TokenEchoRunner(), SchedulerConfig(EOS, 64, max_queue=50))
+    scheduler = Scheduler(TokenEchoRunner(), scheduler_config(max_queue=50))
     outcomes: list[str] = []
     start = threading.Barrier(8)
 

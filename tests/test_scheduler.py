@@ -6,9 +6,13 @@ row's cache holds exactly its own prompt and output, right-aligned, in the right
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from server.config import ServeConfig
 from server.kv_cache import SlotCache
 from server.request import FinishReason, Request, StreamEvent
 from server.sampling import SamplingParams
@@ -16,6 +20,12 @@ from server.scheduler import QueueFull, Scheduler, SchedulerConfig
 
 VOCAB = 50
 EOS = 0
+SERVE = ServeConfig(model=Path("."))
+
+
+def scheduler_config(**changes) -> SchedulerConfig:
+    """The server's batch and queue limits (ServeConfig's defaults), with this test's changes."""
+    return replace(SERVE.scheduler_config(eos_token_id=EOS, max_context=64), **changes)
 
 
 class TokenEchoRunner:
@@ -95,7 +105,7 @@ def texts(events: list[StreamEvent]) -> list[int]:
 
 def test_staggered_arrivals_keep_every_row_cache_aligned():
     runner, sink = TokenEchoRunner(), {}
-    scheduler = Scheduler(runner, SchedulerConfig(eos_token_id=EOS, max_context=64))
+    scheduler = Scheduler(runner, scheduler_config())
     scheduler.add(make_request("a", [3, 4, 5], sink, max_new_tokens=6))
     scheduler.step()
     scheduler.add(make_request("b", [10], sink, max_new_tokens=2))
@@ -114,7 +124,7 @@ def test_staggered_arrivals_keep_every_row_cache_aligned():
 
 def test_finished_rows_are_compacted_by_moving_survivors_into_holes():
     runner, sink = TokenEchoRunner(), {}
-    scheduler = Scheduler(runner, SchedulerConfig(eos_token_id=EOS, max_context=64))
+    scheduler = Scheduler(runner, scheduler_config())
     lengths = [1, 6, 2, 6, 6]
     for i, n in enumerate(lengths):
         scheduler.add(make_request(str(i), [10 * i + 1], sink, max_new_tokens=n))
@@ -128,7 +138,7 @@ def test_finished_rows_are_compacted_by_moving_survivors_into_holes():
 
 def test_finished_slot_is_reused_on_the_next_step():
     runner, sink = TokenEchoRunner(), {}
-    config = SchedulerConfig(eos_token_id=EOS, max_context=64, max_batch_size=2)
+    config = scheduler_config(max_batch_size=2)
     scheduler = Scheduler(runner, config)
     scheduler.add(make_request("short", [1], sink, max_new_tokens=1))
     scheduler.add(make_request("long", [2], sink, max_new_tokens=5))
@@ -145,7 +155,7 @@ def test_finished_slot_is_reused_on_the_next_step():
 
 def test_eos_stops_unless_ignored():
     runner, sink = TokenEchoRunner(), {}
-    scheduler = Scheduler(runner, SchedulerConfig(eos_token_id=3, max_context=64))
+    scheduler = Scheduler(runner, scheduler_config(eos_token_id=3))
     scheduler.add(make_request("stop", [1], sink, max_new_tokens=10))
     scheduler.add(make_request("go", [1], sink, max_new_tokens=4, ignore_eos=True))
     run_to_end(scheduler)
@@ -158,7 +168,7 @@ def test_eos_stops_unless_ignored():
 
 def test_stop_string_ends_generation_and_is_not_returned():
     runner, sink = TokenEchoRunner(), {}
-    scheduler = Scheduler(runner, SchedulerConfig(eos_token_id=EOS, max_context=64))
+    scheduler = Scheduler(runner, scheduler_config())
     # tokens 1,2,3,4,... decode to "BCDE..."; stop on "DE"
     scheduler.add(make_request("s", [0], sink, max_new_tokens=10, stop=("DE",)))
     run_to_end(scheduler)
@@ -168,7 +178,7 @@ def test_stop_string_ends_generation_and_is_not_returned():
 
 def test_context_window_ends_with_length():
     runner, sink = TokenEchoRunner(), {}
-    scheduler = Scheduler(runner, SchedulerConfig(eos_token_id=EOS, max_context=8))
+    scheduler = Scheduler(runner, scheduler_config(max_context=8))
     scheduler.add(make_request("w", [1, 2, 3, 4, 5], sink, max_new_tokens=50))
     run_to_end(scheduler)
     assert len(texts(sink["w"])) == 3
@@ -177,7 +187,7 @@ def test_context_window_ends_with_length():
 
 def test_cancelled_and_expired_requests_leave_at_the_next_step():
     runner, sink = TokenEchoRunner(), {}
-    scheduler = Scheduler(runner, SchedulerConfig(eos_token_id=EOS, max_context=64))
+    scheduler = Scheduler(runner, scheduler_config())
     keep = make_request("keep", [1], sink, max_new_tokens=6)
     gone = make_request("gone", [5, 6], sink, max_new_tokens=6)
     late = make_request("late", [7], sink, max_new_tokens=6)
@@ -196,7 +206,7 @@ def test_cancelled_and_expired_requests_leave_at_the_next_step():
 
 
 def test_waiting_queue_is_bounded():
-    scheduler = Scheduler(TokenEchoRunner(), SchedulerConfig(EOS, 64, max_queue=2))
+    scheduler = Scheduler(TokenEchoRunner(), scheduler_config(max_queue=2))
     sink: dict = {}
     scheduler.add(make_request("1", [1], sink))
     scheduler.add(make_request("2", [1], sink))
@@ -206,7 +216,7 @@ def test_waiting_queue_is_bounded():
 
 def test_batch_size_and_token_budget_limit_admission():
     runner, sink = TokenEchoRunner(), {}
-    config = SchedulerConfig(EOS, 64, max_batch_size=3, max_batch_tokens=20)
+    config = scheduler_config(max_batch_size=3, max_batch_tokens=20)
     scheduler = Scheduler(runner, config)
     for i in range(5):
         scheduler.add(make_request(str(i), [1, 2, 3], sink, max_new_tokens=5))  # 8 tokens each
@@ -225,7 +235,7 @@ def test_runner_error_fails_only_that_steps_requests():
             return super().prefill(cache, prompts)
 
     runner, sink = Flaky(), {}
-    scheduler = Scheduler(runner, SchedulerConfig(eos_token_id=EOS, max_context=64))
+    scheduler = Scheduler(runner, scheduler_config())
     scheduler.add(make_request("ok", [1], sink, max_new_tokens=4))
     scheduler.step()
     scheduler.add(make_request("bad", [13], sink))
@@ -238,7 +248,7 @@ def test_runner_error_fails_only_that_steps_requests():
 
 def test_step_stats_count_tokens_and_latencies():
     runner, sink = TokenEchoRunner(), {}
-    scheduler = Scheduler(runner, SchedulerConfig(eos_token_id=EOS, max_context=64))
+    scheduler = Scheduler(runner, scheduler_config())
     scheduler.add(make_request("a", [1, 2], sink, max_new_tokens=3))
     scheduler.add(make_request("b", [1, 2, 3], sink, max_new_tokens=3))
     first = scheduler.step()
@@ -254,7 +264,7 @@ def test_step_stats_count_tokens_and_latencies():
 
 def test_prompts_of_very_different_lengths_prefill_in_separate_groups():
     runner, sink = TokenEchoRunner(), {}
-    scheduler = Scheduler(runner, SchedulerConfig(eos_token_id=EOS, max_context=256))
+    scheduler = Scheduler(runner, scheduler_config(max_context=256))
     lengths = {"a": 16, "b": 200, "c": 18, "d": 190, "e": 17}
     for rid, n in lengths.items():
         scheduler.add(make_request(rid, list(range(1, n + 1)), sink))
