@@ -5,9 +5,9 @@ from __future__ import annotations
 from importlib import metadata
 
 from export.checkpoint import Checkpoint
+from export.config import ExportOptions
 from export.manifest import GRAPH_INTERFACE, Manifest
 from export.onnx_export import GraphSignature
-from export.options import ExportOptions
 from export.quality import QualityReport
 
 TOOLS = (

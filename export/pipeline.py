@@ -10,6 +10,7 @@ from pathlib import Path
 
 from export.artifact import Staging, check_out_dir, file_sizes, move_into
 from export.checkpoint import Checkpoint, load_checkpoint
+from export.config import ExportOptions
 from export.errors import ExportError, ExportFailed
 from export.gate import failures, format_table
 from export.graph_facts import describe_graph
@@ -17,7 +18,6 @@ from export.heldout import DEFAULT_DATA, load_calibration, load_heldout
 from export.manifest import Manifest, write_manifest
 from export.metadata import build_manifest
 from export.onnx_export import MODEL_FILE, check_signature, export_onnx, model_files, read_signature
-from export.options import ExportOptions
 from export.progress import Steps
 from export.quality import GateRun, QualityReport, encode_samples, measure
 from export.recipes import Recipe

@@ -11,10 +11,10 @@ import onnx
 import pytest
 from test_kv_cache import ALLOCATE, FakeCudart
 
+from export.config import ExportOptions
 from export.heldout import load_calibration
 from export.kv_scales import INT8_MAX, MARGIN, calibrate
 from export.manifest import Architecture
-from export.options import ExportOptions
 from server.memory import CudaMemory
 from server.runner import OnnxRunner, RunnerConfig
 
