@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
 PREFIX = "KVSERVE_"
@@ -106,7 +106,7 @@ def option(
     *,
     aliases: Iterable[str] = (),
     type: Callable[[str], Any] = str,
-    choices: Iterable[Any] | None = None,
+    choices: Sequence[Any] | None = None,
     required: bool = False,
     **kwargs: Any,
 ) -> argparse.Action:
@@ -162,11 +162,10 @@ class _Switch(argparse.BooleanOptionalAction):
 
 
 def _checked(
-    kind: Callable[[str], Any], choices: Iterable[Any] | None, env: str
+    kind: Callable[[str], Any], choices: Sequence[Any] | None, env: str
 ) -> Callable[[str], Any]:
     """`kind`, which for the environment's text also checks `choices` and names `env` in the
     error; a command-line value goes to `kind` alone (argparse reports it as usual)."""
-    allowed = None if choices is None else list(choices)
 
     def convert(text: str) -> Any:
         if not isinstance(text, _EnvText):
@@ -178,9 +177,9 @@ def _checked(
         except (TypeError, ValueError):
             reason = f"invalid {convert.__name__} value: {str(text)!r}"
         else:
-            if allowed is None or value in allowed:
+            if choices is None or value in choices:
                 return value
-            reason = f"invalid choice: {value!r} (choose from {', '.join(map(repr, allowed))})"
+            reason = f"invalid choice: {value!r} (choose from {', '.join(map(repr, choices))})"
         raise argparse.ArgumentTypeError(f"{reason} (from {env})")
 
     convert.__name__ = getattr(kind, "__name__", "value")  # argparse's "invalid int value"
