@@ -13,6 +13,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY proto/ proto/
 COPY artifact/ artifact/
+COPY envopts/ envopts/
 COPY server/ server/
 COPY loadtest/ loadtest/
 RUN pip install --no-cache-dir .

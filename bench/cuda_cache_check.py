@@ -61,7 +61,7 @@ def main() -> int:
         return 2
     manifest = read_manifest(args.artifact)
     runner = OnnxRunner(args.artifact / manifest.model_file, manifest.architecture,
-                        RunnerConfig("cuda"))  # fmt: skip
+                        RunnerConfig("cuda", 0))  # fmt: skip
     device_memory = runner.memory
     ok = runner.provider == CUDA and isinstance(device_memory, CudaMemory)
     print(f"provider {runner.provider}; cache memory {type(device_memory).__name__}; "

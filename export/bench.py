@@ -19,17 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from artifact import ManifestError, read_manifest
+from export.config import BenchSettings
 from server.runner import OnnxRunner, RunnerConfig
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    batches: tuple[int, ...] = (1, 8, 32)
-    prompt_tokens: int = 128
-    decode_steps: int = 16
-    repeats: int = 3
-    provider: str = "auto"
-    threads: int = 0  # 0: ONNX Runtime's default, as the server
 
 
 @dataclass(frozen=True)

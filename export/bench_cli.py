@@ -10,9 +10,11 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
-from export.cli import Parser, env
+from envopts import Parser, option
+from export.config import BenchSettings
 
 PROG = "kvserve-export bench"
 DESCRIPTION = """\
@@ -35,66 +37,41 @@ def _batches(text: str) -> tuple[int, ...]:
     return values
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog=PROG, description=DESCRIPTION,
-                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+def build_parser() -> Parser:
+    d = BenchSettings()
+    p = Parser(PROG, DESCRIPTION)
     p.add_argument("artifacts", metavar="ARTIFACT", type=Path, nargs="+", help="artifact dir")
-    p.add_argument(
-        "--batches",
-        type=_batches,
-        default=env("batches") or "1,8,32",
-        help="batch sizes, comma-separated (default: %(default)s)",
-    )
-    p.add_argument(
-        "--prompt-tokens",
-        type=int,
-        default=env("prompt-tokens") or "128",
-        help="tokens per prompt (default: %(default)s)",
-    )
-    p.add_argument(
-        "--decode-steps",
-        type=int,
-        default=env("decode-steps") or "16",
-        help="decode steps timed after each prefill (default: %(default)s)",
-    )
-    p.add_argument(
-        "--repeats",
-        type=int,
-        default=env("repeats") or "3",
-        help="prefills per batch size; medians reported (default: %(default)s)",
-    )
-    p.add_argument(
+    option(p, "--batches", d.batches, "batch sizes, comma-separated", type=_batches)
+    option(p, "--prompt-tokens", d.prompt_tokens, "tokens per prompt", type=int)
+    option(p, "--decode-steps", d.decode_steps, "decode steps timed after each prefill", type=int)
+    option(p, "--repeats", d.repeats, "prefills per batch size; medians reported", type=int)
+    option(
+        p,
         "--provider",
+        d.provider,
+        "ONNX Runtime provider, as kvserve-serve --provider",
         choices=["auto", "cpu", "cuda"],
-        default=env("provider") or "auto",
-        help="ONNX Runtime provider, as kvserve-serve --provider (default: %(default)s)",
     )
+    option(p, "--threads", d.threads, "intra-op threads, 0 = ONNX Runtime's default", type=int)
     p.add_argument(
-        "--threads",
-        type=int,
-        default=env("threads") or "0",
-        help="intra-op threads, 0 = ONNX Runtime's default (default: %(default)s)",
+        "--out",
+        type=Path,
+        help="JSON file for the figures (one artifact only; default: ARTIFACT/bench.json)",
     )
-    p.add_argument("--out", type=Path, default=None,
-                   help="JSON file for the figures (one artifact only; default: "
-                   "ARTIFACT/bench.json)")  # fmt: skip
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
     if args.out is not None and len(args.artifacts) > 1:
-        print(f"{PROG}: error: --out takes one artifact", file=sys.stderr)
-        return 2
+        p.error("--out takes one artifact")
     if min(args.prompt_tokens, args.decode_steps, args.repeats) < 1 or args.threads < 0:
-        print(f"{PROG}: error: --prompt-tokens, --decode-steps, --repeats must be >= 1",
-              file=sys.stderr)  # fmt: skip
-        return 2
+        p.error("--prompt-tokens, --decode-steps, --repeats must be >= 1, --threads >= 0")
     from artifact import ManifestError
-    from export.bench import BenchSettings, format_report, format_speedups, run_bench
+    from export.bench import format_report, format_speedups, run_bench
 
-    settings = BenchSettings(args.batches, args.prompt_tokens, args.decode_steps, args.repeats,
-                             args.provider, args.threads)  # fmt: skip
+    settings = BenchSettings(**{f.name: getattr(args, f.name) for f in fields(BenchSettings)})
     try:
         reports = run_bench(args.artifacts, settings)
     except (ManifestError, RuntimeError, OSError) as e:

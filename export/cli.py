@@ -7,20 +7,18 @@ line on stderr and exit code 2; an export that fails its checks exits 1; never a
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from envopts import Parser, option, switch
 from export import ExportError
+from export.config import KV_CACHES, ExportOptions, GateOptions
 from export.gate import DEFAULTS
-from export.heldout import DEFAULT_DATA
-from export.options import KV_CACHES, ExportOptions, GateOptions
 from export.recipes import PRECISIONS, TARGETS, targets_of
 
 PROG = "kvserve-export"
-TRUE = {"1", "true", "yes", "on"}
 
 DESCRIPTION = """\
 Turn a GPT-2 checkpoint dir (from kvserve-train or any HF GPT-2 save_pretrained: config.json,
@@ -65,85 +63,65 @@ def _epilog() -> str:
     return "\n".join(lines)
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not usage + message
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def env(flag: str) -> str | None:
-    """KVSERVE_<FLAG> from the environment (dashes become underscores), else None."""
-    return os.environ.get("KVSERVE_" + flag.lstrip("-").replace("-", "_").upper())
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(
-        prog=PROG,
-        description=DESCRIPTION,
-        epilog=_epilog(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def build_parser() -> Parser:
+    d = ExportOptions(Path(), Path())
+    p = Parser(PROG, DESCRIPTION, epilog=_epilog())
     p.add_argument(
         "checkpoint", metavar="CHECKPOINT_DIR", type=Path, help="HF GPT-2 checkpoint dir"
     )
     p.add_argument("out", metavar="OUT_DIR", type=Path, help="artifact dir to create")
-    p.add_argument(
+    option(
+        p,
         "--precision",
-        "--quantize",
-        dest="precision",
+        d.precision,
+        "weights precision (--quantize = --precision)",
+        aliases=["--quantize"],
         choices=list(PRECISIONS),
-        default=env("precision") or "fp32",
-        help="weights precision (default: %(default)s; --quantize = --precision)",
     )
-    p.add_argument(
-        "--target",
-        choices=list(TARGETS),
-        default=env("target") or "cpu",
-        help="device the artifact is built for (default: %(default)s)",
-    )
-    p.add_argument(
+    option(p, "--target", d.target, "device the artifact is built for", choices=list(TARGETS))
+    option(
+        p,
         "--kv-cache",
+        d.kv_cache,
+        "KV cache element type (auto = the graph's float type). int8 (cpu): the graph "
+        "quantizes it per channel, scales calibrated on --data's training rows; decode "
+        "attention reads 1/4 of the bytes (batch 32: steps ~20%% shorter, 4x the sequences "
+        "per GB) but prompts prefill ~20%% slower: for throughput under load",
         choices=list(KV_CACHES),
-        default=env("kv-cache") or "auto",
-        help="KV cache element type (default auto = the graph's float type). int8 (cpu): "
-        "the graph quantizes it per channel, scales calibrated on --data's training rows; "
-        "decode attention reads 1/4 of the bytes (batch 32: steps ~20%% shorter, 4x the "
-        "sequences per GB) but prompts prefill ~20%% slower: for throughput under load",
     )
-    p.add_argument("--force", action="store_true",
-                   default=(env("force") or "").lower() in TRUE,
-                   help="replace OUT_DIR if it already exists")  # fmt: skip
-    _add_gate_options(p.add_argument_group("quality gate"))
+    switch(p, "--force", d.force, "replace OUT_DIR if it already exists")
+    _gate_options(p.add_argument_group("quality gate"), d.gate)
     return p
 
 
-def _add_gate_options(g: argparse._ArgumentGroup) -> None:
-    g.add_argument(
+def _gate_options(g: argparse._ArgumentGroup, d: GateOptions) -> None:
+    option(
+        g,
         "--data",
+        d.data,
+        "QA data whose split=heldout rows the gate scores",
         type=Path,
-        default=env("data") or DEFAULT_DATA,
-        help="QA data whose split=heldout rows the gate scores (default: the "
-        "bundled data/support_qa.jsonl)",
     )
-    g.add_argument(
+    option(
+        g,
         "--gate-samples",
+        d.samples,
+        "held-out questions to score, spread over the file (0 = all)",
         type=int,
-        default=env("gate-samples") or "0",
-        help="held-out questions to score, spread over the file (0 = all)",
     )
-    g.add_argument("--gate-max-new-tokens", type=int,
-                   default=env("gate-max-new-tokens") or "32",
-                   help="longest greedy answer compared (default: %(default)s)")  # fmt: skip
+    option(g, "--gate-max-new-tokens", d.max_new_tokens, "longest greedy answer compared", type=int)
     for flag, (_, text) in GATE_FLAGS.items():
-        g.add_argument(flag, type=float, default=env(flag),
-                       help=f"{text} (default: per precision, below)")  # fmt: skip
+        option(g, flag, None, f"{text}; default: per precision, below", type=float)
 
 
 def options_from(args: argparse.Namespace) -> ExportOptions:
-    overrides = {field: getattr(args, flag[2:].replace("-", "_"))
-                 for flag, (field, _) in GATE_FLAGS.items()}  # fmt: skip
+    overrides = {
+        field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in GATE_FLAGS.items()
+    }
     gate = GateOptions(args.data, args.gate_samples, args.gate_max_new_tokens, overrides)
-    return ExportOptions(args.checkpoint, args.out, args.precision, args.target, args.force, gate,
-                         args.kv_cache)  # fmt: skip
+    return ExportOptions(
+        args.checkpoint, args.out, args.precision, args.target, args.force, gate, args.kv_cache
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = options_from(args)
     try:
-        if problem := options.problem():  # env defaults bypass argparse's choices check
+        if problem := options.problem():
             raise ExportError(problem)
         from export.pipeline import run_export  # heavy (onnx, torch): after argument checks
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from artifact import GRAPH_INTERFACE, Manifest, write_manifest
 from export import ExportError, ExportFailed
 from export.checkpoint import Checkpoint, load_checkpoint
+from export.config import ExportOptions
 from export.gate import failures, format_table
 from export.graph_facts import describe_graph
 from export.heldout import DEFAULT_DATA, load_calibration, load_heldout
@@ -24,7 +25,6 @@ from export.onnx_export import (
     model_files,
     read_signature,
 )
-from export.options import ExportOptions
 from export.progress import Steps
 from export.quality import GateRun, QualityReport, encode_samples, measure
 from export.recipes import Recipe

@@ -3,7 +3,8 @@
 Figures, options and reports are described in loadtest/README.md. One job per module:
 
     specs          the option languages: durations, schedules, lengths, SLOs, warmup
-    config         LoadConfig: one run (options.py builds it from flags / KVSERVE_* vars)
+    config         LoadConfig: one run, with the defaults
+    cli            the options (flags, KVSERVE_* vars) -> LoadConfig; main
     channels       TLS / mTLS channels and the bearer token
     prompts        the workload: --prompt, JSONL, bundled data, synthetic lengths
     messages       protobuf requests (the only place that builds them)

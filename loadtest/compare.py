@@ -8,14 +8,13 @@ Exit status: 0 no regression, 1 B regressed past a threshold, 2 bad input.
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
+from envopts import Parser
 from loadtest.specs import SpecError
 
 PROG = "kvserve-loadtest compare"
@@ -175,15 +174,8 @@ def notes(a: dict, b: dict) -> list[str]:
     return out
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def build_parser() -> Parser:
+    p = Parser(PROG, __doc__)
     p.add_argument("baseline", type=Path, metavar="A.json")
     p.add_argument("candidate", type=Path, metavar="B.json")
     p.add_argument(

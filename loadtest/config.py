@@ -1,4 +1,5 @@
-"""LoadConfig: one load-test run, as the options (options.py) or a script describe it."""
+"""LoadConfig: one load-test run, as the options (cli.py) or a script describe it; its defaults
+are set here only."""
 
 from __future__ import annotations
 

@@ -1,11 +1,13 @@
 """The small languages inside option values: durations, schedules, length distributions, SLOs.
 
 Each parser takes the option's text and returns a frozen dataclass, or raises SpecError with
-a message that names what was wrong (the option parser adds the flag's name).
+a message that names what was wrong (the option parser adds the flag's name). SpecError is an
+argparse.ArgumentTypeError, so each parser is an argparse `type` as it stands.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass
 
@@ -16,8 +18,9 @@ _DURATION = re.compile(rf"^{_NUMBER}\s*(ms|s|m|h)?$")
 _UNIT_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
-class SpecError(ValueError):
-    """An option value that does not parse; the message says what was expected."""
+class SpecError(argparse.ArgumentTypeError, ValueError):
+    """An option value that does not parse; the message says what was expected (argparse
+    prints it as it is, after the flag's name)."""
 
 
 def parse_duration(text: str) -> float:

@@ -29,13 +29,12 @@ from server.config import ServeConfig, grpc_server_options
 from server.drain import wait_until_idle
 from server.engine import Engine
 from server.metrics import Metrics
-from server.runner import OnnxRunner, RunnerConfig
-from server.scheduler import Scheduler, SchedulerConfig
+from server.runner import OnnxRunner
+from server.scheduler import Scheduler
 from server.security import ServerSecurity, load_security
 from server.service import GenerationService, ServiceInfo
 from server.text_stream import detokenizer
 from server.update import Updater
-from server.validation import Limits
 
 log = logging.getLogger("kvserve.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Generation"].full_name
@@ -62,8 +61,7 @@ def load_model(config: ServeConfig) -> LoadedModel:
             f"server runs {GRAPH_INTERFACE!r} (re-export with this version of kvserve-export)"
         )
     try:
-        settings = RunnerConfig(config.provider, config.threads)
-        runner = OnnxRunner(model_path, manifest.architecture, settings)
+        runner = OnnxRunner(model_path, manifest.architecture, config.runner_config())
     except Exception as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
         raise ManifestError(f"{model_path}: ONNX Runtime cannot load it ({first_line})") from None
@@ -86,19 +84,16 @@ class Server:
         manifest = model.manifest
         self.metrics = Metrics()
         self.metrics.set_model(manifest.model_name, manifest.quantization, model.runner.provider)
-        policy = SchedulerConfig(config.max_batch_size, config.max_batch_tokens, config.max_queue)
-        scheduler = Scheduler(policy, model.runner.new_cache(config.max_batch_size))
+        scheduler = Scheduler(
+            config.scheduler_config(), model.runner.new_cache(config.max_batch_size)
+        )
         updater = Updater(
             eos_token_id=manifest.eos_token_id,
             max_context=manifest.architecture.max_positions,
             detokenize=detokenizer(model.tokenizer),
         )
         self.engine = Engine(model.runner, scheduler, updater, on_step=self.metrics.observe_step)
-        limits = Limits(
-            default_max_new_tokens=config.default_max_new_tokens,
-            max_new_tokens=config.max_new_tokens_limit,
-            vocab_size=manifest.architecture.vocab_size,
-        )
+        limits = config.limits(manifest.architecture.vocab_size)
         info = ServiceInfo(model.runner.provider, config.max_batch_size, limits)
         self.service = GenerationService(self.engine, model.tokenizer, manifest, info, self.metrics)
         self.model = model

@@ -1,18 +1,148 @@
-"""`kvserve-serve`: load an artifact, serve it over gRPC, drain on SIGTERM."""
+"""`kvserve-serve`: the options (each also from KVSERVE_<OPTION>), then load, serve, drain."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from artifact import ManifestError
+from envopts import Parser, boolean, option
 from server import logs
 from server.app import Server, load_model
-from server.config import ServeConfig, parse_args
+from server.config import ServeConfig
 from server.security import SecurityError, ServerSecurity, load_security
 
+PROG = "kvserve-serve"
 log = logging.getLogger("kvserve.server")
+
+HELP = """\
+Serve a kvserve model artifact (made by kvserve-export) over gRPC with continuous batching.
+
+Service kvserve.v1.Generation (Generate, GenerateStream, Answer, GetModelInfo), plus
+grpc.health.v1.Health and server reflection, on --host:--port; Prometheus /metrics on
+--metrics-host:--metrics-port. SIGTERM drains: health turns NOT_SERVING, new requests get
+UNAVAILABLE, in-flight ones finish within --grace-seconds; a second SIGTERM stops at once.
+Every option can also be set as an environment variable, e.g. KVSERVE_PORT=50052.
+"""
+
+
+def build_parser() -> Parser:
+    d = ServeConfig(model=Path("."))
+    p = Parser(PROG, HELP)
+    option(
+        p,
+        "--model",
+        None,
+        "model artifact dir (manifest.json, model.onnx, tokenizer.json)",
+        type=Path,
+        required=True,
+    )
+    option(p, "--host", d.host, "gRPC bind address (0.0.0.0 for all)")
+    option(p, "--port", d.port, "gRPC port (0 = any free port)", type=int)
+    option(p, "--metrics-host", d.metrics_host, "metrics bind address")
+    option(p, "--metrics-port", d.metrics_port, "Prometheus /metrics port (-1 = off)", type=int)
+    option(p, "--metrics-path", d.metrics_path, "HTTP path of the Prometheus metrics")
+    option(
+        p,
+        "--provider",
+        d.provider,
+        "ONNX Runtime execution provider; auto = CUDA when a GPU is present",
+        choices=["auto", "cpu", "cuda"],
+    )
+    option(p, "--threads", d.threads, "ONNX Runtime intra-op threads (0 = one per core)", type=int)
+    option(p, "--max-batch-size", d.max_batch_size, "most sequences decoded together", type=int)
+    option(
+        p,
+        "--max-batch-tokens",
+        d.max_batch_tokens,
+        "budget of prompt + max_new_tokens over the running batch",
+        type=int,
+    )
+    option(
+        p,
+        "--max-queue",
+        d.max_queue,
+        "waiting requests beyond this get RESOURCE_EXHAUSTED",
+        type=int,
+    )
+    option(
+        p,
+        "--default-max-new-tokens",
+        d.default_max_new_tokens,
+        "used when a request leaves max_new_tokens unset",
+        type=int,
+    )
+    option(
+        p,
+        "--max-new-tokens-limit",
+        d.max_new_tokens_limit,
+        "largest max_new_tokens a request may ask for",
+        type=int,
+    )
+    option(p, "--grace-seconds", d.grace_seconds, "drain time on SIGTERM", type=float)
+    option(
+        p,
+        "--max-connection-age-seconds",
+        d.max_connection_age_seconds,
+        "close each client connection (gracefully) after about this long, 0 = never; clients "
+        "then reconnect and re-resolve DNS, so replicas added since reach them",
+        type=float,
+    )
+    option(
+        p, "--log-level", d.log_level, "log level", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    option(
+        p,
+        "--log-format",
+        d.log_format,
+        "text lines, or one JSON object a line",
+        choices=["text", "json"],
+    )
+    _security_options(p, d)
+    return p
+
+
+def _security_options(p: Parser, d: ServeConfig) -> None:
+    """TLS, mTLS and bearer tokens (server/security.py reads and checks the files)."""
+    g = p.add_argument_group("TLS and authentication")
+    option(
+        g, "--tls-cert", d.tls_cert, "PEM certificate chain: serve TLS (with --tls-key)", type=Path
+    )
+    option(g, "--tls-key", d.tls_key, "PEM private key of --tls-cert", type=Path)
+    option(
+        g,
+        "--tls-client-ca",
+        d.tls_client_ca,
+        "PEM CA bundle: require client certificates (mTLS)",
+        type=Path,
+    )
+    option(
+        g,
+        "--auth-token-file",
+        d.auth_token_file,
+        "file of accepted bearer tokens, one per line; every RPC needs "
+        "'authorization: Bearer <token>'; SIGHUP reloads it",
+        type=Path,
+    )
+    option(
+        g,
+        "--auth-exempt-health",
+        d.auth_exempt_health,
+        "leave grpc.health.v1.Health open without a token, for probes",
+        type=boolean,
+        metavar="BOOL",
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> ServeConfig:
+    """The options as a ServeConfig; bad input: one line on stderr, exit 2."""
+    p = build_parser()
+    config = ServeConfig(**vars(p.parse_args(argv)))
+    if (problem := config.problem()) is not None:
+        p.error(problem)
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,12 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         security = load_security(config)  # before the model: a typo in a flag fails fast
         model = load_model(config)
     except (ManifestError, SecurityError) as e:
-        print(f"kvserve-serve: {e}", file=sys.stderr)
+        print(f"{PROG}: {e}", file=sys.stderr)
         return 2
     try:
         asyncio.run(_serve(config, model, security))
     except OSError as e:
-        print(f"kvserve-serve: {e}", file=sys.stderr)
+        print(f"{PROG}: {e}", file=sys.stderr)
         return 2
     return 0
 
@@ -52,7 +182,7 @@ async def _serve(config: ServeConfig, model, security: ServerSecurity) -> None:
         config.metrics_path,
     )
     log.info("security: %s", security.summary)
-    print(f"kvserve-serve: listening on {config.host}:{port}", flush=True)
+    print(f"{PROG}: listening on {config.host}:{port}", flush=True)
     try:
         await server.run_until_signalled()
     finally:

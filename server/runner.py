@@ -26,8 +26,8 @@ CUDA = "CUDAExecutionProvider"
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    provider: str = "auto"  # auto | cpu | cuda
-    intra_op_threads: int = 0  # 0 = ONNX Runtime's default (one per core)
+    provider: str  # auto | cpu | cuda
+    intra_op_threads: int  # 0 = ONNX Runtime's default (one per core)
 
 
 def choose_providers(requested: str, available: list[str], gpu_present: bool) -> list[str]:

@@ -18,7 +18,7 @@ NEG_INF = np.float32(-np.inf)
 
 @dataclass(frozen=True)
 class SamplingParams:
-    max_new_tokens: int = 64
+    max_new_tokens: int  # always the request's (or the server's default, see Limits)
     temperature: float = 0.0  # 0 = greedy
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off

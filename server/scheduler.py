@@ -28,9 +28,10 @@ class QueueFull(Exception):
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    max_batch_size: int = 32  # running rows (and the slot cache's rows)
-    max_batch_tokens: int = 16384  # sum over running rows of prompt + max_new_tokens
-    max_queue: int = 256
+    # kvserve-serve's options; their defaults are ServeConfig's (server/config.py)
+    max_batch_size: int  # running rows (and the slot cache's rows)
+    max_batch_tokens: int  # sum over running rows of prompt + max_new_tokens
+    max_queue: int
 
 
 def prefill_groups(requests: list[Request]) -> list[list[Request]]:

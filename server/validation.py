@@ -24,8 +24,8 @@ class InvalidArgument(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
-    default_max_new_tokens: int = 64
-    max_new_tokens: int = 1024
+    default_max_new_tokens: int  # kvserve-serve options: defaults in ServeConfig
+    max_new_tokens: int
     max_stop_strings: int = 8
     max_stop_length: int = 64
     max_prompt_chars: int = 64_000

@@ -12,7 +12,8 @@ import pytest
 
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
-from server.config import grpc_server_options, parse_args
+from server.cli import parse_args
+from server.config import grpc_server_options
 from server.process import ServerProcess
 
 

@@ -18,7 +18,8 @@ from proto import kvserve_pb2 as pb
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "observability"))
 from prom_server import binary, promtool  # noqa: E402
 
-from server.config import ServeConfig, parse_args
+from server.cli import parse_args
+from server.config import ServeConfig
 from server.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]

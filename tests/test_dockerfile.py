@@ -73,7 +73,7 @@ def test_installs_the_serving_dependencies_only(name):
         assert heavy not in runs
     # the copied packages are exactly what pyproject's serving entry point needs
     copied = {s.rstrip("/") for s in copy_sources(ROOT / name)}
-    assert {"server", "proto", "artifact", "loadtest", "pyproject.toml"} <= copied
+    assert {"server", "proto", "artifact", "envopts", "loadtest", "pyproject.toml"} <= copied
     assert "training" not in copied
 
 

@@ -11,9 +11,9 @@ import onnx
 import pytest
 
 from artifact import Architecture
+from export.config import ExportOptions
 from export.heldout import load_calibration
 from export.kv_scales import INT8_MAX, MARGIN, calibrate
-from export.options import ExportOptions
 from server.memory import CudaMemory
 from server.runner import OnnxRunner, RunnerConfig
 from tests.support.cudart import ALLOCATE, FakeCudart

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.cli import parse_args
 from loadtest.client import connect
 from loadtest.config import DEFAULT_REQUESTS, LoadConfig
 from loadtest.errors import TargetUnreachable
 from loadtest.measure import token_latencies
-from loadtest.options import parse_args
 from loadtest.prompts import Prompt, PromptsError, read_prompts_file
 from loadtest.record import RequestRecord
 from loadtest.run import LoadResult, run_load_sync

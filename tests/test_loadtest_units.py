@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from loadtest.cli import parse_args
 from loadtest.compare import flatten, parse_threshold
 from loadtest.compare import main as compare_main
 from loadtest.config import LoadConfig
-from loadtest.options import parse_args
 from loadtest.record import RequestRecord
 from loadtest.schedule import arrival_offsets, build_plan, offered_rate
 from loadtest.server_metrics import parse, quantile, server_figures

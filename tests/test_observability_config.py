@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from server import logs
-from server.config import parse_args
+from server.cli import parse_args
 from server.metrics import Metrics
 from server.request import FinishReason, StreamEvent, Timing
 

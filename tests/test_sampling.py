@@ -12,6 +12,12 @@ from server.sampling import (
     top_p_filter,
 )
 
+
+def sampling(**knobs) -> SamplingParams:
+    """Sampling knobs; the token budget means nothing to these functions."""
+    return SamplingParams(max_new_tokens=1, **knobs)
+
+
 LOGITS = np.log(np.array([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]], dtype=np.float32))
 
 
@@ -39,7 +45,7 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative():
 
 
 def test_greedy_rows_take_argmax_whatever_the_uniform():
-    params = [SamplingParams(), SamplingParams()]
+    params = [sampling(), sampling()]
     none = [np.zeros(0, np.int64)] * 2
     for u in (0.0, 0.5, 0.999):
         tokens = select_tokens(LOGITS, params, none, np.array([u, u]))
@@ -47,7 +53,7 @@ def test_greedy_rows_take_argmax_whatever_the_uniform():
 
 
 def test_sampling_follows_the_uniform_through_the_cdf():
-    params = [SamplingParams(temperature=1.0)] * 2
+    params = [sampling(temperature=1.0)] * 2
     none = [np.zeros(0, np.int64)] * 2
     assert select_tokens(LOGITS, params, none, np.array([0.1, 0.1])).tolist() == [0, 1]
     assert select_tokens(LOGITS, params, none, np.array([0.6, 0.6])).tolist() == [1, 3]
@@ -55,7 +61,7 @@ def test_sampling_follows_the_uniform_through_the_cdf():
 
 
 def test_sampling_never_picks_a_filtered_token():
-    params = [SamplingParams(temperature=1.0, top_k=2), SamplingParams(temperature=1.0, top_p=0.5)]
+    params = [sampling(temperature=1.0, top_k=2), sampling(temperature=1.0, top_p=0.5)]
     none = [np.zeros(0, np.int64)] * 2
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -64,7 +70,7 @@ def test_sampling_never_picks_a_filtered_token():
 
 
 def test_mixed_batch_matches_rows_alone():
-    params = [SamplingParams(), SamplingParams(temperature=0.8, top_k=3)]
+    params = [sampling(), sampling(temperature=0.8, top_k=3)]
     none = [np.zeros(0, np.int64)] * 2
     u = np.array([0.3, 0.42])
     both = select_tokens(LOGITS, params, none, u)
@@ -76,7 +82,7 @@ def test_mixed_batch_matches_rows_alone():
 
 
 def test_sampling_distribution_matches_probabilities():
-    params = [SamplingParams(temperature=1.0)]
+    params = [sampling(temperature=1.0)]
     none = [np.zeros(0, np.int64)]
     rng = np.random.default_rng(1)
     counts = np.zeros(4)

@@ -9,14 +9,14 @@ from __future__ import annotations
 import pytest
 
 from server.request import FinishReason, Request, RequestStatus
-from server.scheduler import QueueFull, Scheduler, SchedulerConfig, prefill_groups
-from tests.support.engine import make_request, token_cache
+from server.scheduler import QueueFull, Scheduler, prefill_groups
+from tests.support.engine import make_request, scheduler_config, token_cache
 
 NOW = 1000.0
 
 
 def scheduler_with(**options) -> Scheduler:
-    config = SchedulerConfig(**options)
+    config = scheduler_config(**options)
     return Scheduler(config, token_cache(config.max_batch_size))
 
 

@@ -8,5 +8,6 @@ model.safetensors, tokenizer.json, kvserve_prompt.json, kvserve_train.json) that
 
 Modules, one job each: data/tabular/squad/hub (rows in), augment, formatting (prompt and
 labels), tokenizer/model (what is trained), presets, callbacks/distributed/plot (around
-the Trainer), train (one run), evaluate/metrics/scorecard (answer quality), cli/eval_cli.
+the Trainer), train (one run), evaluate/metrics/scorecard (answer quality), config (what
+a run or an eval is asked, with the defaults), cli/eval_cli (the command lines).
 """

@@ -9,14 +9,16 @@ underscores, e.g. KVSERVE_PRESET=quality, KVSERVE_MAX_STEPS=100); a flag beats t
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.options import data_option, env, flag, positive
+from envopts import Parser, option, positive, switch
+from training.config import TrainConfig
 from training.presets import PRESETS
+
+PROG = "kvserve-train"
 
 DESCRIPTION = """\
 Fine-tune GPT-2 on question/answer pairs: JSONL or CSV with columns question, answer and
@@ -51,37 +53,43 @@ exits with status 2. Every option also reads KVSERVE_<OPTION> (e.g. KVSERVE_PRES
 INTERRUPTED_EXIT = 143  # 128 + SIGTERM, what a shell reports for a terminated process
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="kvserve-train",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    # argparse applies `type` to string defaults too, so env values are checked like flags.
-    p.add_argument(
+def build_parser() -> Parser:
+    d = TrainConfig(data="", out=Path())
+    p = Parser(PROG, DESCRIPTION, epilog=EPILOG)
+    option(
+        p,
         "--base",
-        default=env("base", "tiny"),
+        d.base,
+        "'tiny': a small GPT-2 + BPE tokenizer built from scratch on the data; else a local "
+        "checkpoint dir or hub id for from_pretrained",
         metavar="tiny|PATH_OR_ID",
-        help="'tiny': a small GPT-2 + BPE tokenizer built from scratch on the data; "
-        "else a local checkpoint dir or hub id for from_pretrained "
-        "(default: %(default)s)",
     )
-    data_option(p, "question/answer pairs: .jsonl, .csv, SQuAD .json, a dataset dir or hub id")
-    p.add_argument(
+    option(
+        p,
+        "--data",
+        None,
+        "question/answer pairs: .jsonl, .csv, SQuAD .json, a dataset dir or hub id",
+        metavar="FILE|DIR|HUB_ID",
+        required=True,
+    )
+    option(
+        p,
+        "--eval-data",
+        d.eval_data,
+        "more heldout rows from another source (e.g. a SQuAD dev file): every row counts as "
+        "heldout",
+        metavar="FILE|DIR|HUB_ID",
+    )
+    option(
+        p,
         "--out",
+        None,
+        "checkpoint dir to write (created if missing)",
         type=Path,
-        default=env("out"),
-        required=env("out") is None,
         metavar="DIR",
-        help="checkpoint dir to write (created if missing)",
+        required=True,
     )
-    p.add_argument(
-        "--preset",
-        default=env("preset", "demo"),
-        choices=list(PRESETS),
-        help="training recipe (default: %(default)s)",
-    )
+    option(p, "--preset", d.preset, "training recipe", choices=list(PRESETS))
     for name, kind, what in (
         ("epochs", float, "number of epochs"),
         ("max-steps", int, "stop after N optimizer steps (beats --epochs)"),
@@ -89,41 +97,32 @@ def build_parser() -> argparse.ArgumentParser:
         ("batch-size", int, "per-device batch size"),
         ("grad-accum", int, "batches per optimizer step (gradient accumulation)"),
     ):
-        p.add_argument(
-            f"--{name}",
-            type=positive(kind),
-            default=env(name),
-            help=f"override the preset's {what}",
-        )
-    p.add_argument(
+        option(p, f"--{name}", None, f"override the preset's {what}", type=positive(kind))
+    option(
+        p,
         "--seed",
+        d.seed,
+        "random seed for init, augmentation, shuffling and dropout",
         type=int,
-        default=env("seed", "42"),
-        help="random seed for init, augmentation, shuffling and dropout (default: %(default)s)",
     )
-    p.add_argument(
+    switch(
+        p,
         "--resume",
-        action="store_true",
-        default=bool(flag(env("resume"))),
-        help="continue from the newest checkpoint in DIR/checkpoints/ (after a SIGTERM or crash)",
+        d.resume,
+        "continue from the newest checkpoint in DIR/checkpoints/ (after a SIGTERM or crash)",
     )
-    em = p.add_mutually_exclusive_group()
-    em.add_argument(
+    switch(
+        p,
         "--exact-match",
-        dest="exact_match",
-        action="store_true",
-        default=flag(env("exact-match")),
-        help="after training, generate every answer and record exact match, token F1 and "
-        "perplexity in DIR/kvserve_eval.json (default: the preset's choice)",
+        d.exact_match,
+        "after training, generate every answer and record exact match, token F1 and "
+        "perplexity in DIR/kvserve_eval.json (unset: the preset decides)",
     )
-    em.add_argument(
-        "--no-exact-match", dest="exact_match", action="store_false", help="skip that step"
-    )
-    p.add_argument(
+    switch(
+        p,
         "--keep-checkpoints",
-        action="store_true",
-        default=bool(flag(env("keep-checkpoints"))),
-        help="keep the Trainer's checkpoints (best and latest) in DIR/checkpoints/",
+        d.keep_checkpoints,
+        "keep the Trainer's checkpoints (best and latest) in DIR/checkpoints/",
     )
     return p
 
@@ -140,34 +139,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def train_main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    config = TrainConfig(**vars(build_parser().parse_args(argv)))
     # Heavy imports after parsing: --help and usage errors stay instant.
     from training.errors import InputError
-    from training.train import REPORT_FILE, TrainConfig, TrainingInterrupted, train
+    from training.train import REPORT_FILE, TrainingInterrupted, train
 
-    config = TrainConfig(
-        data=args.data,
-        out=args.out,
-        base=args.base,
-        preset=args.preset,
-        eval_data=args.eval_data,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        seed=args.seed,
-        exact_match=args.exact_match,
-        keep_checkpoints=args.keep_checkpoints,
-        resume=args.resume,
-    )
     try:
         out = train(config)
     except InputError as e:
-        print(f"kvserve-train: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except TrainingInterrupted as e:
-        print(f"kvserve-train: {e}", file=sys.stderr)
+        print(f"{PROG}: {e}", file=sys.stderr)
         return INTERRUPTED_EXIT
     if (out / REPORT_FILE).exists():  # only the main process writes it
         report = json.loads((out / REPORT_FILE).read_text())

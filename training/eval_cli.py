@@ -8,11 +8,13 @@ as a table with a few sample answers.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from training.options import data_option, env, positive
+from envopts import Parser, option, positive
+from training.config import EvalConfig
+
+PROG = "kvserve-train eval"
 
 EPILOG = """\
 examples:
@@ -23,47 +25,53 @@ Bad input prints one line on stderr and exits with status 2.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="kvserve-train eval",
-        description=__doc__,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def build_parser() -> Parser:
+    d = EvalConfig(checkpoint=Path(), data="")
+    p = Parser(PROG, __doc__, epilog=EPILOG)
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a kvserve-train output dir")
-    data_option(p, "rows to score (same formats as training); split=train rows count as seen")
-    p.add_argument(
+    option(
+        p,
+        "--data",
+        None,
+        "rows to score (same formats as training); split=train rows count as seen",
+        metavar="FILE|DIR|HUB_ID",
+        required=True,
+    )
+    option(
+        p,
+        "--eval-data",
+        d.eval_data,
+        "more heldout rows from another source (e.g. a SQuAD dev file)",
+        metavar="FILE|DIR|HUB_ID",
+    )
+    option(
+        p,
         "--max-new-tokens",
+        d.max_new_tokens,
+        "answer length limit in tokens",
         type=positive(int),
-        default=env("max-new-tokens", "48"),
-        help="answer length limit in tokens (default: %(default)s)",
     )
-    p.add_argument(
-        "--samples",
-        type=int,
-        default=env("samples", "3"),
-        help="sample answers to print per split (default: %(default)s)",
-    )
+    option(p, "--samples", d.samples, "sample answers to print per split", type=int)
     return p
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    config = EvalConfig(**vars(build_parser().parse_args(argv)))
     from training.errors import InputError
 
     try:
-        report = run(args)
+        report = run(config)
     except InputError as e:
-        print(f"kvserve-train eval: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     from training.scorecard import EVAL_FILE, format_table
 
     print(format_table(report))
-    print(f"\nwritten: {args.checkpoint / EVAL_FILE}")
+    print(f"\nwritten: {config.checkpoint / EVAL_FILE}")
     return 0
 
 
-def run(args: argparse.Namespace):
+def run(config: EvalConfig):
     from dataclasses import replace
 
     import torch
@@ -73,26 +81,26 @@ def run(args: argparse.Namespace):
     from training.model import load_pretrained
     from training.scorecard import evaluate_model, write_report
 
-    if not args.checkpoint.is_dir():
+    if not config.checkpoint.is_dir():
         from training.model import ModelLoadError
 
-        raise ModelLoadError(f"{args.checkpoint}: not a directory")
-    examples = load_data(args.data).examples
-    if args.eval_data is not None:
-        extra = load_data(args.eval_data, default_split="heldout").examples
+        raise ModelLoadError(f"{config.checkpoint}: not a directory")
+    examples = load_data(config.data).examples
+    if config.eval_data is not None:
+        extra = load_data(config.eval_data, default_split="heldout").examples
         examples += [replace(e, split="heldout") for e in extra]
-    bundle = load_pretrained(str(args.checkpoint))
+    bundle = load_pretrained(str(config.checkpoint))
     if torch.cuda.is_available():
         bundle.model.to("cuda")
     report = evaluate_model(
         bundle.model,
         bundle.tokenizer,
-        PromptTemplate.load(args.checkpoint),
+        PromptTemplate.load(config.checkpoint),
         examples,
-        checkpoint=str(args.checkpoint),
-        data=str(args.data),
-        max_new_tokens=args.max_new_tokens,
-        samples=args.samples,
+        checkpoint=str(config.checkpoint),
+        data=str(config.data),
+        max_new_tokens=config.max_new_tokens,
+        samples=config.samples,
     )
-    write_report(report, args.checkpoint)
+    write_report(report, config.checkpoint)
     return report

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from training.train import TrainConfig, train
+from training.config import TrainConfig
+from training.train import train
 
 SAMPLE_ROWS: list[dict[str, str]] = [
     {"question": "How do I reset my password?", "answer": "Use Settings > Account > Reset."},

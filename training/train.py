@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -35,6 +35,7 @@ from artifact import PromptTemplate
 from training.augment import augment
 from training.callbacks import GracefulStop, JsonLinesLog
 from training.collator import PadCollator
+from training.config import TrainConfig
 from training.data import load_data
 from training.distributed import gather_rank_stats
 from training.errors import InputError
@@ -56,27 +57,6 @@ COMPLETE_MARKER = "trainer_state.json"  # the Trainer writes it last into a chec
 
 class TrainingInterrupted(Exception):
     """SIGTERM stopped the run after saving a checkpoint; `--resume` continues it."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything one run needs; None means "the preset's value"."""
-
-    data: Path | str
-    out: Path
-    base: str = "tiny"
-    preset: str | Preset = "demo"
-    eval_data: Path | str | None = None  # extra heldout rows from another source
-    epochs: float | None = None
-    max_steps: int | None = None
-    learning_rate: float | None = None
-    batch_size: int | None = None
-    grad_accum: int | None = None
-    seed: int = 42
-    exact_match: bool | None = None
-    keep_checkpoints: bool = False
-    resume: bool = False
-    template: PromptTemplate = field(default_factory=PromptTemplate)
 
 
 @dataclass

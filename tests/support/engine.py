@@ -7,8 +7,12 @@ row's cache holds exactly its own prompt and output, in the right row (`check_ca
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 
+from server.config import ServeConfig
 from server.engine import Engine
 from server.kv_cache import SlotCache
 from server.request import Request, RequestStatus, StreamEvent
@@ -93,10 +97,15 @@ def make_updater(eos: int = EOS, max_context: int = 64) -> Updater:
     return Updater(eos_token_id=eos, max_context=max_context, detokenize=letters)
 
 
+def scheduler_config(**changes) -> SchedulerConfig:
+    """The server's batch and queue limits (ServeConfig's defaults), with a test's changes."""
+    return replace(ServeConfig(model=Path(".")).scheduler_config(), **changes)
+
+
 def make_engine(runner=None, eos: int = EOS, max_context: int = 64, **scheduler_options) -> Engine:
     """The real scheduler, update stage and engine over a fake runner (TokenEchoRunner)."""
     runner = runner or TokenEchoRunner()
-    config = SchedulerConfig(**scheduler_options)
+    config = scheduler_config(**scheduler_options)
     scheduler = Scheduler(config, runner.new_cache(config.max_batch_size))
     return Engine(runner, scheduler, make_updater(eos, max_context))
 

@@ -1,4 +1,6 @@
-"""What an export is asked to do: the options dataclass and its up-front checks.
+"""What `kvserve-export` is asked to do: the settings of an export and of `bench`, with their
+defaults (the only place they are set; export/cli.py and bench_cli.py build flags from them)
+and their up-front checks.
 
 Kept free of heavy imports so `kvserve-export --help` answers instantly.
 """
@@ -77,3 +79,15 @@ class ExportOptions:
         if self.gate.samples < 0 or self.gate.max_new_tokens < 1:
             return "--gate-samples must be >= 0 and --gate-max-new-tokens >= 1"
         return None
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """`kvserve-export bench`: what is timed (export/bench.py times it)."""
+
+    batches: tuple[int, ...] = (1, 8, 32)
+    prompt_tokens: int = 128
+    decode_steps: int = 16
+    repeats: int = 3
+    provider: str = "auto"
+    threads: int = 0  # 0: ONNX Runtime's default, as the server
