@@ -49,8 +49,9 @@ def steps(runner: OnnxRunner, memory, batch: int, context: int, count: int, seed
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("artifact", type=Path)
     p.add_argument("--context", type=int, default=250)
     p.add_argument("--steps", type=int, default=32)
@@ -60,23 +61,30 @@ def main() -> int:
         print("cuda_cache_check: no GPU on this machine", file=sys.stderr)
         return 2
     manifest = read_manifest(args.artifact)
-    runner = OnnxRunner(args.artifact / manifest.model_file, manifest.architecture,
-                        RunnerConfig("cuda", 0))  # fmt: skip
+    runner = OnnxRunner(
+        args.artifact / manifest.model_file, manifest.architecture, RunnerConfig("cuda", 0)
+    )
     device_memory = runner.memory
     ok = runner.provider == CUDA and isinstance(device_memory, CudaMemory)
-    print(f"provider {runner.provider}; cache memory {type(device_memory).__name__}; "
-          f"cache dtype {np.dtype(runner.dtype).name}")  # fmt: skip
+    print(
+        f"provider {runner.provider}; cache memory {type(device_memory).__name__}; "
+        f"cache dtype {np.dtype(runner.dtype).name}"
+    )
     tolerance = 2e-2 if runner.dtype == np.float16 else 1e-3
-    print(f"{'batch':>5}{'device cache ms':>17}{'host cache ms':>15}{'speed-up':>10}"
-          f"{'max |diff|':>12}")  # fmt: skip
+    print(
+        f"{'batch':>5}{'device cache ms':>17}{'host cache ms':>15}{'speed-up':>10}"
+        f"{'max |diff|':>12}"
+    )
     for batch in (int(b) for b in args.batches.split(",")):
         on_device, t_device = steps(runner, device_memory, batch, args.context, args.steps)
         on_host, t_host = steps(runner, HostMemory(), batch, args.context, args.steps)
         diff = max(float(np.abs(a - b).max()) for a, b in zip(on_device, on_host, strict=True))
         scale = max(float(np.abs(a).max()) for a in on_host)
         ok &= diff <= tolerance * max(scale, 1.0)
-        print(f"{batch:>5}{t_device * 1e3:>17.2f}{t_host * 1e3:>15.2f}"
-              f"{t_host / t_device:>9.2f}x{diff:>12.2e}")  # fmt: skip
+        print(
+            f"{batch:>5}{t_device * 1e3:>17.2f}{t_host * 1e3:>15.2f}"
+            f"{t_host / t_device:>9.2f}x{diff:>12.2e}"
+        )
     print("device-resident cache: " + ("OK" if ok else "FAILED"))
     return 0 if ok else 1
 

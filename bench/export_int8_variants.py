@@ -42,9 +42,14 @@ def build(fp32: Path, work: Path, arch) -> dict[str, Path]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with quiet_quantizer():
-        quantize_dynamic(src, work / "dyn_pt.onnx", weight_type=QuantType.QInt8,
-                         per_channel=False, op_types_to_quantize=["MatMul"],
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
+        quantize_dynamic(
+            src,
+            work / "dyn_pt.onnx",
+            weight_type=QuantType.QInt8,
+            per_channel=False,
+            op_types_to_quantize=["MatMul"],
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     out["int8 dyn per-tensor untied"] = work / "dyn_pt.onnx"
     out["int8 static QDQ untied"] = _qdq(src, work / "qdq.onnx", arch)
     return out
@@ -66,10 +71,17 @@ def _qdq(src: Path, dst: Path, arch) -> Path:
             return next(self.feeds, None)
 
     with quiet_quantizer():
-        quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        op_types_to_quantize=["MatMul"],
-                        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
+        quantize_static(
+            src,
+            dst,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            op_types_to_quantize=["MatMul"],
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     return dst
 
 
@@ -108,10 +120,14 @@ def time_all(models: dict[str, Path], arch, threads: int, rounds: int) -> None:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
-    sessions = {n: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
-                for n, p in models.items()}  # fmt: skip
-    cases = {"prefill 1x128": (feeds(arch, 1, 128, 0, 256), 2),
-             "decode B=1 past 128": (feeds(arch, 1, 1, 128, 256), 10)}  # fmt: skip
+    sessions = {
+        n: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+        for n, p in models.items()
+    }
+    cases = {
+        "prefill 1x128": (feeds(arch, 1, 128, 0, 256), 2),
+        "decode B=1 past 128": (feeds(arch, 1, 1, 128, 256), 10),
+    }
     print(f"load average {os.getloadavg()[0]:.2f}, intra-op threads {threads}")
     for case, (feed, reps) in cases.items():
         times: dict[str, list[float]] = {n: [] for n in sessions}

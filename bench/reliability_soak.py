@@ -33,8 +33,9 @@ from server.process import ServerProcess  # noqa: E402
 
 
 def request(i: int, tokens: int) -> pb.GenerateRequest:
-    return pb.GenerateRequest(prompt=f"Question: soak {i % 97}?\nAnswer:", max_new_tokens=tokens,
-                              ignore_eos=True)  # fmt: skip
+    return pb.GenerateRequest(
+        prompt=f"Question: soak {i % 97}?\nAnswer:", max_new_tokens=tokens, ignore_eos=True
+    )
 
 
 async def one(stub, i: int, tokens: int, outcomes: Counter, cancel: bool) -> None:
@@ -137,8 +138,9 @@ def soak(server: ServerProcess, args) -> dict:
     cancel = not args.no_cancel
     asyncio.run(closed_loop(server.target, 0, 200, args.batch, args.tokens, cancel))  # warm-up
     t0 = time.monotonic()
-    measured = asyncio.run(closed_loop(server.target, 0, args.capacity_requests, args.batch,
-                                       args.tokens, cancel))  # fmt: skip
+    measured = asyncio.run(
+        closed_loop(server.target, 0, args.capacity_requests, args.batch, args.tokens, cancel)
+    )
     capacity = sum(measured.values()) / (time.monotonic() - t0)
     rate = args.load * capacity
     samples = []

@@ -91,8 +91,13 @@ def _load(artifact: Path, settings: BenchSettings) -> tuple[OnnxRunner, BenchRep
     quantization = manifest.quantization
     if manifest.graph.get("kv_cache") == "int8":
         quantization += ", int8 KV cache"
-    report = BenchReport(str(artifact), manifest.source.get("precision", "?"), quantization,
-                         runner.provider, settings)  # fmt: skip
+    report = BenchReport(
+        str(artifact),
+        manifest.source.get("precision", "?"),
+        quantization,
+        runner.provider,
+        settings,
+    )
     return runner, report
 
 
@@ -144,8 +149,15 @@ def format_report(report: BenchReport) -> str:
     )
     rows = [("batch", "prefill ms", "prefill tok/s", "decode ms/step", "decode tok/s")]
     for r in report.rows:
-        rows.append((str(r.batch), f"{r.prefill_ms:.1f}", f"{r.prefill_tokens_per_s:.0f}",
-                     f"{r.decode_ms:.2f}", f"{r.decode_tokens_per_s:.1f}"))  # fmt: skip
+        rows.append(
+            (
+                str(r.batch),
+                f"{r.prefill_ms:.1f}",
+                f"{r.prefill_tokens_per_s:.0f}",
+                f"{r.decode_ms:.2f}",
+                f"{r.decode_tokens_per_s:.1f}",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

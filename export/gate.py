@@ -33,15 +33,19 @@ class Thresholds:
 
 
 DEFAULTS: dict[str, Thresholds] = {
-    "fp32": Thresholds(max_logit_diff=1e-3, min_token_agreement=0.99, max_ppl_delta=0.001,
-                       min_answer_match=0.95),
-    "fp16": Thresholds(max_logit_diff=None, min_token_agreement=0.95, max_ppl_delta=0.03,
-                       min_answer_match=0.95),
-    "int8": Thresholds(max_logit_diff=None, min_token_agreement=0.95, max_ppl_delta=0.03,
-                       min_answer_match=0.90),
-    "int4": Thresholds(max_logit_diff=None, min_token_agreement=0.90, max_ppl_delta=0.03,
-                       min_answer_match=0.70),
-}  # fmt: skip
+    "fp32": Thresholds(
+        max_logit_diff=1e-3, min_token_agreement=0.99, max_ppl_delta=0.001, min_answer_match=0.95
+    ),
+    "fp16": Thresholds(
+        max_logit_diff=None, min_token_agreement=0.95, max_ppl_delta=0.03, min_answer_match=0.95
+    ),
+    "int8": Thresholds(
+        max_logit_diff=None, min_token_agreement=0.95, max_ppl_delta=0.03, min_answer_match=0.90
+    ),
+    "int4": Thresholds(
+        max_logit_diff=None, min_token_agreement=0.90, max_ppl_delta=0.03, min_answer_match=0.70
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -61,18 +65,34 @@ def checks(report: QualityReport, limits: Thresholds) -> list[Check]:
     )
     no_diff_limit = limits.max_logit_diff is None
     return [
-        Check("max |logit diff|", f"{diff:.3g}",
-              "(recorded)" if no_diff_limit else f"<= {limits.max_logit_diff:g}",
-              None if no_diff_limit else diff <= limits.max_logit_diff),
-        Check("next-token agreement", f"{agree:.4f}", f">= {limits.min_token_agreement:g}",
-              agree >= limits.min_token_agreement),
-        Check("perplexity torch -> onnx", f"{report.ppl_torch:.4g} -> {report.ppl_onnx:.4g}",
-              "", None),
-        Check("perplexity delta", f"{ppl:+.3%}", f"within ±{limits.max_ppl_delta:.2%}",
-              abs(ppl) <= limits.max_ppl_delta),
-        Check("greedy answers identical", f"{match:.3f}", f">= {limits.min_answer_match:g}",
-              match >= limits.min_answer_match),
-    ]  # fmt: skip
+        Check(
+            "max |logit diff|",
+            f"{diff:.3g}",
+            "(recorded)" if no_diff_limit else f"<= {limits.max_logit_diff:g}",
+            None if no_diff_limit else diff <= limits.max_logit_diff,
+        ),
+        Check(
+            "next-token agreement",
+            f"{agree:.4f}",
+            f">= {limits.min_token_agreement:g}",
+            agree >= limits.min_token_agreement,
+        ),
+        Check(
+            "perplexity torch -> onnx", f"{report.ppl_torch:.4g} -> {report.ppl_onnx:.4g}", "", None
+        ),
+        Check(
+            "perplexity delta",
+            f"{ppl:+.3%}",
+            f"within ±{limits.max_ppl_delta:.2%}",
+            abs(ppl) <= limits.max_ppl_delta,
+        ),
+        Check(
+            "greedy answers identical",
+            f"{match:.3f}",
+            f">= {limits.min_answer_match:g}",
+            match >= limits.min_answer_match,
+        ),
+    ]
 
 
 def failures(report: QualityReport, limits: Thresholds) -> list[str]:

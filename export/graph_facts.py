@@ -32,7 +32,7 @@ def describe_graph(model: Path, arch: Architecture) -> dict:
         "logits": "last" if rank == 2 else "all",
         "fused_ops": dict(
             sorted(Counter(n.op_type for n in proto.graph.node if n.domain == CONTRIB).items())
-        ),  # fmt: skip
+        ),
         "tied_embedding": _tied(proto.graph),
         "kv_cache": _cache_dtype(proto.graph),
         "weight_bytes": weight_bytes,

@@ -73,9 +73,11 @@ def load_calibration(path: Path, limit: int = 128) -> list[QASample]:
     chosen = [r for r in usable if not _is_heldout(r)]
     if not chosen and usable:
         chosen = usable
-        print(f"warning: {path} has only held-out rows; the int8 KV cache is calibrated "
-              "on the rows the quality gate then scores (an optimistic gate)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: {path} has only held-out rows; the int8 KV cache is calibrated "
+            "on the rows the quality gate then scores (an optimistic gate)",
+            file=sys.stderr,
+        )
     if not chosen:
         raise ExportError(f"{path}: no question/answer rows to calibrate the int8 KV cache on")
     picked = _spread(chosen, limit)

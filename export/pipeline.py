@@ -61,8 +61,7 @@ def run_export(options: ExportOptions) -> ExportResult:
         move_into(model_files(model), stage.path)
         shutil.copyfile(checkpoint.tokenizer_file, stage.path / "tokenizer.json")
         model = stage.path / MODEL_FILE
-        run = GateRun(model, gate_provider(recipe), samples,
-                      options.gate.max_new_tokens)  # fmt: skip
+        run = GateRun(model, gate_provider(recipe), samples, options.gate.max_new_tokens)
         with steps.step(f"Quality gate: {len(samples)} held-out questions vs PyTorch fp32"):
             report = measure(run, checkpoint)
         print(format_table(report, options.thresholds))

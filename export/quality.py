@@ -117,8 +117,9 @@ def measure(run: GateRun, checkpoint: Checkpoint) -> QualityReport:
     except Exception as e:  # onnxruntime raises its own types; the user needs one line
         raise ExportFailed(f"ONNX Runtime cannot load {run.model}: {e}") from e
     model = GPT2LMHeadModel.from_pretrained(checkpoint.path, dtype=torch.float32).eval()
-    sides = Sides(runner, model, checkpoint.eos_token_id, checkpoint.pad_token_id,
-                  run.max_new_tokens)  # fmt: skip
+    sides = Sides(
+        runner, model, checkpoint.eos_token_id, checkpoint.pad_token_id, run.max_new_tokens
+    )
     tokenizer = Tokenizer.from_file(str(checkpoint.tokenizer_file))  # as the server tokenizes
     room = checkpoint.architecture.max_positions - run.max_new_tokens
     encoded = encode_samples(tokenizer, checkpoint, run.samples, room)
@@ -174,8 +175,7 @@ def _nll(logits: np.ndarray, target: np.ndarray) -> float:
 
 def _greedy(sides: Sides, chunk: list[Encoded], totals: Totals, tokenizer) -> None:
     ours = onnx_side.greedy_answers(sides.runner, chunk, sides.eos, sides.max_new_tokens)
-    refs = torch_side.greedy_answers(sides.model, chunk, sides.eos, sides.pad,
-                                     sides.max_new_tokens)  # fmt: skip
+    refs = torch_side.greedy_answers(sides.model, chunk, sides.eos, sides.pad, sides.max_new_tokens)
     for enc, a, b in zip(chunk, ours, refs, strict=True):
         totals.answers += 1
         if a == b:

@@ -47,11 +47,13 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("int8", "cpu"): Recipe("int8", "cpu", "int8-dynamic", "float32", False, "dynamic-int8"),
     ("int4", "cpu"): Recipe("int4", "cpu", "int4-weight-only", "float32", False, "nbits", CPU_INT4),
     ("fp16", "cuda"): Recipe("fp16", "cuda", "none", "float16", True, "float"),
-    ("int8", "cuda"): Recipe("int8", "cuda", "int8-weight-only", "float16", True, "nbits",
-                             CUDA_INT8),
-    ("int4", "cuda"): Recipe("int4", "cuda", "int4-weight-only", "float16", True, "nbits",
-                             CUDA_INT4),
-}  # fmt: skip
+    ("int8", "cuda"): Recipe(
+        "int8", "cuda", "int8-weight-only", "float16", True, "nbits", CUDA_INT8
+    ),
+    ("int4", "cuda"): Recipe(
+        "int4", "cuda", "int4-weight-only", "float16", True, "nbits", CUDA_INT4
+    ),
+}
 
 # What --help says about each precision, and on which targets it is built.
 PRECISIONS: dict[str, str] = {

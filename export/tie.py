@@ -100,13 +100,20 @@ def retie_embedding(model: onnx.ModelProto) -> bool:
     blocks_out = gather.output[0] + "_blocks"  # [B, L, K / block, block]
     nodes = [
         helper.make_node(
-            "GatherBlockQuantized", [head.input[1], gather.input[1], scales_name], [blocks_out],
-            name=gather.name + "_q", domain="com.microsoft", bits=attrs["bits"],
-            block_size=attrs["block_size"], gather_axis=0, quantize_axis=2,
+            "GatherBlockQuantized",
+            [head.input[1], gather.input[1], scales_name],
+            [blocks_out],
+            name=gather.name + "_q",
+            domain="com.microsoft",
+            bits=attrs["bits"],
+            block_size=attrs["block_size"],
+            gather_axis=0,
+            quantize_axis=2,
         ),
-        helper.make_node("Reshape", [blocks_out, shape_name], [gather.output[0]],
-                         name=gather.name + "_rows"),  # [B, L, C]
-    ]  # fmt: skip
+        helper.make_node(
+            "Reshape", [blocks_out, shape_name], [gather.output[0]], name=gather.name + "_rows"
+        ),  # [B, L, C]
+    ]
     index = list(graph.node).index(gather)
     graph.node.remove(gather)
     for node in reversed(nodes):

@@ -72,8 +72,17 @@ def main() -> int:
     checkpoint, artifact, reports = RUN / "checkpoint", RUN / "artifact-int8", RUN / "loadtest"
 
     t = stage("1/5 train a tiny GPT-2 on the bundled support Q&A (preset demo)")
-    run("training", "--base", "tiny", "--data", str(DATA), "--out", str(checkpoint),
-        "--preset", "demo")  # fmt: skip
+    run(
+        "training",
+        "--base",
+        "tiny",
+        "--data",
+        str(DATA),
+        "--out",
+        str(checkpoint),
+        "--preset",
+        "demo",
+    )
     print(f"    trained in {time.monotonic() - t:.0f}s -> {checkpoint}")
 
     t = stage("2/5 export to ONNX with a KV cache, dynamic int8 for CPU")
@@ -83,17 +92,32 @@ def main() -> int:
     t = stage("3/5 start kvserve-serve")
     server = ServerProcess.start(artifact, RUN / "server.log")
     try:
-        print(f"    SERVING on {server.target} (metrics {server.metrics_url}) "
-              f"after {time.monotonic() - t:.0f}s")  # fmt: skip
+        print(
+            f"    SERVING on {server.target} (metrics {server.metrics_url}) "
+            f"after {time.monotonic() - t:.0f}s"
+        )
 
         stage("4/5 ask questions through the Answer RPC  (= exact answer, ~ differs)")
         ask(server.target, pick_questions(QUESTIONS))
 
         stage("5/5 load test: 16 concurrent streams, 256 requests")
         prompts = write_prompts(checkpoint, RUN / "loadtest-prompts.jsonl")
-        run("loadtest", "--target", server.target, "--concurrency", "16", "--requests", "256",
-            "--max-new-tokens", "32", "--prompts-file", str(prompts), "--out", str(reports),
-            "--no-progress")  # fmt: skip
+        run(
+            "loadtest",
+            "--target",
+            server.target,
+            "--concurrency",
+            "16",
+            "--requests",
+            "256",
+            "--max-new-tokens",
+            "32",
+            "--prompts-file",
+            str(prompts),
+            "--out",
+            str(reports),
+            "--no-progress",
+        )
     finally:
         code = server.stop()
         print(f"\n    server stopped (exit code {code}); its log: {server.log_path}")

@@ -36,8 +36,17 @@ class Memory(Protocol):
 
     def address(self, buffer) -> int: ...
 
-    def copy2d(self, dst, dst_offset: int, dst_pitch: int, src, src_offset: int,
-               src_pitch: int, width: int, height: int) -> None:  # fmt: skip
+    def copy2d(
+        self,
+        dst,
+        dst_offset: int,
+        dst_pitch: int,
+        src,
+        src_offset: int,
+        src_pitch: int,
+        width: int,
+        height: int,
+    ) -> None:
         """`height` runs of `width` bytes; run i starts at offset + i * pitch."""
 
     def finish(self) -> None:
@@ -57,8 +66,17 @@ class HostMemory:
     def address(self, buffer: np.ndarray) -> int:
         return buffer.ctypes.data
 
-    def copy2d(self, dst: np.ndarray, dst_offset: int, dst_pitch: int, src: np.ndarray,
-               src_offset: int, src_pitch: int, width: int, height: int) -> None:  # fmt: skip
+    def copy2d(
+        self,
+        dst: np.ndarray,
+        dst_offset: int,
+        dst_pitch: int,
+        src: np.ndarray,
+        src_offset: int,
+        src_pitch: int,
+        width: int,
+        height: int,
+    ) -> None:
         if width and height:
             _runs(dst, dst_offset, dst_pitch, width, height)[...] = _runs(
                 src, src_offset, src_pitch, width, height
@@ -113,10 +131,20 @@ class CudaMemory:
         self.cudart = cudart if cudart is not None else load_cudart()
         for name, argtypes in (
             ("cudaMemset", [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]),
-            ("cudaMemcpy2D", [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
-                              ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int]),
+            (
+                "cudaMemcpy2D",
+                [
+                    ctypes.c_void_p,
+                    ctypes.c_size_t,
+                    ctypes.c_void_p,
+                    ctypes.c_size_t,
+                    ctypes.c_size_t,
+                    ctypes.c_size_t,
+                    ctypes.c_int,
+                ],
+            ),
             ("cudaDeviceSynchronize", []),
-        ):  # fmt: skip
+        ):
             getattr(self.cudart, name).argtypes = argtypes
 
     def zeros(self, shape: tuple[int, ...], dtype: type) -> DeviceBuffer:
@@ -130,12 +158,29 @@ class CudaMemory:
     def address(self, buffer: DeviceBuffer) -> int:
         return buffer.ptr
 
-    def copy2d(self, dst: DeviceBuffer, dst_offset: int, dst_pitch: int, src: DeviceBuffer,
-               src_offset: int, src_pitch: int, width: int, height: int) -> None:  # fmt: skip
+    def copy2d(
+        self,
+        dst: DeviceBuffer,
+        dst_offset: int,
+        dst_pitch: int,
+        src: DeviceBuffer,
+        src_offset: int,
+        src_pitch: int,
+        width: int,
+        height: int,
+    ) -> None:
         if not (width and height):
             return
-        self._check("cudaMemcpy2D", dst.ptr + dst_offset, dst_pitch, src.ptr + src_offset,
-                    src_pitch, width, height, CUDA_MEMCPY_DEVICE_TO_DEVICE)  # fmt: skip
+        self._check(
+            "cudaMemcpy2D",
+            dst.ptr + dst_offset,
+            dst_pitch,
+            src.ptr + src_offset,
+            src_pitch,
+            width,
+            height,
+            CUDA_MEMCPY_DEVICE_TO_DEVICE,
+        )
 
     def finish(self) -> None:
         # ONNX Runtime runs on its own stream and syncs it when a Run ends (its default), so
