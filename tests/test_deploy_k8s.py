@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -14,12 +13,9 @@ import pytest
 import yaml
 
 from proto import kvserve_pb2 as pb
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "observability"))
-from prom_server import binary, promtool  # noqa: E402
-
 from server.config import ServeConfig, parse_args
 from server.metrics import Metrics
+from tests.support.prom_server import binary, promtool
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"

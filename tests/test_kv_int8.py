@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from test_kv_cache import ALLOCATE, FakeCudart
 
 from export.heldout import load_calibration
 from export.kv_scales import INT8_MAX, MARGIN, calibrate
@@ -17,6 +16,7 @@ from export.manifest import Architecture
 from export.options import ExportOptions
 from server.memory import CudaMemory
 from server.runner import OnnxRunner, RunnerConfig
+from tests.test_kv_cache import ALLOCATE, FakeCudart  # engine fakes: moving to tests/support
 
 SEQS = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]
 ARCH = Architecture(num_layers=2, num_heads=2, head_dim=32, hidden_size=64, vocab_size=97,

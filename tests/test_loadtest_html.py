@@ -16,7 +16,6 @@ import os
 import select
 import shutil
 import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -25,9 +24,7 @@ import numpy as np
 import pytest
 
 from loadtest.cli import main
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "loadtest"))
-from fake_server import FakeServer  # noqa: E402
+from tests.support.fake_server import FakeServer
 
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None

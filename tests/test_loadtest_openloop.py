@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +19,7 @@ import pytest
 from loadtest.config import LoadConfig
 from loadtest.run import LoadResult, run_load_sync
 from loadtest.specs import parse_schedule
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "loadtest"))
-from fake_server import TOKENS, FakeServer  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def fake():
-    with FakeServer() as server:
-        yield server
+from tests.support.fake_server import TOKENS, FakeServer
 
 
 def open_config(target: str, tmp_path: Path, **kw) -> LoadConfig:
@@ -36,8 +27,10 @@ def open_config(target: str, tmp_path: Path, **kw) -> LoadConfig:
     return LoadConfig(targets=(target,), **{**settings, **kw})
 
 
-def test_poisson_send_rate_within_3_percent_over_2000_requests(fake, tmp_path):
-    config = open_config(fake.target, tmp_path, rate=800.0, requests=2000, rpc="unary", seed=1)
+def test_poisson_send_rate_within_3_percent_over_2000_requests(fake_server, tmp_path):
+    config = open_config(
+        fake_server.target, tmp_path, rate=800.0, requests=2000, rpc="unary", seed=1
+    )
     result = run_load_sync(config)
     f = result.figures
     gaps = np.diff(np.sort([r.scheduled_s for r in result.records]))  # the schedule kept
@@ -75,9 +68,9 @@ def test_no_coordinated_omission_against_a_slow_server(tmp_path):
     assert f.e2e.p50 > 5 * c.e2e.p50
 
 
-def test_open_loop_warmup_and_schedule(fake, tmp_path):
-    before = fake.calls()
-    config = open_config(fake.target, tmp_path, schedule=parse_schedule("100:0.3s,200:0.3s"),
+def test_open_loop_warmup_and_schedule(fake_server, tmp_path):
+    before = fake_server.calls()
+    config = open_config(fake_server.target, tmp_path, schedule=parse_schedule("100:0.3s,200:0.3s"),
                          arrival="constant", warmup=10)  # fmt: skip
     result = run_load_sync(config)
     assert [r.index for r in result.records] == list(range(90))  # 30 + 60
@@ -86,12 +79,12 @@ def test_open_loop_warmup_and_schedule(fake, tmp_path):
     starts = np.array([r.scheduled_s for r in result.records])
     assert np.histogram(starts, bins=[0, 0.3, 0.6])[0].tolist() == [30, 60]
     assert result.figures.status_counts == {"OK": 90}
-    assert fake.calls() - before == 100
+    assert fake_server.calls() - before == 100
 
 
-def test_closed_loop_over_two_worker_processes(fake, tmp_path):
+def test_closed_loop_over_two_worker_processes(fake_server, tmp_path):
     seen = []
-    config = open_config(fake.target, tmp_path, requests=20, concurrency=4, workers=2)
+    config = open_config(fake_server.target, tmp_path, requests=20, concurrency=4, workers=2)
     result = run_load_sync(config, on_record=seen.append)
     assert [r.index for r in result.records] == list(range(20))
     assert {r.worker for r in result.records} == {0, 1}
@@ -106,10 +99,10 @@ def capacity_run(target: str, tmp_path: Path) -> LoadResult:
     return run_load_sync(config)
 
 
-def test_two_workers_sustain_1500_requests_per_second(fake, tmp_path):
-    result = capacity_run(fake.target, tmp_path)
+def test_two_workers_sustain_1500_requests_per_second(fake_server, tmp_path):
+    result = capacity_run(fake_server.target, tmp_path)
     if result.warnings:  # one retry: other jobs share these CPUs
-        result = capacity_run(fake.target, tmp_path)
+        result = capacity_run(fake_server.target, tmp_path)
     f = result.figures
     cpu = ", ".join(f"{w.cpu_share:.0%}" for w in result.workers)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,10 +21,7 @@ from loadtest.cli import main as loadtest_main
 from loadtest.server_metrics import Snapshot, fetch, parse
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
-from server.process import ServerProcess
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "observability"))
-from prom_server import (  # noqa: E402
+from tests.support.prom_server import (
     Expression,
     Prometheus,
     alert_expressions,
@@ -34,6 +30,7 @@ from prom_server import (  # noqa: E402
     missing_reason,
     without_threshold,
 )
+from tests.support.servers import serving
 
 pytestmark = pytest.mark.slow
 METRICS_PATH = "/kvserve/metrics"  # not the default, so the flag is exercised
@@ -45,9 +42,8 @@ QUERY_LOG = os.environ.get("KVSERVE_QUERY_LOG")
 def server(tiny_artifact, tmp_path_factory):
     log = tmp_path_factory.mktemp("obs") / "server.log"
     extra = ["--log-format", "json", "--metrics-path", METRICS_PATH, "--max-batch-size", "8"]
-    process = ServerProcess.start(tiny_artifact, log, extra)
-    yield process
-    assert process.stop() == 0, log.read_text()[-3000:]
+    with serving(tiny_artifact, log, extra) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,8 @@ import io
 import json
 import logging
 import re
-import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
@@ -20,9 +18,7 @@ from server import logs
 from server.config import parse_args
 from server.metrics import Metrics
 from server.request import FinishReason, StreamEvent, Timing
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "observability"))
-from prom_server import (  # noqa: E402
+from tests.support.prom_server import (
     ALERTS_TEST_YML,
     ALERTS_YML,
     DASHBOARD,

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from reliability_support import metric
 
 from loadtest import LoadConfig, run_load_sync
 from loadtest.record import RequestRecord
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.process import ServerProcess
+from tests.support.reliability import metric
 
 pytestmark = pytest.mark.slow
 

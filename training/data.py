@@ -65,10 +65,6 @@ def load_data(source: Path | str, default_split: str = "train") -> QAData:
     return data
 
 
-def load_examples(source: Path | str, default_split: str = "train") -> list[QAExample]:
-    return load_data(source, default_split).examples
-
-
 def split_examples(examples: list[QAExample]) -> tuple[list[QAExample], list[QAExample]]:
     """(train rows, heldout rows)."""
     train = [e for e in examples if e.split == "train"]
