@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,17 @@ def test_no_coordinated_omission_against_a_slow_server(tmp_path):
     assert f.e2e.p50 > 5 * c.e2e.p50
 
 
-def test_open_loop_warmup_and_schedule(fake_server, tmp_path):
+@pytest.fixture
+def clock_at_6000_s(monkeypatch):
+    """perf_counter as on a machine up 100 minutes. Far from 0, the difference of two clock
+    readings rounds by ~1e-12 s either way: a check sitting on a schedule instant would fail
+    there every run (it did), so this test runs there on every machine."""
+    real = time.perf_counter
+    zero = real()
+    monkeypatch.setattr(time, "perf_counter", lambda: real() - zero + 6000.0)
+
+
+def test_open_loop_warmup_and_schedule(fake_server, tmp_path, clock_at_6000_s):
     before = fake_server.calls()
     config = open_config(fake_server.target, tmp_path, schedule=parse_schedule("100:0.3s,200:0.3s"),
                          arrival="constant", warmup=10)  # fmt: skip
@@ -77,7 +88,12 @@ def test_open_loop_warmup_and_schedule(fake_server, tmp_path):
     assert sorted(r.index for r in result.warmup_records) == list(range(-10, 0))
     assert all(r.start_s < 0 for r in result.warmup_records)  # before the measured start
     starts = np.array([r.scheduled_s for r in result.records])
-    assert np.histogram(starts, bins=[0, 0.3, 0.6])[0].tolist() == [30, 60]
+    # constant arrivals: every 10 ms for 0.3 s, then every 5 ms; in 5 ms ticks, exactly
+    ticks = np.rint(starts / 0.005)
+    assert np.abs(starts - ticks * 0.005).max() < 1e-6
+    assert ticks.astype(int).tolist() == [*range(0, 60, 2), *range(60, 120)]
+    # counted per phase with the bin edges half a gap away from any send time
+    assert np.histogram(starts, bins=[-0.005, 0.295, 0.5975])[0].tolist() == [30, 60]
     assert result.figures.status_counts == {"OK": 90}
     assert fake_server.calls() - before == 100
 
