@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import tools
 from tests.support.export import make_checkpoint
 from tests.support.fake_server import FakeServer
 from tests.support.servers import serving
@@ -71,3 +72,15 @@ def fake_server():
     """The load tester's fake Generation server (default options), one per test module."""
     with FakeServer() as server:
         yield server
+
+
+def pytest_unconfigure(config) -> None:
+    """After pytest's own last line: say so when tests were skipped for want of a program
+    (-ra lists each skip above; this names what to install)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    skipped = reporter.stats.get("skipped", [])
+    reasons = [str(r.longrepr[2]) for r in skipped if isinstance(r.longrepr, tuple)]
+    if line := tools.skip_summary(reasons):
+        reporter.write_line(line, yellow=True, bold=True)

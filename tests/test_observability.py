@@ -21,13 +21,13 @@ from loadtest.cli import main as loadtest_main
 from loadtest.server_metrics import Snapshot, fetch, parse
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
+from tests.support import tools
 from tests.support.prom_server import (
     Expression,
     Prometheus,
     alert_expressions,
     config_for,
     dashboard_expressions,
-    missing_reason,
     without_threshold,
 )
 from tests.support.servers import serving
@@ -59,7 +59,7 @@ def stub(server):
 
 @pytest.fixture(scope="module")
 def prometheus(server, tmp_path_factory):
-    if (reason := missing_reason()) is not None:
+    if (reason := tools.missing("prometheus", "promtool")) is not None:
         pytest.skip(reason)
     config = config_for(f"127.0.0.1:{server.metrics_port}", METRICS_PATH)
     prom = Prometheus.start(config, tmp_path_factory.mktemp("prometheus"))

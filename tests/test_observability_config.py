@@ -18,6 +18,7 @@ from server import logs
 from server.config import parse_args
 from server.metrics import Metrics
 from server.request import FinishReason, StreamEvent, Timing
+from tests.support import tools
 from tests.support.prom_server import (
     ALERTS_TEST_YML,
     ALERTS_YML,
@@ -26,11 +27,10 @@ from tests.support.prom_server import (
     PROMETHEUS_YML,
     alert_expressions,
     dashboard_expressions,
-    missing_reason,
     promtool,
 )
 
-needs_promtool = pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))
+needs_promtool = tools.requires("promtool")
 DESIGN_SERIES = [  # DESIGN.md, "Metrics": every one has a panel
     "kvserve_requests_total", "kvserve_request_duration_seconds",
     "kvserve_time_to_first_token_seconds", "kvserve_inter_token_latency_seconds",
