@@ -1,5 +1,7 @@
 # The two commands: `make demo` (train -> export -> serve -> ask -> load test) and `make test`.
 # Both bootstrap .venv first; that step is skipped while pyproject.toml is unchanged.
+# `make test` also installs the Debian packages some tests run (Chromium, Prometheus) when
+# they are missing and it runs as root; otherwise it prints the command (scripts/test_deps.sh).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -20,6 +22,7 @@ demo: venv
 	@$(BIN)/python scripts/demo.py
 
 test: venv
+	@scripts/test_deps.sh $(BIN)/python
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny model trained here, exported, and served by the real server.
+"""Shared fixtures: a tiny model trained here, exported, and served by the real server; a
+random GPT-2 checkpoint for the export tests; the load tester's fake server.
 
 Built once per session through the same CLIs a user runs, so the end-to-end tests exercise
-the real hand-offs (checkpoint dir -> artifact dir -> gRPC).
+the real hand-offs (checkpoint dir -> artifact dir -> gRPC). The helpers behind them live in
+tests/support/ (imported as `tests.support.<module>`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from server.process import ServerProcess
+from tests.support import tools
+from tests.support.export import make_checkpoint
+from tests.support.fake_server import FakeServer
+from tests.support.servers import serving
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "support_qa.jsonl"
@@ -52,6 +57,30 @@ def tiny_artifact(tiny_checkpoint, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def served(tiny_artifact, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    server = ServerProcess.start(tiny_artifact, log, ["--max-batch-size", "8"])
-    yield server
-    assert server.stop() == 0, log.read_text()[-3000:]
+    with serving(tiny_artifact, log, ["--max-batch-size", "8"]) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """An untrained 2-layer GPT-2 with its own tokenizer (tests.support.export); read only."""
+    return make_checkpoint(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="module")
+def fake_server():
+    """The load tester's fake Generation server (default options), one per test module."""
+    with FakeServer() as server:
+        yield server
+
+
+def pytest_unconfigure(config) -> None:
+    """After pytest's own last line: say so when tests were skipped for want of a program
+    (-ra lists each skip above; this names what to install)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    skipped = reporter.stats.get("skipped", [])
+    reasons = [str(r.longrepr[2]) for r in skipped if isinstance(r.longrepr, tuple)]
+    if line := tools.skip_summary(reasons):
+        reporter.write_line(line, yellow=True, bold=True)

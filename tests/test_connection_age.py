@@ -14,7 +14,7 @@ from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.cli import parse_args
 from server.config import grpc_server_options
-from server.process import ServerProcess
+from tests.support.servers import serving
 
 
 def test_options_off_by_default_and_in_milliseconds():
@@ -32,19 +32,18 @@ def test_negative_age_is_a_clear_error(capsys):
 @pytest.mark.slow
 def test_clients_reconnect_without_errors(tiny_artifact, tmp_path: Path):
     flags = ["--threads", "1", "--max-connection-age-seconds", "0.5"]
-    server = ServerProcess.start(tiny_artifact, tmp_path / "server.log", flags)
     states: list[grpc.ChannelConnectivity] = []
     request = pb.GenerateRequest(prompt="Question: hi\nAnswer:", max_new_tokens=8)
-    try:
-        with grpc.insecure_channel(server.target) as channel:
-            channel.subscribe(states.append, try_to_connect=True)
-            stub = pb_grpc.GenerationStub(channel)
-            deadline = time.monotonic() + 2.5
-            while time.monotonic() < deadline:
-                stub.Generate(request, timeout=30)  # any error fails the test
-                time.sleep(0.02)
-            channel.unsubscribe(states.append)
-    finally:
-        assert server.stop() == 0
+    with (
+        serving(tiny_artifact, tmp_path / "server.log", flags) as server,
+        grpc.insecure_channel(server.target) as channel,
+    ):
+        channel.subscribe(states.append, try_to_connect=True)
+        stub = pb_grpc.GenerationStub(channel)
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            stub.Generate(request, timeout=30)  # any error fails the test
+            time.sleep(0.02)
+        channel.unsubscribe(states.append)
     # connected once, then again after each GOAWAY (about every 0.5 s)
     assert states.count(grpc.ChannelConnectivity.READY) >= 3, states

@@ -4,9 +4,7 @@ server (ports, drain grace, probe service names, options, metric names) checked 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -14,13 +12,11 @@ import pytest
 import yaml
 
 from proto import kvserve_pb2 as pb
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "observability"))
-from prom_server import binary, promtool  # noqa: E402
-
 from server.cli import parse_args
 from server.config import ServeConfig
 from server.metrics import Metrics
+from tests.support import tools
+from tests.support.prom_server import promtool
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
@@ -29,7 +25,7 @@ K8S = ROOT / "deploy" / "k8s"
 K8S_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
 GENERATION = pb.DESCRIPTOR.services_by_name["Generation"].full_name
 HPA_METRIC = "kvserve_requests_waiting"
-KUBECTL = shutil.which("kubectl")
+KUBECTL = tools.path("kubectl")
 
 
 def load(path: Path) -> list[dict]:
@@ -46,7 +42,7 @@ def base() -> dict[str, dict]:
 def kustomize(overlay: str) -> dict[str, dict]:
     """What `kubectl apply -k deploy/k8s/<overlay>` would send (kubectl's built-in kustomize)."""
     if KUBECTL is None:
-        pytest.skip("kubectl not installed (it renders the kustomize overlays)")
+        pytest.skip(tools.missing("kubectl"))
     out = subprocess.run([KUBECTL, "kustomize", str(K8S / overlay)], capture_output=True,
                          text=True, timeout=60, check=True).stdout  # fmt: skip
     return {d["kind"]: d for d in yaml.safe_load_all(out) if d}
@@ -212,8 +208,8 @@ def test_hpa_scales_on_a_metric_the_server_exports_and_the_adapter_serves():
 
 
 def test_adapter_queries_are_valid_promql(tmp_path):
-    if binary("promtool") is None:
-        pytest.skip("promtool not installed")
+    if (reason := tools.missing("promtool")) is not None:
+        pytest.skip(reason)
     (rule,) = adapter_rules()[0]
     # what the adapter sends for `kubectl get --raw .../pods/*/kvserve_requests_waiting`
     query = (

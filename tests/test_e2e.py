@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from artifact import read_manifest
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
-from server.process import ServerProcess
+from tests.support.servers import serving
 
 pytestmark = pytest.mark.slow
 
@@ -158,9 +158,8 @@ def int8_kv_served(tiny_checkpoint, tmp_path_factory):
                "--min-token-agreement", "0"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    server = ServerProcess.start(out, out.parent / "server.log", ["--max-batch-size", "8"])
-    yield out, server
-    assert server.stop() == 0
+    with serving(out, out.parent / "server.log", ["--max-batch-size", "8"]) as server:
+        yield out, server
 
 
 def test_int8_kv_cache_server_batches_exactly(int8_kv_served):

@@ -9,8 +9,8 @@ import threading
 import server.update
 from server.request import FinishReason, RequestStatus
 from server.scheduler import QueueFull
-from tests.reliability_support import wait_until
 from tests.support.engine import make_engine, make_request, run_to_end, texts
+from tests.support.reliability import wait_until
 
 
 def test_a_sampling_failure_fails_its_step_not_the_engine(monkeypatch):

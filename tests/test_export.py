@@ -12,53 +12,14 @@ from tokenizers import Tokenizer, models
 from artifact import (
     GRAPH_INTERFACE,
     Architecture,
-    PromptTemplate,
     graph_inputs,
     graph_outputs,
     read_manifest,
 )
 from export import cli
+from tests.support.export import GATE, LOOSE, TEMPLATE
 
 ARTIFACT_FILES = {"model.onnx", "tokenizer.json", "manifest.json"}
-TEMPLATE = PromptTemplate(question="Q: {question}\nA:")  # not the default: must come through
-SENTENCES = [
-    "Question: What is the capital of France?\nAnswer: Paris.",
-    "Question: Who wrote the play Hamlet?\nAnswer: William Shakespeare.",
-    "Context: Spiders are arachnids. All arachnids have eight legs.",
-    "The quick brown fox jumps over the lazy dog.",
-]
-GATE = ["--gate-samples", "6", "--gate-max-new-tokens", "12"]  # a quick gate for tests
-# A random model's greedy answers and argmax move with any quantization noise: the
-# mechanics are tested here, the default thresholds on a trained model (see the report).
-LOOSE = ["--min-token-agreement", "0", "--min-answer-match", "0", "--max-ppl-delta", "1"]
-
-
-def make_checkpoint(directory: Path) -> Path:
-    """A 2-layer GPT-2 with a byte-level BPE trained on a few sentences, saved like training/."""
-    import torch
-    from tokenizers import decoders, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    eot = "<|endoftext|>"
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=[eot], initial_alphabet=alphabet)
-    bpe.train_from_iterator(SENTENCES * 4, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token=eot, bos_token=eot, unk_token=eot, pad_token=eot
-    )
-    eos = tokenizer.convert_tokens_to_ids(eot)
-    config = GPT2Config(
-        n_layer=2, n_head=2, n_embd=64, n_positions=128, vocab_size=len(tokenizer),
-        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    GPT2LMHeadModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    TEMPLATE.save(directory)
-    return directory
 
 
 def fake_checkpoint(directory: Path) -> Path:
@@ -73,25 +34,20 @@ def fake_checkpoint(directory: Path) -> Path:
     return directory
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("tiny-gpt2"))
-
-
 def export(checkpoint: Path, out: Path, *args: str) -> Path:
     assert cli.main([str(checkpoint), str(out), *GATE, *args]) == 0
     return out
 
 
 @pytest.fixture(scope="module")
-def fp32(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export(checkpoint, tmp_path_factory.mktemp("fp32") / "artifact")
+def fp32(random_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export(random_checkpoint, tmp_path_factory.mktemp("fp32") / "artifact")
 
 
 @pytest.fixture(scope="module")
-def int8(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def int8(random_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("int8") / "artifact"
-    return export(checkpoint, out, "--quantize", "int8", *LOOSE)
+    return export(random_checkpoint, out, "--quantize", "int8", *LOOSE)
 
 
 def ops(artifact: Path) -> list[str]:
@@ -106,10 +62,10 @@ def test_artifact_holds_only_its_files(fp32: Path, int8: Path) -> None:
 
 
 @pytest.mark.slow
-def test_manifest_describes_the_checkpoint(fp32: Path, checkpoint: Path) -> None:
+def test_manifest_describes_the_checkpoint(fp32: Path, random_checkpoint: Path) -> None:
     manifest = read_manifest(fp32)  # verifies every file's sha256
     assert set(manifest.files) == ARTIFACT_FILES - {"manifest.json"}
-    assert manifest.model_name == checkpoint.name
+    assert manifest.model_name == random_checkpoint.name
     assert manifest.architecture == Architecture(
         2, 2, 32, 64, manifest.architecture.vocab_size, 128
     )
@@ -117,7 +73,7 @@ def test_manifest_describes_the_checkpoint(fp32: Path, checkpoint: Path) -> None
     assert manifest.validated_providers == ["CPUExecutionProvider"]
     assert manifest.prompt_template == TEMPLATE
     assert manifest.eos_token_id == manifest.pad_token_id == 0
-    assert manifest.source["checkpoint"] == str(checkpoint.resolve())
+    assert manifest.source["checkpoint"] == str(random_checkpoint.resolve())
     assert {"torch", "transformers", "onnx"} <= set(manifest.source["tools"])
     assert manifest.interface == GRAPH_INTERFACE
 

@@ -15,7 +15,7 @@ from export.gate import DEFAULTS, failures, format_table
 from export.graph_facts import unique_params
 from export.heldout import DEFAULT_DATA, QASample, encode_sample, load_heldout
 from export.quality import QualityReport
-from tests.test_export import GATE, make_checkpoint
+from tests.support.export import GATE
 
 
 def report(**changes: float) -> QualityReport:
@@ -67,11 +67,6 @@ def test_heldout_reader_spreads_a_limit_over_the_file(tmp_path: Path) -> None:
     assert [s.question for s in load_heldout(csv)] == ["q2"]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("tiny-gpt2"))
-
-
 def zero_weight(name: str):
     """A stand-in for export_onnx that breaks one weight of the graph it builds."""
     real = pipeline.export_onnx
@@ -91,14 +86,14 @@ def zero_weight(name: str):
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_a_broken_model_is_refused_and_nothing_written(
     precision: str,
-    checkpoint: Path,
+    random_checkpoint: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setattr(pipeline, "export_onnx", zero_weight("transformer.ln_f.weight"))
     out = tmp_path / "artifact"
-    assert cli.main([str(checkpoint), str(out), "--precision", precision, *GATE]) == 1
+    assert cli.main([str(random_checkpoint), str(out), "--precision", precision, *GATE]) == 1
     captured = capsys.readouterr()
     assert "quality gate failed, nothing written" in captured.err
     assert "FAIL" in captured.out  # the gate's table names the failing checks
@@ -106,8 +101,10 @@ def test_a_broken_model_is_refused_and_nothing_written(
 
 
 @pytest.mark.slow
-def test_a_stricter_threshold_refuses_a_good_export(checkpoint: Path, tmp_path: Path) -> None:
-    argv = [str(checkpoint), str(tmp_path / "a"), *GATE, "--max-logit-diff", "0"]
+def test_a_stricter_threshold_refuses_a_good_export(
+    random_checkpoint: Path, tmp_path: Path
+) -> None:
+    argv = [str(random_checkpoint), str(tmp_path / "a"), *GATE, "--max-logit-diff", "0"]
     assert cli.main(argv) == 1
     assert list(tmp_path.iterdir()) == []
 
@@ -124,9 +121,9 @@ def test_encoding_follows_training_and_cuts_the_context_first() -> None:
 
 
 @pytest.mark.slow
-def test_unique_params_counts_the_tied_table_once(checkpoint: Path) -> None:
+def test_unique_params_counts_the_tied_table_once(random_checkpoint: Path) -> None:
     from transformers import GPT2LMHeadModel
 
-    model = GPT2LMHeadModel.from_pretrained(checkpoint)
-    arch = load_checkpoint(checkpoint).architecture
+    model = GPT2LMHeadModel.from_pretrained(random_checkpoint)
+    arch = load_checkpoint(random_checkpoint).architecture
     assert unique_params(arch) == sum(p.numel() for p in model.parameters())

@@ -17,7 +17,7 @@ from export.progress import Steps
 from export.recipes import RECIPES, TARGETS, recipe_for
 from export.tie import tie_block_size
 from server.runner import OnnxRunner, RunnerConfig
-from tests.test_export import GATE, LOOSE, make_checkpoint
+from tests.support.export import GATE, LOOSE
 
 
 @pytest.mark.parametrize(
@@ -66,19 +66,14 @@ def test_the_shared_table_needs_whole_blocks() -> None:
     assert tie_block_size(100, 128) is None
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("tiny-gpt2"))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp16", "int8", "int4"])
 def test_cuda_graphs_are_fp16_with_fp32_logits_and_run(
-    precision: str, checkpoint: Path, tmp_path: Path
+    precision: str, random_checkpoint: Path, tmp_path: Path
 ) -> None:
     """The CUDA recipes' graphs, built and run here on the CPU provider."""
     recipe = recipe_for(precision, "cuda")
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_checkpoint(random_checkpoint)
     model = pipeline.build_graph(ckpt, recipe, tmp_path, Steps(total=4))
     proto = onnx.load(str(model))
     types = {
@@ -98,9 +93,9 @@ def test_cuda_graphs_are_fp16_with_fp32_logits_and_run(
 
 
 @pytest.mark.slow
-def test_int4_cpu_export_is_small_and_tied(checkpoint: Path, tmp_path: Path) -> None:
+def test_int4_cpu_export_is_small_and_tied(random_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "int4"
-    assert cli.main([str(checkpoint), str(out), "--precision", "int4", *GATE, *LOOSE]) == 0
+    assert cli.main([str(random_checkpoint), str(out), "--precision", "int4", *GATE, *LOOSE]) == 0
     manifest = read_manifest(out)
     assert manifest.quantization == "int4-weight-only" and manifest.dtype == "float32"
     assert manifest.graph["tied_embedding"] is True
@@ -110,11 +105,11 @@ def test_int4_cpu_export_is_small_and_tied(checkpoint: Path, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_bench_times_each_batch_and_stores_json(
-    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    random_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    assert cli.main([str(checkpoint), str(a), *GATE]) == 0
-    assert cli.main([str(checkpoint), str(b), "--precision", "int8", *GATE, *LOOSE]) == 0
+    assert cli.main([str(random_checkpoint), str(a), *GATE]) == 0
+    assert cli.main([str(random_checkpoint), str(b), "--precision", "int8", *GATE, *LOOSE]) == 0
     capsys.readouterr()
     argv = ["bench", str(a), str(b), "--batches", "1,3", "--prompt-tokens", "8",
             "--decode-steps", "2", "--repeats", "1", "--provider", "cpu"]  # fmt: skip

@@ -1,8 +1,8 @@
 """loadtest: pure figures with fixed inputs, and whole runs against a fake Generation server.
 
-The fake server (fixtures/loadtest/fake_server.py) streams on a fixed clock (first token
-after 50 ms, then one every 10 ms), so what the load tester measures can be checked against
-the truth.
+The fake server (tests/support/fake_server.py, the `fake_server` fixture) streams on a
+fixed clock (first token after 50 ms, then one every 10 ms), so what the load tester
+measures can be checked against the truth.
 """
 
 from __future__ import annotations
@@ -26,21 +26,9 @@ from loadtest.prompts import Prompt, PromptsError, read_prompts_file
 from loadtest.record import RequestRecord
 from loadtest.run import LoadResult, run_load_sync
 from loadtest.stats import Distribution, Figures, compute_figures
+from tests.support.fake_server import FIRST_S, GAP_S, TOKENS, FakeServer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-# ---------------------------------------------------------------- fake server
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "loadtest"))
-from fake_server import FIRST_S, GAP_S, TOKENS, FakeServer  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def fake():
-    server = FakeServer()
-    yield server
-    server.stop()
 
 
 def config_for(target: str, tmp_path: Path, **overrides) -> LoadConfig:
@@ -184,14 +172,14 @@ def test_cli_unreachable_target_is_exit_2(tmp_path, capsys):
 # ---------------------------------------------------------------- against the fake server
 
 
-def timed_runs(fake: FakeServer, tmp_path: Path) -> tuple[float, LoadResult]:
+def timed_runs(fake_server: FakeServer, tmp_path: Path) -> tuple[float, LoadResult]:
     """(the stack's own cost, the measured run).
 
     Client and server here are both Python on a small shared machine, so a token reaches the
     client 1-3 ms after the fake sends it. That cost is measured, not guessed: TTFT of
     streams whose first token comes after 5 ms, less 5 ms, under the same load."""
-    short = run_load_sync(config_for(fake.target, tmp_path, prompt="first_ms=5", warmup=4))
-    result = run_load_sync(config_for(fake.target, tmp_path, warmup=4))
+    short = run_load_sync(config_for(fake_server.target, tmp_path, prompt="first_ms=5", warmup=4))
+    result = run_load_sync(config_for(fake_server.target, tmp_path, warmup=4))
     return short.figures.ttft.p50 - 0.005, result
 
 
@@ -202,10 +190,10 @@ def timing_within_5_percent(stack_s: float, f: Figures) -> bool:
     )
 
 
-def test_measures_what_the_fake_server_does(fake, tmp_path):
-    stack_s, result = timed_runs(fake, tmp_path)
+def test_measures_what_the_fake_server_does(fake_server, tmp_path):
+    stack_s, result = timed_runs(fake_server, tmp_path)
     if not timing_within_5_percent(stack_s, result.figures):
-        stack_s, result = timed_runs(fake, tmp_path)  # one retry: other jobs share the CPUs
+        stack_s, result = timed_runs(fake_server, tmp_path)  # one retry: other jobs share the CPUs
     f = result.figures
     print(f"stack {stack_s * 1e3:.2f} ms, TTFT {f.ttft.scaled(1e3)}, ITL {f.itl.scaled(1e3)}")
     assert f.status_counts == {"OK": 20}
@@ -227,15 +215,15 @@ def test_measures_what_the_fake_server_does(fake, tmp_path):
     assert f.output_token_throughput == pytest.approx(f.request_throughput * TOKENS)
 
 
-def test_cli_run_writes_json_and_csv(fake, tmp_path, capsys):
+def test_cli_run_writes_json_and_csv(fake_server, tmp_path, capsys):
     from loadtest.cli import main
 
-    before = fake.calls()
+    before = fake_server.calls()
     workload = tmp_path / "mixed.jsonl"
     workload.write_text('{"prompt": "Hello there"}\n{"question": "How?"}\n')
-    args = ["--target", fake.target, "--concurrency", "2", "--requests", "6", "--warmup", "2",
-            "--max-new-tokens", "10", "--prompts-file", str(workload), "--no-progress",
-            "--out", str(tmp_path / "reports")]  # fmt: skip
+    args = ["--target", fake_server.target, "--concurrency", "2", "--requests", "6",
+            "--warmup", "2", "--max-new-tokens", "10", "--prompts-file", str(workload),
+            "--no-progress", "--out", str(tmp_path / "reports")]  # fmt: skip
     assert main(args) == 0
     stdout = capsys.readouterr().out.strip().splitlines()
     assert "TTFT" in "\n".join(stdout) and "status        OK 6" in stdout
@@ -265,7 +253,7 @@ def test_cli_run_writes_json_and_csv(fake, tmp_path, capsys):
     assert {r["status"] for r in rows} == {"OK"}
     assert rows[0]["ttft_ms"] and not rows[1]["ttft_ms"]
     assert 140 <= float(rows[0]["e2e_ms"]) < 3 * 140  # 50 ms + 9 x 10 ms, plus the stack
-    assert fake.calls() - before == 6 + 2  # measured + warmup
+    assert fake_server.calls() - before == 6 + 2  # measured + warmup
 
 
 def test_resource_exhausted_is_counted_not_fatal(tmp_path):
@@ -283,10 +271,10 @@ def test_resource_exhausted_is_counted_not_fatal(tmp_path):
     assert (f.ttft.count, f.e2e.count, f.output_tokens) == (15, 15, 15 * TOKENS)
 
 
-def test_deadline_exceeded_everywhere_exits_1(fake, tmp_path, capsys):
+def test_deadline_exceeded_everywhere_exits_1(fake_server, tmp_path, capsys):
     from loadtest.cli import main
 
-    args = ["--target", fake.target, "--requests", "4", "--timeout", "0.08",
+    args = ["--target", fake_server.target, "--requests", "4", "--timeout", "0.08",
             "--no-progress", "--out", str(tmp_path)]  # fmt: skip
     assert main(args) == 1
     out = capsys.readouterr()
@@ -295,28 +283,30 @@ def test_deadline_exceeded_everywhere_exits_1(fake, tmp_path, capsys):
     assert report["status_counts"] == {"DEADLINE_EXCEEDED": 4}
 
 
-def test_duration_bounds_the_run(fake, tmp_path):
-    result = run_load_sync(config_for(fake.target, tmp_path, requests=None, duration_s=0.4))
+def test_duration_bounds_the_run(fake_server, tmp_path):
+    result = run_load_sync(config_for(fake_server.target, tmp_path, requests=None, duration_s=0.4))
     # 2 waves of 4 start before 0.28 s, a third before 0.4 s; in-flight ones finish
     assert 8 <= result.figures.requests <= 16
     assert result.wall_s < 0.4 + 0.3
     assert result.figures.ok == result.figures.requests
 
 
-def test_requests_go_round_robin_to_several_targets(fake, tmp_path):
+def test_requests_go_round_robin_to_several_targets(fake_server, tmp_path):
     other = FakeServer()
     try:
-        before = fake.calls()
-        config = config_for(fake.target, tmp_path, requests=8, concurrency=4)
-        result = run_load_sync(dataclasses.replace(config, targets=(fake.target, other.target)))
+        before = fake_server.calls()
+        config = config_for(fake_server.target, tmp_path, requests=8, concurrency=4)
+        result = run_load_sync(
+            dataclasses.replace(config, targets=(fake_server.target, other.target))
+        )
         assert result.figures.status_counts == {"OK": 8}
-        assert (fake.calls() - before, other.calls()) == (4, 4)
+        assert (fake_server.calls() - before, other.calls()) == (4, 4)
     finally:
         other.stop()
 
 
-def test_client_helper_answers_and_describes_the_model(fake):
-    with connect(fake.target) as client:
+def test_client_helper_answers_and_describes_the_model(fake_server):
+    with connect(fake_server.target) as client:
         text, reply = client.answer("How do I reset?", max_new_tokens=8, temperature=0.0)
         assert text == "answer to How do I reset?"
         assert reply.usage.completion_tokens == 3

@@ -4,7 +4,7 @@ colours in it.
 
 Chromium is driven over the DevTools protocol on a pipe (--remote-debugging-pipe: JSON
 messages, NUL-terminated, on fds 3 and 4), so no websocket library is needed. Skipped only
-when no Chromium is installed (Debian: `apt-get install -y chromium`).
+when no Chromium is installed (`make test` installs Debian's `chromium` as root).
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import contextlib
 import json
 import os
 import select
-import shutil
 import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -25,22 +23,16 @@ import numpy as np
 import pytest
 
 from loadtest.cli import main
+from tests.support import tools
+from tests.support.fake_server import FakeServer
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "loadtest"))
-from fake_server import FakeServer  # noqa: E402
-
-CHROMIUM = next(
-    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
-)
+CHROMIUM = tools.path("chromium")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--disable-sync",
          "--remote-debugging-pipe", "--window-size=1300,2400")  # fmt: skip
 E2E_DARK = (0x08, 0x51, 0x9C)  # html_report's e2e p99 line
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="Chromium is not installed (Debian/Ubuntu: apt-get install -y chromium)",
-)
+pytestmark = tools.requires("chromium")
 
 
 class DevTools:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +20,7 @@ import pytest
 from loadtest.config import LoadConfig
 from loadtest.run import LoadResult, run_load_sync
 from loadtest.specs import parse_schedule
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "loadtest"))
-from fake_server import TOKENS, FakeServer  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def fake():
-    with FakeServer() as server:
-        yield server
+from tests.support.fake_server import TOKENS, FakeServer
 
 
 def open_config(target: str, tmp_path: Path, **kw) -> LoadConfig:
@@ -36,8 +28,10 @@ def open_config(target: str, tmp_path: Path, **kw) -> LoadConfig:
     return LoadConfig(targets=(target,), **{**settings, **kw})
 
 
-def test_poisson_send_rate_within_3_percent_over_2000_requests(fake, tmp_path):
-    config = open_config(fake.target, tmp_path, rate=800.0, requests=2000, rpc="unary", seed=1)
+def test_poisson_send_rate_within_3_percent_over_2000_requests(fake_server, tmp_path):
+    config = open_config(
+        fake_server.target, tmp_path, rate=800.0, requests=2000, rpc="unary", seed=1
+    )
     result = run_load_sync(config)
     f = result.figures
     gaps = np.diff(np.sort([r.scheduled_s for r in result.records]))  # the schedule kept
@@ -75,23 +69,38 @@ def test_no_coordinated_omission_against_a_slow_server(tmp_path):
     assert f.e2e.p50 > 5 * c.e2e.p50
 
 
-def test_open_loop_warmup_and_schedule(fake, tmp_path):
-    before = fake.calls()
-    config = open_config(fake.target, tmp_path, schedule=parse_schedule("100:0.3s,200:0.3s"),
+@pytest.fixture
+def clock_at_6000_s(monkeypatch):
+    """perf_counter as on a machine up 100 minutes. Far from 0, the difference of two clock
+    readings rounds by ~1e-12 s either way: a check sitting on a schedule instant would fail
+    there every run (it did), so this test runs there on every machine."""
+    real = time.perf_counter
+    zero = real()
+    monkeypatch.setattr(time, "perf_counter", lambda: real() - zero + 6000.0)
+
+
+def test_open_loop_warmup_and_schedule(fake_server, tmp_path, clock_at_6000_s):
+    before = fake_server.calls()
+    config = open_config(fake_server.target, tmp_path, schedule=parse_schedule("100:0.3s,200:0.3s"),
                          arrival="constant", warmup=10)  # fmt: skip
     result = run_load_sync(config)
     assert [r.index for r in result.records] == list(range(90))  # 30 + 60
     assert sorted(r.index for r in result.warmup_records) == list(range(-10, 0))
     assert all(r.start_s < 0 for r in result.warmup_records)  # before the measured start
     starts = np.array([r.scheduled_s for r in result.records])
-    assert np.histogram(starts, bins=[0, 0.3, 0.6])[0].tolist() == [30, 60]
+    # constant arrivals: every 10 ms for 0.3 s, then every 5 ms; in 5 ms ticks, exactly
+    ticks = np.rint(starts / 0.005)
+    assert np.abs(starts - ticks * 0.005).max() < 1e-6
+    assert ticks.astype(int).tolist() == [*range(0, 60, 2), *range(60, 120)]
+    # counted per phase with the bin edges half a gap away from any send time
+    assert np.histogram(starts, bins=[-0.005, 0.295, 0.5975])[0].tolist() == [30, 60]
     assert result.figures.status_counts == {"OK": 90}
-    assert fake.calls() - before == 100
+    assert fake_server.calls() - before == 100
 
 
-def test_closed_loop_over_two_worker_processes(fake, tmp_path):
+def test_closed_loop_over_two_worker_processes(fake_server, tmp_path):
     seen = []
-    config = open_config(fake.target, tmp_path, requests=20, concurrency=4, workers=2)
+    config = open_config(fake_server.target, tmp_path, requests=20, concurrency=4, workers=2)
     result = run_load_sync(config, on_record=seen.append)
     assert [r.index for r in result.records] == list(range(20))
     assert {r.worker for r in result.records} == {0, 1}
@@ -106,10 +115,10 @@ def capacity_run(target: str, tmp_path: Path) -> LoadResult:
     return run_load_sync(config)
 
 
-def test_two_workers_sustain_1500_requests_per_second(fake, tmp_path):
-    result = capacity_run(fake.target, tmp_path)
+def test_two_workers_sustain_1500_requests_per_second(fake_server, tmp_path):
+    result = capacity_run(fake_server.target, tmp_path)
     if result.warnings:  # one retry: other jobs share these CPUs
-        result = capacity_run(fake.target, tmp_path)
+        result = capacity_run(fake_server.target, tmp_path)
     f = result.figures
     cpu = ", ".join(f"{w.cpu_share:.0%}" for w in result.workers)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

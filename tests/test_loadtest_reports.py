@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,7 @@ from loadtest.cli import main
 from loadtest.config import LoadConfig
 from loadtest.prompts import WORDS, synthetic_workload
 from loadtest.specs import parse_length
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "loadtest"))
-from fake_server import FIRST_S, TOKENS, FakeServer  # noqa: E402
+from tests.support.fake_server import FIRST_S, TOKENS, FakeServer
 
 TEMPLATE = "Question: {question}\nAnswer:"
 

@@ -8,15 +8,12 @@ Test certificates: fixtures/loadtest/tls (see its README).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from loadtest.cli import main
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "loadtest"))
-from fake_server import TLS_DIR, FakeServer  # noqa: E402
+from tests.support.fake_server import TLS_DIR, FakeServer
 
 TOKEN = "t0ken-for-tests"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,18 +21,16 @@ from loadtest.cli import main as loadtest_main
 from loadtest.server_metrics import Snapshot, fetch, parse
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
-from server.process import ServerProcess
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "observability"))
-from prom_server import (  # noqa: E402
+from tests.support import tools
+from tests.support.prom_server import (
     Expression,
     Prometheus,
     alert_expressions,
     config_for,
     dashboard_expressions,
-    missing_reason,
     without_threshold,
 )
+from tests.support.servers import serving
 
 pytestmark = pytest.mark.slow
 METRICS_PATH = "/kvserve/metrics"  # not the default, so the flag is exercised
@@ -45,9 +42,8 @@ QUERY_LOG = os.environ.get("KVSERVE_QUERY_LOG")
 def server(tiny_artifact, tmp_path_factory):
     log = tmp_path_factory.mktemp("obs") / "server.log"
     extra = ["--log-format", "json", "--metrics-path", METRICS_PATH, "--max-batch-size", "8"]
-    process = ServerProcess.start(tiny_artifact, log, extra)
-    yield process
-    assert process.stop() == 0, log.read_text()[-3000:]
+    with serving(tiny_artifact, log, extra) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +59,7 @@ def stub(server):
 
 @pytest.fixture(scope="module")
 def prometheus(server, tmp_path_factory):
-    if (reason := missing_reason()) is not None:
+    if (reason := tools.missing("prometheus", "promtool")) is not None:
         pytest.skip(reason)
     config = config_for(f"127.0.0.1:{server.metrics_port}", METRICS_PATH)
     prom = Prometheus.start(config, tmp_path_factory.mktemp("prometheus"))

@@ -8,10 +8,8 @@ import io
 import json
 import logging
 import re
-import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
@@ -20,9 +18,8 @@ from server import logs
 from server.cli import parse_args
 from server.metrics import Metrics
 from server.request import FinishReason, StreamEvent, Timing
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "observability"))
-from prom_server import (  # noqa: E402
+from tests.support import tools
+from tests.support.prom_server import (
     ALERTS_TEST_YML,
     ALERTS_YML,
     DASHBOARD,
@@ -30,11 +27,10 @@ from prom_server import (  # noqa: E402
     PROMETHEUS_YML,
     alert_expressions,
     dashboard_expressions,
-    missing_reason,
     promtool,
 )
 
-needs_promtool = pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))
+needs_promtool = tools.requires("promtool")
 DESIGN_SERIES = [  # DESIGN.md, "Metrics": every one has a panel
     "kvserve_requests_total", "kvserve_request_duration_seconds",
     "kvserve_time_to_first_token_seconds", "kvserve_inter_token_latency_seconds",

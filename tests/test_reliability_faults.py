@@ -102,7 +102,8 @@ def test_decode_error_fails_only_that_steps_requests(tiny_artifact, caplog):
             await first_token(a)
             await first_token(b)
             c = stub.GenerateStream(stream_request("req-c", 5))  # waits: the batch is full
-            await asyncio.sleep(0.02)
+            while not server.engine.scheduler.waiting:  # c queued (a sleep guesses how long)
+                await asyncio.sleep(0.001)
             runner.fail_next = "decode"
             results = await asyncio.gather(outcome(a), outcome(b), outcome(c))
             after = await stub.Generate(stream_request("req-d", 4))

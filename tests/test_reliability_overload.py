@@ -18,8 +18,8 @@ import pytest
 
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
-from server.process import ServerProcess
-from tests.reliability_support import engine_idle, wait_until
+from tests.support.reliability import engine_idle, wait_until
+from tests.support.servers import serving
 
 pytestmark = pytest.mark.slow
 BATCH, QUEUE, TOKENS = 2, 8, 48
@@ -35,9 +35,8 @@ class Outcome:
 def server(tiny_artifact, tmp_path_factory):
     log = tmp_path_factory.mktemp("overload") / "server.log"
     extra = ["--max-batch-size", str(BATCH), "--max-queue", str(QUEUE), "--threads", "1"]
-    process = ServerProcess.start(tiny_artifact, log, extra)
-    yield process
-    assert process.stop() == 0, log.read_text()[-3000:]
+    with serving(tiny_artifact, log, extra) as process:
+        yield process
 
 
 def request(i: int) -> pb.GenerateRequest:

@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 from artifact import read_manifest
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
-from server.process import ServerProcess
-from tests.reliability_support import engine_idle, metric, wait_until
+from tests.support.reliability import engine_idle, metric, wait_until
+from tests.support.servers import serving
 
 pytestmark = pytest.mark.slow
-FIXTURES = Path(__file__).parent / "fixtures" / "reliability"
+ROOT = Path(__file__).resolve().parents[1]
 NEW_TOKENS_LIMIT = 1024  # the server's default --max-new-tokens-limit
 
 
@@ -36,9 +36,8 @@ NEW_TOKENS_LIMIT = 1024  # the server's default --max-new-tokens-limit
 def server(tiny_artifact, tmp_path_factory):
     log = tmp_path_factory.mktemp("reliability") / "server.log"
     extra = ["--max-batch-size", "8", "--max-queue", "512", "--default-max-new-tokens", "4"]
-    process = ServerProcess.start(tiny_artifact, log, extra)
-    yield process
-    assert process.stop() == 0, log.read_text()[-3000:]
+    with serving(tiny_artifact, log, extra) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -247,10 +246,10 @@ def test_killed_clients_free_every_slot(server):
     url = server.metrics_url
     tokens_before = metric(url, "kvserve_generated_tokens_total")
     admitted_before = metric(url, "kvserve_queue_wait_seconds_count")
-    script = str(FIXTURES / "stream_clients.py")
     clients = [
         subprocess.Popen(
-            [sys.executable, script, server.target, "25"],
+            [sys.executable, "-m", "tests.support.stream_clients", server.target, "25"],
+            cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -25,7 +25,7 @@ from loadtest.record import RequestRecord
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.process import ServerProcess
-from tests.reliability_support import metric
+from tests.support.reliability import metric
 
 pytestmark = pytest.mark.slow
 
@@ -98,13 +98,30 @@ def test_readme_round_robin_channel_spreads_over_replicas(replicas):
     assert sum(served) == 16 and min(served) >= 4, served
 
 
+def request_seconds(server: ServerProcess, tokens: int) -> float:
+    """One `tokens`-token Generate on `server`, alone: the median of three, in seconds."""
+    prompt = "Question: how long?\nAnswer:"
+    request = pb.GenerateRequest(prompt=prompt, max_new_tokens=tokens, ignore_eos=True)
+    times = []
+    with grpc.insecure_channel(server.target) as channel:
+        stub = pb_grpc.GenerationStub(channel)
+        for _ in range(3):
+            start = time.perf_counter()
+            stub.Generate(request, timeout=30)
+            times.append(time.perf_counter() - start)
+    return sorted(times)[1]
+
+
 def test_sigterm_mid_run_loses_no_request(replicas):
     """Open loop over both; replica b gets SIGTERM at a moment it has a request in flight.
     That request must finish in full; later ones to it get UNAVAILABLE."""
     a, b = replicas
-    # The tiny model makes a token in ~0.4 ms: 96 tokens take longer than the 25 ms between
-    # two requests to b, so b always has one in flight.
-    rate, tokens = 80.0, 96
+    # b must always have a request in flight, on a fast machine or a slow one: the rate is set
+    # from one request's time here (D), so b's requests go D/4 apart, and one counts as in
+    # flight once it was due D/4 ago (sent: send lag is far below that) and is not back.
+    tokens = 96
+    seconds = request_seconds(b, tokens)
+    rate, sent_slack = 8.0 / seconds, seconds / 4
     done: set[int] = set()
     stop_at: list[float] = []  # when b got SIGTERM, on the records' clock
 
@@ -112,7 +129,7 @@ def test_sigterm_mid_run_loses_no_request(replicas):
         done.add(record.index)
         now = record.end_s
         # constant arrivals: request i is sent at i / rate, to target i mod 2 (odd: b)
-        sent_to_b = range(1, int((now - 0.02) * rate) + 1, 2)
+        sent_to_b = range(1, int((now - sent_slack) * rate) + 1, 2)
         if not stop_at and record.index >= 8 and any(i not in done for i in sent_to_b):
             b.process.send_signal(signal.SIGTERM)
             stop_at.append(now)

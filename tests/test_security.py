@@ -18,8 +18,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.auth import BearerAuthInterceptor, TokenFileError, TokenStore, bearer_token
-from server.process import ServerProcess
-from tests.reliability_support import Certs, make_certs, metric, tls_channel, wait_until
+from tests.support.reliability import Certs, make_certs, metric, tls_channel, wait_until
+from tests.support.servers import serving
 
 TOKENS = ("tok-alpha-3f9c2e", "tok-beta-77d1a0")
 NEW_TOKEN = "tok-gamma-c0ffee"
@@ -47,10 +47,8 @@ def tls_server(tiny_artifact, certs, token_file, tmp_path_factory):
     extra = ["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key),
              "--auth-token-file", str(token_file), "--auth-exempt-health", "true",
              "--log-level", "DEBUG"]  # fmt: skip
-    server = ServerProcess.start(tiny_artifact, log, extra,
-                                 channel=lambda t: tls_channel(t, certs.ca))  # fmt: skip
-    yield server
-    assert server.stop() == 0
+    with serving(tiny_artifact, log, extra, channel=lambda t: tls_channel(t, certs.ca)) as server:
+        yield server
     text = log.read_text()
     assert "security: TLS, bearer tokens (2), health open" in text
     for secret in (*TOKENS, NEW_TOKEN):  # secrets never reach the log, even at DEBUG
@@ -63,10 +61,8 @@ def mtls_server(tiny_artifact, certs, token_file, tmp_path_factory):
     extra = ["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key),
              "--tls-client-ca", str(certs.ca), "--auth-token-file", str(token_file)]  # fmt: skip
     client = lambda t: tls_channel(t, certs.ca, certs.client_cert, certs.client_key)  # noqa: E731
-    server = ServerProcess.start(tiny_artifact, log, extra, channel=client,
-                                 metadata=auth(TOKENS[0]))  # fmt: skip
-    yield server
-    assert server.stop() == 0
+    with serving(tiny_artifact, log, extra, channel=client, metadata=auth(TOKENS[0])) as server:
+        yield server
     assert all(t not in log.read_text() for t in TOKENS)
 
 

@@ -10,7 +10,7 @@ import pytest
 from artifact import PromptTemplate
 from training.cli import build_parser, main
 from training.collator import PadCollator
-from training.data import DataError, QAExample, load_examples, split_examples
+from training.data import DataError, QAExample, load_data, split_examples
 from training.formatting import IGNORE_INDEX, encode_example
 from training.tokenizer import train_bpe_tokenizer
 
@@ -112,7 +112,7 @@ def test_jsonl_loads_with_defaults_and_splits(tmp_path: Path) -> None:
         '{"question": "Q2", "answer": 42, "context": "C"}',
         '{"question": "Q3", "answer": "A3", "split": "heldout"}',
     )
-    examples = load_examples(path)
+    examples = load_data(path).examples
     assert examples[0] == QAExample("Q1", "A1", split="train", fact_id="f1")
     assert examples[1] == QAExample("Q2", "42", context="C", split="train")
     train, heldout = split_examples(examples)
@@ -122,7 +122,7 @@ def test_jsonl_loads_with_defaults_and_splits(tmp_path: Path) -> None:
 
 def test_csv_loads(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "qa.csv", "question,answer,split", "Q1,A1,train", '"Q,2",A2,')
-    assert load_examples(path) == [QAExample("Q1", "A1"), QAExample("Q,2", "A2")]
+    assert load_data(path).examples == [QAExample("Q1", "A1"), QAExample("Q,2", "A2")]
 
 
 @pytest.mark.parametrize(
@@ -146,17 +146,17 @@ def test_bad_data_raises_one_line_error(
 ) -> None:
     path = write_lines(tmp_path / name, *lines)
     with pytest.raises(DataError, match=message) as info:
-        load_examples(path)
+        load_data(path)
     assert "\n" not in str(info.value)
 
 
 def test_missing_and_non_utf8_files(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
-        load_examples(tmp_path / "nope.jsonl")
+        load_data(tmp_path / "nope.jsonl")
     bad = tmp_path / "latin1.jsonl"
     bad.write_bytes('{"question": "caf\xe9", "answer": "a"}\n'.encode("latin-1"))
     with pytest.raises(DataError, match="not UTF-8"):
-        load_examples(bad)
+        load_data(bad)
 
 
 # --- CLI ----------------------------------------------------------------------------------
@@ -208,8 +208,8 @@ def test_test_preset_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
+    from tests.support.training import make_test_checkpoint
     from training.evaluate import generate_answers
-    from training.testing import make_test_checkpoint
 
     ckpt = make_test_checkpoint(tmp_path / "ckpt")
     names = {p.name for p in ckpt.iterdir()}
@@ -250,7 +250,7 @@ def test_test_preset_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cli_trains_and_reloads_from_its_own_checkpoint(tmp_path: Path, capsys) -> None:
-    from training.testing import make_test_checkpoint, write_sample_data
+    from tests.support.training import make_test_checkpoint, write_sample_data
 
     first = make_test_checkpoint(tmp_path / "first")
     data = write_sample_data(tmp_path / "qa.jsonl")

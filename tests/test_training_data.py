@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from training.cli import main
-from training.data import UNANSWERABLE, DataError, QAExample, load_data, load_examples
+from training.data import UNANSWERABLE, DataError, QAExample, load_data
 from training.hub import looks_like_hub_id, split_map
 
 FIXTURES = Path(__file__).parent / "fixtures" / "training"
@@ -43,7 +43,7 @@ def test_squad_v2_skips_unanswerable_with_a_count() -> None:
 
 
 def test_squad_rows_take_the_callers_default_split() -> None:
-    examples = load_examples(FIXTURES / "squad_v1.json", default_split="heldout")
+    examples = load_data(FIXTURES / "squad_v1.json", default_split="heldout").examples
     assert {e.split for e in examples} == {"heldout"}
 
 
@@ -102,7 +102,7 @@ def test_hub_id_goes_to_load_dataset(monkeypatch) -> None:
         )
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    examples = load_examples("someone/support-qa")
+    examples = load_data("someone/support-qa").examples
     assert calls == ["someone/support-qa"]
     assert examples == [
         QAExample("Q1", "A1"),

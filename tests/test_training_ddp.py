@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from training.testing import write_sample_data
+from tests.support.training import write_sample_data
 from training.train import CHECKPOINTS_DIR, REPORT_FILE
 
 ROOT = Path(__file__).resolve().parents[1]

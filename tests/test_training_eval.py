@@ -25,7 +25,7 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from training.testing import make_test_checkpoint
+    from tests.support.training import make_test_checkpoint
 
     return make_test_checkpoint(tmp_path_factory.mktemp("eval") / "ckpt")
 

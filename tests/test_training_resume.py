@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.training import write_sample_data
 from training import train as train_module
 from training.callbacks import JsonLinesLog
 from training.cli import INTERRUPTED_EXIT, main
-from training.testing import write_sample_data
 from training.train import CHECKPOINTS_DIR, LOG_FILE, REPORT_FILE
 
 ROOT = Path(__file__).resolve().parents[1]

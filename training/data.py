@@ -27,7 +27,6 @@ __all__ = [
     "QAData",
     "QAExample",
     "load_data",
-    "load_examples",
     "split_examples",
 ]
 
@@ -49,7 +48,3 @@ def load_data(source: Path | str, default_split: str = "train") -> QAData:
         why = "every row was skipped" if data.skipped else "the file is empty"
         raise DataError(f"{data.source}: no examples ({why})")
     return data
-
-
-def load_examples(source: Path | str, default_split: str = "train") -> list[QAExample]:
-    return load_data(source, default_split).examples

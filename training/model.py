@@ -43,6 +43,9 @@ def load_model(
     """`base == "tiny"`: build from scratch (tokenizer trained on `examples`); else load it."""
     bundle = build_tiny(examples, template, spec) if base == TINY else load_pretrained(base)
     _tie_pad_to_eos(bundle)
+    # transformers picks the loss from the class name, and "GPT2LMHeadModel" names none: it
+    # warns, then uses the causal-LM loss. Name that loss so it needs no warning.
+    bundle.model.loss_type = "ForCausalLM"
     return bundle
 
 

@@ -17,6 +17,8 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 from transformers import (
     EarlyStoppingCallback,
+    PrinterCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -33,7 +36,7 @@ from transformers.trainer_utils import TrainOutput
 
 from artifact import PromptTemplate
 from training.augment import augment
-from training.callbacks import GracefulStop, JsonLinesLog
+from training.callbacks import EpochLines, GracefulStop, JsonLinesLog
 from training.collator import PadCollator
 from training.config import TrainConfig
 from training.data import load_data
@@ -155,7 +158,7 @@ def train(config: TrainConfig) -> Path:
     base = str(resume_from) if resume_from else config.base
     bundle = load_model(base, rows.train + rows.extra, config.template, preset.tiny)
     encoded = encode_rows(bundle, config.template, rows, preset.max_length, str(config.data))
-    with GracefulStop() as stop:
+    with GracefulStop() as stop, _tied_head_not_reported_missing(bundle.model):
         trainer = _build_trainer(preset, config, out, bundle, encoded, stop)
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     fetched = trainer.train_dataset.fetched
@@ -180,6 +183,28 @@ def train(config: TrainConfig) -> Path:
     if not config.keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS_DIR, ignore_errors=True)
     return out
+
+
+class _TiedHeadMessage(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "missing keys in the checkpoint model loaded: ['lm_head.weight']" not in (
+            record.getMessage()
+        )
+
+
+@contextmanager
+def _tied_head_not_reported_missing(model) -> Iterator[None]:
+    """GPT-2's lm_head is the embedding matrix (tied), stored once in a checkpoint; loading the
+    best epoch back, the Trainer warns that lm_head.weight is missing although it was loaded
+    with the embedding. Drop that one warning, only while the two are the same tensor."""
+    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    trainer_log, quiet = logging.getLogger("transformers.trainer"), _TiedHeadMessage()
+    if tied:
+        trainer_log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        trainer_log.removeFilter(quiet)
 
 
 def load_rows(config: TrainConfig, preset: Preset) -> Rows:
@@ -234,6 +259,7 @@ def _training_args(
         dataloader_pin_memory=cuda,
         ddp_find_unused_parameters=False,  # every GPT-2 parameter gets a gradient
         report_to="none",
+        disable_tqdm=True,  # EpochLines draws the one bar; the Trainer's nest an eval bar
     )
 
 
@@ -269,10 +295,10 @@ def _build_trainer(
     stop: GracefulStop,
 ) -> Trainer:
     has_eval = bool(encoded.heldout)
-    callbacks: list[TrainerCallback] = [JsonLinesLog(out / LOG_FILE), stop]
+    callbacks: list[TrainerCallback] = [JsonLinesLog(out / LOG_FILE), EpochLines(), stop]
     if has_eval and preset.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(preset.early_stopping_patience))
-    return Trainer(
+    trainer = Trainer(
         model=bundle.model,
         args=_training_args(preset, config, out, has_eval),
         train_dataset=EncodedDataset(encoded.train),
@@ -281,6 +307,8 @@ def _build_trainer(
         processing_class=bundle.tokenizer,  # so checkpoints carry the tokenizer files
         callbacks=callbacks,
     )
+    trainer.remove_callback(PrinterCallback)  # print(logs) of every entry: EpochLines instead
+    return trainer
 
 
 def _report(

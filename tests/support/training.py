@@ -1,6 +1,6 @@
-"""Helpers for other stages' tests: a small QA file and a checkpoint made from it in seconds.
+"""A small QA file and a checkpoint made from it in seconds, for the tests of every stage.
 
-from training.testing import make_test_checkpoint
+from tests.support.training import make_test_checkpoint
 ckpt = make_test_checkpoint(tmp_path / "ckpt")  # HF checkpoint dir, `test` preset
 """
 

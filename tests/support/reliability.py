@@ -1,7 +1,4 @@
-"""Helpers for the reliability and security tests: certificates, metrics, polling.
-
-Not a test module (no test_ prefix); the test modules import it as tests.reliability_support.
-"""
+"""Helpers for the reliability and security tests: certificates, metrics, polling."""
 
 from __future__ import annotations
 
