@@ -34,8 +34,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -161,18 +163,8 @@ def prepare(system: System, checkpoint: Path, workdir: Path) -> Path:
 def export_openvino(checkpoint: Path, out: Path, weights: str) -> Path:
     if not (out / "openvino_model.xml").exists():
         cli = VENVS["openvino"] / "bin" / "optimum-cli"
-        args = [
-            str(cli),
-            "export",
-            "openvino",
-            "--model",
-            str(checkpoint),
-            "--task",
-            "text-generation-with-past",
-            "--weight-format",
-            weights,
-            str(out),
-        ]
+        args = [str(cli), "export", "openvino", "--task", "text-generation-with-past"]
+        args += ["--model", str(checkpoint), "--weight-format", weights, str(out)]
         log = out.with_suffix(".export.log")
         with log.open("wb") as f:
             done = subprocess.run(args, stdout=f, stderr=subprocess.STDOUT, env=peer_env())
@@ -191,16 +183,8 @@ def run_system(system: System, model: Path, jobs: list[Job], settings: Settings)
 
 
 def run_kvserve(system: System, artifact: Path, jobs: list[Job], settings: Settings) -> Run:
-    flags = [
-        "--max-batch-size",
-        str(settings.concurrency),
-        "--threads",
-        str(settings.threads),
-        "--max-queue",
-        "1024",
-        "--max-new-tokens-limit",
-        "1024",
-    ]
+    flags = ["--max-batch-size", str(settings.concurrency), "--threads", str(settings.threads)]
+    flags += ["--max-queue", "1024", "--max-new-tokens-limit", "1024"]
     started = time.perf_counter()
     server = ServerProcess.start(artifact, settings.workdir / f"{system.name}.log", flags, 300)
     try:
@@ -257,8 +241,15 @@ def run_peer(system: System, model: Path, jobs: list[Job], settings: Settings) -
             stderr=log,
             text=True,
             env=peer_env(system, settings.threads),
+            start_new_session=True,  # its own process group: a kill reaches the engine's children
         )
-        watchdog = threading.Timer(settings.timeout_s, process.kill)
+
+        def kill() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+        expired = threading.Event()
+        watchdog = threading.Timer(settings.timeout_s, lambda: (expired.set(), kill()))
         watchdog.start()
         try:
             ready = process.stdout.readline().strip() == READY
@@ -271,11 +262,12 @@ def run_peer(system: System, model: Path, jobs: list[Job], settings: Settings) -
             memory = watch.stop() if watch else None
         finally:
             watchdog.cancel()
-            if process.poll() is None:
-                process.kill()
+            kill()  # whatever of the group is left (an engine's straggling children)
+            process.wait()
     if code != 0 or not ready:
+        why = f"killed after --timeout {settings.timeout_s:g} s" if expired.is_set() else "failed"
         raise RuntimeError(
-            f"{system.name} worker failed (exit {code}), log {log_path}:\n"
+            f"{system.name} worker {why} (exit {code}), log {log_path}:\n"
             + log_path.read_text(errors="replace")[-4000:]
         )
     out = WorkerResult.read(result_path)
@@ -555,8 +547,70 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def say(message: str) -> None:
-    print(f"[peers {time.strftime('%H:%M:%S')}] {message}", flush=True)
+def say(message: str, end: str = "\n") -> None:
+    print(f"[peers {time.strftime('%H:%M:%S')}] {message}", end=end, flush=True)
+
+
+def run_rounds(
+    systems: list[str], models: dict[str, Path], jobs: list[Job], rounds: int, settings: Settings
+) -> tuple[dict[str, list[Run]], dict[str, str]]:
+    """Every system once a round, who goes first alternating; a system that fails is reported
+    and left out of later rounds, the others go on."""
+    done: dict[str, list[Run]] = {name: [] for name in systems}
+    failed: dict[str, str] = {}
+    for round_ in range(rounds):
+        order = systems[::-1] if round_ % 2 else systems
+        for name in (n for n in order if n not in failed):
+            say(f"round {round_ + 1}/{rounds} {name} ... load average {os.getloadavg()[0]:.2f}")
+            try:
+                run = run_system(SYSTEMS[name], models[name], jobs, settings)
+            except (RuntimeError, TimeoutError, OSError) as e:
+                failed[name] = str(e)
+                say(f"  {name} FAILED, left out from here on:\n{e}")
+                continue
+            done[name].append(run)
+            rss = f", peak RSS {run.memory.peak_rss_bytes / 2**20:.0f} MB" if run.memory else ""
+            r = run.result
+            say(f"  {name}: {r.tokens_per_s:.1f} tok/s in {r.seconds:.1f} s ", end="")
+            print(f"(setup {run.setup_s:.0f} s{rss})", flush=True)
+    return {name: runs for name, runs in done.items() if runs}, failed
+
+
+def print_report(
+    args: argparse.Namespace,
+    jobs: list[Job],
+    rates: dict[str, float],
+    flops_per_token: int,
+    rounds: dict[str, list[Run]],
+    failed: dict[str, str],
+) -> None:
+    peak = max(rates.values())
+    prompt_total = sum(len(j.prompt_ids) for j in jobs)
+    new_total = sum(j.new_tokens for j in jobs)
+    print(f"\n{len(jobs)} requests, {prompt_total} prompt + {new_total} generated tokens, ", end="")
+    print(f"{args.concurrency} at once, {args.threads} threads, {args.rounds} round(s), medians")
+    shapes = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in rates.items())
+    print(f"roofline: ONNX Runtime fp32 MatMul (MLAS) {shapes} GFLOP/s; peak {peak / 1e9:.0f}")
+    weights_m = flops_per_token / 2 / 1e6
+    print(f"% roof = (prompt + generated tokens)/s x 2 x {weights_m:.1f}M matmul weights / peak")
+    print("  (attention FLOPs left out; the LM head counted for prompt tokens too)\n")
+    medians = {name: median_run(runs) for name, runs in rounds.items()}
+    if medians:
+        print_table(medians, flops_per_token, peak)
+    if args.rounds > 1 and rounds:
+        print("\ntok/s per round")
+        for name, runs in rounds.items():
+            print(f"  {name:<16}" + ", ".join(f"{r.result.tokens_per_s:.1f}" for r in runs))
+    found = ratios(medians)
+    if found:
+        print("\ntok/s ratios (median rounds)")
+        for key, value in found.items():
+            print(f"  {key:<32}{value:.2f}")
+    if args.memory:
+        print("\nmemory: peak summed RSS of each serving process tree, sampled every ", end="")
+        print(f"{args.poll_interval} s by a separate poller (its CPU seconds above)")
+    for name, error in failed.items():
+        print(f"\n{name} FAILED: {error.splitlines()[0] if error else ''}")
 
 
 def main() -> int:
@@ -575,62 +629,17 @@ def main() -> int:
     settings = Settings(
         args.threads, args.concurrency, args.workdir, args.memory, args.poll_interval, args.timeout
     )
-    rounds: dict[str, list[Run]] = {name: [] for name in args.systems}
-    for round_ in range(args.rounds):
-        order = args.systems[::-1] if round_ % 2 else args.systems  # who goes first alternates
-        for name in order:
-            say(
-                f"round {round_ + 1}/{args.rounds} {name} ... load average {os.getloadavg()[0]:.2f}"
-            )
-            run = run_system(SYSTEMS[name], models[name], jobs, settings)
-            rounds[name].append(run)
-            rss = f", peak RSS {run.memory.peak_rss_bytes / 2**20:.0f} MB" if run.memory else ""
-            say(
-                f"  {name}: {run.result.tokens_per_s:.1f} tok/s in {run.result.seconds:.1f} s "
-                f"(setup {run.setup_s:.0f} s{rss})"
-            )
+    rounds, failed = run_rounds(args.systems, models, jobs, args.rounds, settings)
     load["end"] = list(os.getloadavg())
-    medians = {name: median_run(runs) for name, runs in rounds.items()}
-    peak = max(rates.values())
-    prompt_total = sum(len(j.prompt_ids) for j in jobs)
-    new_total = sum(j.new_tokens for j in jobs)
-    print(
-        f"\n{len(jobs)} requests, {prompt_total} prompt + {new_total} generated tokens, "
-        f"{args.concurrency} at once, {args.threads} threads, {args.rounds} round(s), medians"
-    )
-    print(
-        "roofline: ONNX Runtime fp32 MatMul (MLAS) "
-        + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in rates.items())
-        + f" GFLOP/s; peak {peak / 1e9:.0f}"
-    )
-    print(
-        f"% roof = (prompt + generated tokens)/s x 2 x {flops_per_token // 2 / 1e6:.1f}M "
-        "matmul weights / peak (attention left out)\n"
-    )
-    print_table(medians, flops_per_token, peak)
-    if args.rounds > 1:
-        print("\ntok/s per round")
-        for name, runs in rounds.items():
-            print(f"  {name:<16}" + ", ".join(f"{r.result.tokens_per_s:.1f}" for r in runs))
-    found = ratios(medians)
-    if found:
-        print("\ntok/s ratios (median rounds)")
-        for key, value in found.items():
-            print(f"  {key:<32}{value:.2f}")
-    print(
-        f"\nload average at start {' '.join(f'{v:.2f}' for v in load['start'])}, "
-        f"at end {' '.join(f'{v:.2f}' for v in load['end'])}"
-    )
-    if args.memory:
-        print(
-            f"memory: peak summed RSS of the serving process tree, sampled every "
-            f"{args.poll_interval} s by a separate poller (its CPU s above)"
-        )
+    print_report(args, jobs, rates, flops_per_token, rounds, failed)
+    start, end = (" ".join(f"{v:.2f}" for v in load[k]) for k in ("start", "end"))
+    print(f"load average at start {start}, at end {end}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = report_json(args, jobs, rates, flops_per_token, rounds, load)
+    report["failed"] = failed
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"report: {args.out}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

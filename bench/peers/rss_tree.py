@@ -23,10 +23,22 @@ PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 REDISCOVER = 5
 
 
-def parent_of(stat: str) -> int:
-    """The ppid field of /proc/<pid>/stat (after the parenthesised command, which may hold
+def fields_after_command(stat: str) -> list[str]:
+    """/proc/<pid>/stat from the state on (the parenthesised command before it may hold
     spaces and parentheses itself)."""
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def parent_of(stat: str) -> int:
+    return int(fields_after_command(stat)[1])
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie that its parent has yet to reap."""
+    try:
+        return fields_after_command(Path(f"/proc/{pid}/stat").read_text())[0] != "Z"
+    except (OSError, ValueError):
+        return False
 
 
 def tree(root: int) -> list[int]:
@@ -71,7 +83,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     peak = samples = 0
     pids: list[int] = []
-    while not stopping and os.path.exists(f"/proc/{args.pid}"):
+    while not stopping and alive(args.pid):
         if samples % REDISCOVER == 0:
             pids = tree(args.pid)
         peak = max(peak, resident_bytes(pids))
