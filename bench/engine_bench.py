@@ -75,28 +75,47 @@ class SystemResult:
         return self.tokens / self.seconds
 
 
-def make_checkpoint(path: Path) -> Path:
-    """GPT-2 124M shape, random weights, a BPE tokenizer trained on the bundled data."""
+def make_checkpoint(path: Path, vocab: Path | None = None) -> Path:
+    """GPT-2 124M shape, random weights. The tokenizer: GPT-2's own 50257-token BPE when
+    `vocab` holds its vocab.json and merges.txt (the `gpt2` shape exactly, for peer engines),
+    else a small BPE trained on the bundled data."""
     if (path / "config.json").exists():
         return path
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     from artifact import PromptTemplate
+
+    fast = _gpt2_tokenizer(vocab) if vocab else _bundled_tokenizer()
+    eos = fast.eos_token_id
+    # GPT2Config's defaults are the `gpt2` shape, its 50257-row token table included
+    config = GPT2Config(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    fast.save_pretrained(path)
+    PromptTemplate().save(path)
+    return path
+
+
+def _gpt2_tokenizer(vocab: Path):
+    from transformers import GPT2TokenizerFast
+
+    fast = GPT2TokenizerFast(str(vocab / "vocab.json"), str(vocab / "merges.txt"))
+    fast.pad_token = fast.eos_token
+    if fast("Hello world").input_ids != [15496, 995] or len(fast) != 50257:
+        raise ValueError(f"{vocab} does not hold GPT-2's vocabulary")
+    return fast
+
+
+def _bundled_tokenizer():
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
 
     rows = [json.loads(line) for line in (ROOT / "data" / "support_qa.jsonl").open()]
     tok = ByteLevelBPETokenizer()
     texts = [r["question"] + " " + r["answer"] for r in rows]
     tok.train_from_iterator(texts, vocab_size=2000, special_tokens=["<|endoftext|>"])
-    fast = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=tok._tokenizer, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
     )
-    eos = fast.eos_token_id
-    model = GPT2LMHeadModel(GPT2Config(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos))
-    model.save_pretrained(path)
-    fast.save_pretrained(path)
-    PromptTemplate().save(path)
-    return path
 
 
 def export(checkpoint: Path, out: Path, precision: str, *extra: str) -> Path:
@@ -127,11 +146,13 @@ def export(checkpoint: Path, out: Path, precision: str, *extra: str) -> Path:
     return out
 
 
-def make_jobs(checkpoint: Path, n: int, seed: int) -> list[Job]:
-    """Prompts cut from the bundled text to exact token lengths (they re-tokenize the same)."""
+def make_jobs(checkpoint: Path, n: int, seed: int, longest: int = 256) -> list[Job]:
+    """Prompts cut from the bundled text to exact token lengths (they re-tokenize the same);
+    prompt and output lengths uniform in 16-`longest` tokens."""
     rng = np.random.default_rng(seed)
     cut = PromptCutter(checkpoint)
-    return [cut(int(rng.integers(16, 257)), rng, int(rng.integers(16, 257))) for _ in range(n)]
+    size = longest + 1
+    return [cut(int(rng.integers(16, size)), rng, int(rng.integers(16, size))) for _ in range(n)]
 
 
 class PromptCutter:
@@ -223,9 +244,16 @@ def run_kvserve(
              "--max-queue", "1024", "--max-new-tokens-limit", "1024"]  # fmt: skip
     server = ServerProcess.start(artifact, workdir / f"{name}.log", flags)
     try:
-        streams, seconds = asyncio.run(_drive(server.target, jobs, concurrency))
+        streams, seconds = asyncio.run(drive(server.target, jobs, concurrency))
     finally:
         server.stop()
+    return streamed_result(name, streams, seconds)
+
+
+def streamed_result(
+    name: str, streams: list[tuple[float, list[tuple[float, int]]]], seconds: float
+) -> SystemResult:
+    """One system's figures from each stream's (sent, [(arrival time, tokens)])."""
     tokens = sum(n for _, arrivals in streams for _, n in arrivals)
     latencies = [token_latencies(sent, arrivals) for sent, arrivals in streams]
     ttft = [first for first, _ in latencies]
@@ -233,7 +261,7 @@ def run_kvserve(
     return SystemResult(name, tokens, seconds, _ms(ttft), _ms(itl))
 
 
-async def _drive(target: str, jobs: list[Job], concurrency: int):
+async def drive(target: str, jobs: list[Job], concurrency: int):
     """Stream every job, at most `concurrency` at once; per stream (sent, [(time, tokens)])."""
     async with grpc.aio.insecure_channel(target) as channel:
         stub = pb_grpc.GenerationStub(channel)
@@ -305,7 +333,7 @@ def run_latency(
                 bare = BenchSettings(prompt_tokens=len(job.prompt_ids), decode_steps=new)
                 steps[ctx] += time_steps(runner, [job.prompt_ids], bare)[1]  # settles first
                 time.sleep(SETTLE_S)  # this process's ORT threads stop before the server's turn
-                [(sent, arrivals)], _ = asyncio.run(_drive(server.target, [job], 1))
+                [(sent, arrivals)], _ = asyncio.run(drive(server.target, [job], 1))
                 gaps[ctx] += token_latencies(sent, arrivals)[1]
     finally:
         server.stop()
