@@ -62,7 +62,7 @@ def load_model(config: ServeConfig) -> LoadedModel:
             f"server runs {GRAPH_INTERFACE!r} (re-export with this version of kvserve-export)"
         )
     try:
-        settings = RunnerConfig(config.provider, config.threads)
+        settings = RunnerConfig(config.provider, config.threads, config.ort_spin)
         runner = OnnxRunner(model_path, manifest.architecture, settings)
     except Exception as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)

@@ -18,6 +18,7 @@ class ServeConfig:
     metrics_path: str = "/metrics"
     provider: str = "auto"
     threads: int = 0
+    ort_spin: bool = False
     max_batch_size: int = 32
     max_batch_tokens: int = 16384
     max_queue: int = 256
@@ -43,6 +44,9 @@ grpc.health.v1.Health and server reflection, on --host:--port; Prometheus /metri
 UNAVAILABLE, in-flight ones finish within --grace-seconds; a second SIGTERM stops at once.
 Every option can also be set as an environment variable, e.g. KVSERVE_PORT=50052.
 """
+
+
+BOOLEANS = ["true", "false", "1", "0", "yes", "no"]
 
 
 def parse_args(argv: list[str] | None = None) -> ServeConfig:
@@ -71,6 +75,13 @@ def parse_args(argv: list[str] | None = None) -> ServeConfig:
         choices=["auto", "cpu", "cuda"],
     )
     option(p, "--threads", d.threads, "ONNX Runtime intra-op threads (0 = one per core)", type=int)
+    option(
+        p,
+        "--ort-spin",
+        str(d.ort_spin).lower(),
+        "ORT threads busy-wait between ops",
+        choices=BOOLEANS,
+    )
     option(p, "--max-batch-size", d.max_batch_size, "most sequences decoded together", type=int)
     option(
         p,
@@ -117,6 +128,7 @@ def parse_args(argv: list[str] | None = None) -> ServeConfig:
     add_security_options(p)
     args = p.parse_args(argv)
     args.auth_exempt_health = truthy(args.auth_exempt_health)
+    args.ort_spin = truthy(args.ort_spin)
     for name in (
         "max_batch_size",
         "max_batch_tokens",
