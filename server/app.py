@@ -86,7 +86,12 @@ class Server:
         manifest = model.manifest
         self.metrics = Metrics()
         self.metrics.set_model(manifest.model_name, manifest.quantization, model.runner.provider)
-        policy = SchedulerConfig(config.max_batch_size, config.max_batch_tokens, config.max_queue)
+        policy = SchedulerConfig(
+            config.max_batch_size,
+            config.max_batch_tokens,
+            config.max_queue,
+            config.max_prefill_tokens,
+        )
         scheduler = Scheduler(policy, model.runner.new_cache(config.max_batch_size))
         updater = Updater(
             eos_token_id=manifest.eos_token_id,

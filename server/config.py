@@ -22,6 +22,7 @@ class ServeConfig:
     max_batch_size: int = 32
     max_batch_tokens: int = 16384
     max_queue: int = 256
+    max_prefill_tokens: int = 0
     default_max_new_tokens: int = 64
     max_new_tokens_limit: int = 1024
     grace_seconds: float = 30.0
@@ -92,6 +93,13 @@ def parse_args(argv: list[str] | None = None) -> ServeConfig:
     )
     option(
         p,
+        "--max-prefill-tokens",
+        d.max_prefill_tokens,
+        "prompt tokens prefilled per step, so decoding rows are not held up (0 = no limit)",
+        type=int,
+    )
+    option(
+        p,
         "--max-queue",
         d.max_queue,
         "waiting requests beyond this get RESOURCE_EXHAUSTED",
@@ -138,6 +146,8 @@ def parse_args(argv: list[str] | None = None) -> ServeConfig:
     ):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.max_prefill_tokens < 0:
+        p.error("--max-prefill-tokens must be >= 0")
     if args.max_connection_age_seconds < 0:
         p.error("--max-connection-age-seconds must be >= 0")
     if not args.metrics_path.startswith("/"):
