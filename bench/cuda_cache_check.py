@@ -62,7 +62,9 @@ def main() -> int:
         return 2
     manifest = read_manifest(args.artifact)
     runner = OnnxRunner(
-        args.artifact / manifest.model_file, manifest.architecture, RunnerConfig("cuda", 0)
+        args.artifact / manifest.model_file,
+        manifest.architecture,
+        RunnerConfig("cuda", 0, spin=False),
     )
     device_memory = runner.memory
     ok = runner.provider == CUDA and isinstance(device_memory, CudaMemory)

@@ -238,10 +238,17 @@ def run_hf(checkpoint: Path, jobs: list[Job], batch: int, threads: int) -> Syste
 
 
 def run_kvserve(
-    name: str, artifact: Path, jobs: list[Job], concurrency: int, threads: int, workdir: Path
+    name: str,
+    artifact: Path,
+    jobs: list[Job],
+    concurrency: int,
+    threads: int,
+    workdir: Path,
+    extra: tuple[str, ...] = (),
 ) -> SystemResult:
+    """`extra` serve flags come last, so they override the bench's own."""
     flags = ["--max-batch-size", str(concurrency), "--threads", str(threads),
-             "--max-queue", "1024", "--max-new-tokens-limit", "1024"]  # fmt: skip
+             "--max-queue", "1024", "--max-new-tokens-limit", "1024", *extra]  # fmt: skip
     server = ServerProcess.start(artifact, workdir / f"{name}.log", flags)
     try:
         streams, seconds = asyncio.run(drive(server.target, jobs, concurrency))
@@ -320,7 +327,9 @@ def run_latency(
     contexts = (50, 1000)
     manifest = read_manifest(artifact)
     runner = OnnxRunner(
-        artifact / manifest.model_file, manifest.architecture, RunnerConfig("cpu", threads)
+        artifact / manifest.model_file,
+        manifest.architecture,
+        RunnerConfig("cpu", threads, spin=False),
     )
     flags = ["--max-batch-size", "1", "--threads", str(threads), "--max-new-tokens-limit", "1024"]
     server = ServerProcess.start(artifact, workdir / "latency.log", flags)

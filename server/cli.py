@@ -52,12 +52,28 @@ def build_parser() -> Parser:
         choices=["auto", "cpu", "cuda"],
     )
     option(p, "--threads", d.threads, "ONNX Runtime intra-op threads (0 = one per core)", type=int)
+    option(
+        p,
+        "--ort-spin",
+        d.ort_spin,
+        "ONNX Runtime's threads busy-wait between ops (off: they sleep, leaving the cores to "
+        "the front doors)",
+        type=boolean,
+        metavar="BOOL",
+    )
     option(p, "--max-batch-size", d.max_batch_size, "most sequences decoded together", type=int)
     option(
         p,
         "--max-batch-tokens",
         d.max_batch_tokens,
         "budget of prompt + max_new_tokens over the running batch",
+        type=int,
+    )
+    option(
+        p,
+        "--max-prefill-tokens",
+        d.max_prefill_tokens,
+        "prompt tokens prefilled per step, so decoding rows are not held up (0 = no limit)",
         type=int,
     )
     option(

@@ -32,9 +32,11 @@ class ServeConfig:
     metrics_path: str = "/metrics"
     provider: str = "auto"
     threads: int = 0
+    ort_spin: bool = False
     max_batch_size: int = 32
     max_batch_tokens: int = 16384  # sum over running rows of prompt + max_new_tokens
     max_queue: int = 256
+    max_prefill_tokens: int = 0
     default_max_new_tokens: int = 64
     max_new_tokens_limit: int = 1024
     grace_seconds: float = 30.0
@@ -52,6 +54,7 @@ class ServeConfig:
             max_batch_size=self.max_batch_size,
             max_batch_tokens=self.max_batch_tokens,
             max_queue=self.max_queue,
+            max_prefill_tokens=self.max_prefill_tokens,
         )
 
     def limits(self, vocab_size: int) -> Limits:
@@ -62,7 +65,9 @@ class ServeConfig:
         )
 
     def runner_config(self) -> RunnerConfig:
-        return RunnerConfig(provider=self.provider, intra_op_threads=self.threads)
+        return RunnerConfig(
+            provider=self.provider, intra_op_threads=self.threads, spin=self.ort_spin
+        )
 
     def problem(self) -> str | None:
         """Why the server cannot run with these values (None when it can): one line naming
@@ -70,6 +75,8 @@ class ServeConfig:
         for name in AT_LEAST_ONE:
             if getattr(self, name) < 1:
                 return f"--{name.replace('_', '-')} must be >= 1"
+        if self.max_prefill_tokens < 0:
+            return "--max-prefill-tokens must be >= 0"
         if self.max_connection_age_seconds < 0:
             return "--max-connection-age-seconds must be >= 0"
         if not self.metrics_path.startswith("/"):

@@ -28,6 +28,9 @@ CUDA = "CUDAExecutionProvider"
 class RunnerConfig:
     provider: str  # auto | cpu | cuda
     intra_op_threads: int  # 0 = ONNX Runtime's default (one per core)
+    # spinning pool threads busy-wait for the next op: on a few shared cores they take CPU
+    # from the service thread, the engine's Python and each other (bench/engine_ab.py)
+    spin: bool
 
 
 def choose_providers(requested: str, available: list[str], gpu_present: bool) -> list[str]:
@@ -66,6 +69,7 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = config.intra_op_threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(config.spin)))
         # flush denormals to zero: tiny attention weights otherwise slow float math 5x+ here
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
         providers = choose_providers(config.provider, ort.get_available_providers(), gpu_present())

@@ -3,10 +3,11 @@ decode, decided anew at every engine step.
 
 Policy only: no model, no sampling, no text. `schedule()` drops cancelled and expired
 requests (their cache rows leave at once, so their slots go to this step's admissions),
-admits waiting ones within the batch size and token budget, groups them by prompt length for
-batched prefills, and returns the plan (server/step.py). The engine runs it and the update
-stage finishes requests; `end_step` then places the new rows and frees finished ones, so a
-slot is reused on the next step. `running[i]` owns row i of the slot cache.
+admits waiting ones within the batch size, the token budget and the step's prefill budget,
+groups them by prompt length for batched prefills, and returns the plan (server/step.py).
+The engine runs it and the update stage finishes requests; `end_step` then places the new
+rows and frees finished ones, so a slot is reused on the next step. `running[i]` owns row i
+of the slot cache.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class SchedulerConfig:
     max_batch_size: int  # running rows (and the slot cache's rows)
     max_batch_tokens: int  # sum over running rows of prompt + max_new_tokens
     max_queue: int
+    # prompt tokens prefilled per step (vLLM's max_num_batched_tokens, whole prompts): rows
+    # already decoding wait at most this much prefill for their next token; 0 = no limit
+    max_prefill_tokens: int
 
 
 def prefill_groups(requests: list[Request]) -> list[list[Request]]:
@@ -107,14 +111,19 @@ class Scheduler:
     def _admit(self, now: float) -> list[Request]:
         cfg = self.config
         budget = cfg.max_batch_tokens - sum(_token_need(r) for r in self.running)
+        prefill_budget = cfg.max_prefill_tokens or float("inf")
         admitted: list[Request] = []
         with self._lock:
             while self.waiting and len(self.running) + len(admitted) < cfg.max_batch_size:
                 need = _token_need(self.waiting[0])
                 if need > budget and (self.running or admitted):
                     break  # a lone oversized request still runs, or it would wait forever
+                prompt = len(self.waiting[0].prompt_ids)
+                if prompt > prefill_budget and admitted:
+                    break  # the rest next step; one prompt a step at least, however long
                 request = self.waiting.popleft()
                 budget -= need
+                prefill_budget -= prompt
                 request.status, request.scheduled_at = RequestStatus.RUNNING, now
                 admitted.append(request)
         return admitted

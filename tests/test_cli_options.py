@@ -233,9 +233,9 @@ def test_serve_config_builds_the_servers_parts_from_its_own_fields():
         max_new_tokens_limit=13,
     )
     assert config.scheduler_config() == SchedulerConfig(
-        max_batch_size=3, max_batch_tokens=5, max_queue=7
+        max_batch_size=3, max_batch_tokens=5, max_queue=7, max_prefill_tokens=0
     )
     assert config.limits(vocab_size=100) == Limits(
         default_max_new_tokens=11, max_new_tokens=13, vocab_size=100
     )
-    assert config.runner_config() == RunnerConfig(provider="cpu", intra_op_threads=2)
+    assert config.runner_config() == RunnerConfig(provider="cpu", intra_op_threads=2, spin=False)

@@ -84,7 +84,9 @@ def test_cuda_graphs_are_fp16_with_fp32_logits_and_run(
     found = [n.op_type for n in proto.graph.node]
     assert found.count("MatMulNBits") == (0 if precision == "fp16" else 4 * 2 + 1)
     assert found.count("GatherBlockQuantized") == (0 if precision == "fp16" else 1)
-    runner = OnnxRunner(model, ckpt.architecture, RunnerConfig("cpu", intra_op_threads=0))
+    runner = OnnxRunner(
+        model, ckpt.architecture, RunnerConfig("cpu", intra_op_threads=0, spin=False)
+    )
     cache = runner.new_cache(max_rows=2)
     logits = runner.prefill(cache, [[5, 6, 7], [8]])
     logits = runner.decode_step(cache, logits.argmax(-1).astype(np.int64))

@@ -56,7 +56,7 @@ def test_calibration_needs_sequences(model) -> None:
 
 def run_steps(path: Path, memory=None) -> tuple[np.dtype, list[np.ndarray]]:
     """Prefill three prompts, decode three steps, drop row 1, decode again."""
-    runner = OnnxRunner(path, ARCH, RunnerConfig("cpu", 1))
+    runner = OnnxRunner(path, ARCH, RunnerConfig("cpu", 1, spin=False))
     runner.memory = memory or runner.memory
     cache = runner.new_cache(max_rows=4)
     logits = [runner.prefill(cache, [[5, 6, 7, 8], [9], [10, 11]])]

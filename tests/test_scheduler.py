@@ -143,3 +143,25 @@ def test_prompts_are_grouped_so_padding_stays_small():
     requests = [make_request(rid, [1] * n, sink) for rid, n in lengths.items()]
     groups = prefill_groups(requests)
     assert [[r.request_id for r in g] for g in groups] == [["a", "e", "c"], ["d", "b"]]
+
+
+def test_a_step_prefills_at_most_its_prefill_budget_and_the_rest_follow():
+    scheduler, sink = scheduler_with(max_prefill_tokens=7), {}
+    start(scheduler, make_request("running", [1], sink))
+    for i, size in enumerate((3, 4, 2, 9)):
+        scheduler.add(make_request(str(i), [1] * size, sink))
+    plan = scheduler.schedule(NOW)
+    assert [r.request_id for r in plan.admitted] == ["0", "1"]  # 3 + 4; 2 more would be 9 > 7
+    assert [r.request_id for r in plan.decode] == ["running"]  # decoding goes on meanwhile
+    prefilled(scheduler, plan.admitted)
+    plan = scheduler.schedule(NOW)
+    assert [r.request_id for r in plan.admitted] == ["2"]  # FIFO: 9 does not jump ahead
+    prefilled(scheduler, plan.admitted)
+    assert [r.request_id for r in scheduler.schedule(NOW).admitted] == ["3"]  # alone, over 7
+
+
+def test_no_prefill_budget_admits_every_prompt_that_fits_at_once():
+    scheduler, sink = scheduler_with(), {}
+    for i in range(4):
+        scheduler.add(make_request(str(i), [1] * 100, sink))
+    assert len(scheduler.schedule(NOW).admitted) == 4
