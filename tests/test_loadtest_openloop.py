@@ -3,8 +3,9 @@ Poisson gaps, no coordinated omission against a slow server), warmup stays out o
 figures, and two worker processes sustain 1500 req/s without lagging.
 
 Timing bars hold on a shared 2-core machine because what is checked is the client's own
-send times against its own schedule, not absolute latencies; the capacity run gets one
-retry when another job steals the CPUs at the wrong moment.
+send times against its own schedule, not absolute latencies. The two runs that need the
+client's speed are retried when it reports it fell behind, and give no verdict (a skip that
+says why) only when other jobs held the CPUs while it lagged.
 """
 
 from __future__ import annotations
@@ -28,17 +29,38 @@ def open_config(target: str, tmp_path: Path, **kw) -> LoadConfig:
     return LoadConfig(targets=(target,), **{**settings, **kw})
 
 
+def starved(result: LoadResult) -> str | None:
+    """Why no verdict can be had from a run that lagged: its workers got well under a core
+    each while the machine ran over two runnable jobs per core (other jobs had the CPUs), or
+    None. A client that lags with a core to itself is a failure, never skipped."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    shares = [w.cpu_share for w in result.workers]
+    if not result.warnings or load <= 2 * cores or max(shares) >= 0.7:
+        return None
+    got = ", ".join(f"{s:.0%}" for s in shares)
+    return (
+        f"the client lagged on CPUs taken by other jobs (load avg {load:.1f} on {cores} "
+        f"cores; its workers got {got} of a core)"
+    )
+
+
 def test_poisson_send_rate_within_3_percent_over_2000_requests(fake_server, tmp_path):
+    # 400 req/s: a rate the client keeps on a busy 2-core machine (the capacity test below
+    # is the one about speed); one retry when the client itself says it fell behind
     config = open_config(
-        fake_server.target, tmp_path, rate=800.0, requests=2000, rpc="unary", seed=1
+        fake_server.target, tmp_path, rate=400.0, requests=2000, rpc="unary", seed=1
     )
     result = run_load_sync(config)
+    if result.warnings:
+        result = run_load_sync(config)
+    if reason := starved(result):
+        pytest.skip(reason)
     f = result.figures
     gaps = np.diff(np.sort([r.scheduled_s for r in result.records]))  # the schedule kept
-    print(f"send rate {f.send_rate:.1f} req/s (asked 800), lag {f.send_lag.scaled(1e3)}")
+    print(f"send rate {f.send_rate:.1f} req/s (asked 400), lag {f.send_lag.scaled(1e3)}")
     assert f.requests == 2000 and f.status_counts == {"OK": 2000}
-    assert f.send_rate == pytest.approx(800.0, rel=0.03)
-    assert f.offered_rate == pytest.approx(800.0, rel=0.01)
+    assert f.send_rate == pytest.approx(400.0, rel=0.03)
+    assert f.offered_rate == pytest.approx(400.0, rel=0.01)
     assert np.std(gaps) / np.mean(gaps) == pytest.approx(1.0, abs=0.1)  # Poisson: CV 1
     assert f.send_lag.p50 < 0.005, f.send_lag
 
@@ -117,8 +139,12 @@ def capacity_run(target: str, tmp_path: Path) -> LoadResult:
 
 def test_two_workers_sustain_1500_requests_per_second(fake_server, tmp_path):
     result = capacity_run(fake_server.target, tmp_path)
-    if result.warnings:  # one retry: other jobs share these CPUs
+    for _ in range(2):  # two retries: other jobs share these CPUs, now and then
+        if not result.warnings:
+            break
         result = capacity_run(fake_server.target, tmp_path)
+    if reason := starved(result):
+        pytest.skip(reason)
     f = result.figures
     cpu = ", ".join(f"{w.cpu_share:.0%}" for w in result.workers)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

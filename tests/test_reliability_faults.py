@@ -91,6 +91,15 @@ async def first_token(call) -> int:
     return len(message.token_ids)
 
 
+def decoding_both_with_c_queued(scheduler) -> bool:
+    """a and b have each had a token from a decode step of the two together (a step that
+    prefills one of them decodes only the other), and c waits: every decode from now on is
+    of a and b, whichever step the armed fault lands in."""
+    running = list(scheduler.running)
+    both = len(running) == 2 and all(len(r.output_ids) >= 2 for r in running)
+    return both and bool(scheduler.waiting)
+
+
 def test_decode_error_fails_only_that_steps_requests(tiny_artifact, caplog):
     async def scenario():
         async with serving(tiny_artifact, max_batch_size=2) as (server, runner, stub):
@@ -102,7 +111,7 @@ def test_decode_error_fails_only_that_steps_requests(tiny_artifact, caplog):
             await first_token(a)
             await first_token(b)
             c = stub.GenerateStream(stream_request("req-c", 5))  # waits: the batch is full
-            while not server.engine.scheduler.waiting:  # c queued (a sleep guesses how long)
+            while not decoding_both_with_c_queued(server.engine.scheduler):  # not a guessed sleep
                 await asyncio.sleep(0.001)
             runner.fail_next = "decode"
             results = await asyncio.gather(outcome(a), outcome(b), outcome(c))

@@ -89,10 +89,22 @@ def server_side_seconds(log: str, code: str) -> np.ndarray:
     return np.array([float(t) for t in times])
 
 
+def overloaded_run(target: str) -> tuple[float, list[Outcome]]:
+    """(capacity, outcomes) of 2 s at 4x the capacity measured just before, retried (twice at
+    most) when the server turned out to serve over half the offered rate (other jobs freed the
+    CPUs after the measurement: the run was not the overload it was meant to be)."""
+    asyncio.run(capacity(target, 0.5))  # warm-up
+    for _ in range(3):
+        per_second = asyncio.run(capacity(target, 1.0))
+        outcomes = asyncio.run(open_loop(target, 4 * per_second, seconds=2.0))
+        served = sum(o.code == grpc.StatusCode.OK for o in outcomes) - QUEUE  # beyond the queue
+        if served < 2 * per_second * 2.0:  # at most twice the capacity over the 2 s
+            break
+    return per_second, outcomes
+
+
 def test_four_times_capacity_is_refused_quickly_and_nothing_is_lost(server):
-    asyncio.run(capacity(server.target, 0.5))  # warm-up
-    per_second = asyncio.run(capacity(server.target, 1.0))
-    outcomes = asyncio.run(open_loop(server.target, 4 * per_second, seconds=2.0))
+    per_second, outcomes = overloaded_run(server.target)
     codes = Counter(o.code for o in outcomes)
     rejected = np.array(
         [o.seconds for o in outcomes if o.code == grpc.StatusCode.RESOURCE_EXHAUSTED]

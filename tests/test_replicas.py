@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 import threading
@@ -116,12 +117,15 @@ def test_sigterm_mid_run_loses_no_request(replicas):
     """Open loop over both; replica b gets SIGTERM at a moment it has a request in flight.
     That request must finish in full; later ones to it get UNAVAILABLE."""
     a, b = replicas
-    # b must always have a request in flight, on a fast machine or a slow one: the rate is set
-    # from one request's time here (D), so b's requests go D/4 apart, and one counts as in
-    # flight once it was due D/4 ago (sent: send lag is far below that) and is not back.
+    # b must have requests in flight, on a fast machine or a slow one: with one request's time
+    # here D, b's requests go D/4 apart, and one counts as in flight once it was due D/4 ago
+    # (sent: send lag is far below that) and is not back. The run lasts 1 s at least: time
+    # for b to act on the signal and refuse the requests that follow.
     tokens = 96
     seconds = request_seconds(b, tokens)
     rate, sent_slack = 8.0 / seconds, seconds / 4
+    n = max(80, math.ceil(rate))
+    print(f"\n{tokens} tokens alone: {seconds * 1e3:.1f} ms; {n} requests at {rate:.0f} req/s")
     done: set[int] = set()
     stop_at: list[float] = []  # when b got SIGTERM, on the records' clock
 
@@ -135,14 +139,14 @@ def test_sigterm_mid_run_loses_no_request(replicas):
             stop_at.append(now)
 
     config = LoadConfig(
-        targets=(a.target, b.target), rate=rate, arrival="constant", requests=80,
+        targets=(a.target, b.target), rate=rate, arrival="constant", requests=n,
         max_new_tokens=tokens, ignore_eos=True, timeout_s=30.0, progress=False, html=False,
     )  # fmt: skip
     result = run_load_sync(config, on_record=on_record)
     assert stop_at, "b never had a request in flight: nothing to drain"
     assert b.process.wait(30) == 0 and "draining" in b.log_path.read_text()
     records = result.records
-    assert sorted(r.index for r in records) == list(range(80))  # every request accounted for
+    assert sorted(r.index for r in records) == list(range(n))  # every request accounted for
     statuses = Counter(r.status for r in records)
     assert set(statuses) <= {"OK", "UNAVAILABLE"}, statuses  # explicit, retryable errors only
     for r in records:
