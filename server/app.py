@@ -28,6 +28,7 @@ from server import logs
 from server.config import ServeConfig, grpc_server_options
 from server.drain import wait_until_idle
 from server.engine import Engine
+from server.generation import Generator
 from server.metrics import Metrics
 from server.runner import OnnxRunner, RunnerConfig
 from server.scheduler import Scheduler, SchedulerConfig
@@ -37,6 +38,16 @@ from server.validation import Limits
 
 log = logging.getLogger("kvserve.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Generation"].full_name
+# gRPC core holds calls that arrive faster than the asyncio server takes them; past 1000 of
+# them it refuses new ones at random and the client sees CANCELLED for a call it never
+# cancelled (2000 streams at once on one connection: about 200). Held calls cost little and
+# the service itself refuses what it cannot queue (RESOURCE_EXHAUSTED, or UNAVAILABLE while
+# draining), so the core's limits are set far above any burst the service could take.
+PENDING_CALLS_LIMIT = 1 << 16
+BURST_OPTIONS = [
+    ("grpc.server.max_pending_requests", PENDING_CALLS_LIMIT),
+    ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS_LIMIT),
+]
 
 
 @dataclass
@@ -100,14 +111,16 @@ class Server:
             max_new_tokens=config.max_new_tokens_limit,
             vocab_size=manifest.architecture.vocab_size,
         )
+        self.generator = Generator(self.engine, model.tokenizer, manifest, limits)
         info = ServiceInfo(model.runner.provider, config.max_batch_size, limits)
-        self.service = GenerationService(self.engine, model.tokenizer, manifest, info, self.metrics)
+        self.service = GenerationService(self.generator, info, self.metrics)
         self.model = model
         self.health = health.aio.HealthServicer()
         for interceptor in self.security.interceptors:
             interceptor.on_reject = self._count_rejected
         self.grpc = grpc.aio.server(
-            interceptors=self.security.interceptors, options=grpc_server_options(config)
+            interceptors=self.security.interceptors,
+            options=grpc_server_options(config) + BURST_OPTIONS,
         )
         self.port = 0
         self._stop_requested = asyncio.Event()
@@ -165,7 +178,7 @@ class Server:
 
         The port stays open while the engine finishes, so probes read NOT_SERVING and new
         calls get UNAVAILABLE from the service instead of a refused connection."""
-        self.service.draining = True
+        self.generator.draining = True
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         left = await wait_until_idle(self.engine, self.config.grace_seconds, self._stop_now)
         await self.grpc.stop(None if left is None else max(left, 1.0))
