@@ -53,6 +53,11 @@ async def _serve(config: ServeConfig, model, security: ServerSecurity) -> None:
     )
     log.info("security: %s", security.summary)
     print(f"kvserve-serve: listening on {config.host}:{port}", flush=True)
+    if server.http is not None:
+        scheme = "https" if server.http.tls else "http"
+        url = f"{scheme}://{config.host}:{server.http_port}"
+        log.info("OpenAI-compatible API on %s/v1, playground on %s/", url, url)
+        print(f"kvserve-serve: listening on {url} (OpenAI API, playground)", flush=True)
     try:
         await server.run_until_signalled()
     finally:

@@ -32,6 +32,7 @@ class ServeConfig:
     auth_token_file: Path | None = None
     auth_exempt_health: bool = False
     log_format: str = "text"
+    http_port: int = -1
 
 
 HELP = """\
@@ -60,6 +61,13 @@ def parse_args(argv: list[str] | None = None) -> ServeConfig:
     )
     option(p, "--host", d.host, "gRPC bind address (0.0.0.0 for all)")
     option(p, "--port", d.port, "gRPC port (0 = any free port)", type=int)
+    option(
+        p,
+        "--http-port",
+        d.http_port,
+        "OpenAI-compatible HTTP API and playground on --host (-1 = off, 0 = any free port)",
+        type=int,
+    )
     option(p, "--metrics-host", d.metrics_host, "metrics bind address")
     option(p, "--metrics-port", d.metrics_port, "Prometheus /metrics port (-1 = off)", type=int)
     option(p, "--metrics-path", d.metrics_path, "HTTP path of the Prometheus metrics")
