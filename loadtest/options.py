@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from loadtest.channels import Security, read_token_file
-from loadtest.config import ARRIVALS, DEFAULT_PROMPT, DEFAULT_REQUESTS, RPCS, LoadConfig
+from loadtest.config import APIS, ARRIVALS, DEFAULT_PROMPT, DEFAULT_REQUESTS, RPCS, LoadConfig
 from loadtest.specs import (
     SpecError,
     Warmup,
@@ -104,8 +104,16 @@ def _load_options(p: argparse.ArgumentParser, d: LoadConfig) -> None:
         "--target",
         metavar="HOST:PORT",
         action="append",
-        help="server address; repeat (or comma-separate) for replicas, which get the "
-        "requests in turn (env KVSERVE_TARGET)",
+        help="server address (--api openai: http://HOST:PORT); repeat (or comma-separate) "
+        "for replicas, which get the requests in turn (env KVSERVE_TARGET)",
+    )
+    option(
+        g,
+        "--api",
+        d.api,
+        "grpc: kvserve's gRPC service; openai: any OpenAI-compatible HTTP server "
+        "(/v1/completions for prompts, /v1/chat/completions for questions)",
+        choices=APIS,
     )
     option(g, "--concurrency", None, f"closed loop: concurrent streams (default {d.concurrency})",
            metavar="N", type=int)  # fmt: skip
@@ -237,6 +245,7 @@ def _config(a: argparse.Namespace) -> LoadConfig:
     stop = a.stop if a.stop is not None else [s for s in [os.environ.get("KVSERVE_STOP")] if s]
     return LoadConfig(
         targets=tuple(targets),
+        api=a.api,
         concurrency=a.concurrency if a.concurrency is not None else LoadConfig.concurrency,
         rate=a.rate,
         arrival=a.arrival,

@@ -105,18 +105,32 @@ class Generation:
         self._request.cancelled = True
 
     async def events(self) -> AsyncIterator[StreamEvent]:
-        """The engine's events for this request, the last one with its finish_reason.
+        """The engine's events for this request, the last one with its finish_reason."""
+        async for batch in self.batches():
+            for event in batch:
+                yield event
 
-        Leaving early (the consumer closed or cancelled) cancels the request."""
+    async def batches(self) -> AsyncIterator[list[StreamEvent]]:
+        """The events as they come: each batch is every event already waiting, so a door
+        that fell behind catches up with one write instead of one per token.
+
+        A failed finish raises GenerationFailed once the events before it are out; leaving
+        early (the consumer closed or was cancelled) cancels the request."""
         finished = False
         try:
             while not finished:
-                event = await self._queue.get()
-                finished = event.finish_reason is not None
-                logs.on_event(event)
-                if event.finish_reason in FAILED:
-                    raise GenerationFailed(event)
-                yield event
+                batch = [await self._queue.get()]
+                while batch[-1].finish_reason is None and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                for event in batch:
+                    logs.on_event(event)
+                last = batch[-1]
+                finished = last.finish_reason is not None
+                if last.finish_reason in FAILED:
+                    if batch[:-1]:
+                        yield batch[:-1]
+                    raise GenerationFailed(last)
+                yield batch
         finally:
             if not finished:
                 self.cancel()

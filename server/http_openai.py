@@ -26,12 +26,27 @@ DONE = b"data: [DONE]\n\n"
 class ApiError(Exception):
     """An error reply: HTTP status, OpenAI error type, and the field to blame (if one)."""
 
-    TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-             405: "invalid_request_error", 429: "rate_limit_error", 500: "server_error",
-             503: "service_unavailable", 504: "timeout"}  # fmt: skip
-    CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND",
-             405: "UNIMPLEMENTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL",
-             503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}  # fmt: skip
+    TYPES = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        404: "not_found_error",
+        405: "invalid_request_error",
+        429: "rate_limit_error",
+        500: "server_error",
+        503: "service_unavailable",
+        504: "timeout",
+    }
+    CODES = {
+        400: "INVALID_ARGUMENT",
+        401: "UNAUTHENTICATED",
+        404: "NOT_FOUND",
+        405: "UNIMPLEMENTED",
+        429: "RESOURCE_EXHAUSTED",
+        499: "CANCELLED",
+        500: "INTERNAL",
+        503: "UNAVAILABLE",
+        504: "DEADLINE_EXCEEDED",
+    }
 
     def __init__(self, status: int, message: str, param: str | None = None) -> None:
         super().__init__(message)
@@ -46,8 +61,9 @@ class ApiError(Exception):
 
     def body(self) -> dict:
         kind = self.TYPES.get(self.status, "server_error")
-        return {"error": {"message": self.message, "type": kind, "param": self.param,
-                          "code": self.code}}  # fmt: skip
+        return {
+            "error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}
+        }
 
 
 def refused(param: str, problem: str) -> ApiError:
@@ -113,8 +129,10 @@ def chat_turn(messages: list[ChatMessage]) -> tuple[str, str, str, str]:
     contexts, fields = [], []
     for i, message in enumerate(messages):
         if message.role not in (*CONTEXT_ROLES, "user", "assistant"):
-            raise refused(f"messages[{i}].role", f"{message.role!r} is not supported by kvserve "
-                          "(system, user, assistant)")  # fmt: skip
+            raise refused(
+                f"messages[{i}].role",
+                f"{message.role!r} is not supported by kvserve (system, user, assistant)",
+            )
         if message.role in CONTEXT_ROLES:
             contexts.append(_text_of(message, i))
             fields.append(f"messages[{i}].content")
@@ -168,8 +186,11 @@ def _refuse_unless(ok: bool, param: str, problem: str) -> None:
 
 # -- replies ---------------------------------------------------------------------------------
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 @dataclass(frozen=True)
@@ -192,11 +213,20 @@ class Reply:
             message = {"role": "assistant", "content": completion.text}
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
         else:
-            choice = {"index": 0, "text": completion.text, "logprobs": None,
-                      "finish_reason": finish}  # fmt: skip
-        return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
-                "created": self.created, "model": self.model, "choices": [choice],
-                "usage": usage(completion.prompt_tokens, completion.completion_tokens)}  # fmt: skip
+            choice = {
+                "index": 0,
+                "text": completion.text,
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        return {
+            "id": self.id,
+            "object": "chat.completion" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": usage(completion.prompt_tokens, completion.completion_tokens),
+        }
 
 
 class ChunkWriter:
@@ -241,6 +271,8 @@ class ChunkWriter:
 
     def _event(self, choice: str, finish: str | None) -> bytes:
         reason = "null" if finish is None else f'"{finish}"'
-        body = (f'{self._head},"choices":[{{"index":0,{choice},"logprobs":null,'
-                f'"finish_reason":{reason}}}]{self._tail}')  # fmt: skip
+        body = (
+            f'{self._head},"choices":[{{"index":0,{choice},"logprobs":null,'
+            f'"finish_reason":{reason}}}]{self._tail}'
+        )
         return f"data: {body}\n\n".encode()

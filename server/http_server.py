@@ -68,7 +68,10 @@ class HttpServer:
         """Bind the port now (OSError if taken), so start-up fails before the model warms up;
         returns the port (the one picked, for port 0)."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets
+        # that say they are TCP, and with Nagle on each small SSE chunk after the first
+        # waits for the client's delayed ACK (about 40 ms on Linux)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.config.port))
