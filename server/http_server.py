@@ -13,12 +13,15 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
 
 log = logging.getLogger("kvserve.http")
+FLUSH_S = 5.0  # the drain's wait for HTTP responses to finish writing once the engine is idle
+CLOSE_S = 0.5  # then for uvicorn to close the connections (a TLS close may wait on the client)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -95,19 +98,25 @@ class HttpServer:
             await asyncio.sleep(0.01)
 
     async def stop(self, grace: float | None) -> None:
-        """Close the port and wait up to `grace` seconds for responses still being written
-        (None: stop now, cutting what is left)."""
+        """Close the port and let responses still being written finish, for at most
+        FLUSH_S of the `grace` (None: stop now, cutting what is left).
+
+        Called once the engine is idle, so every answer is complete and only its last bytes
+        may still be on their way; idle keep-alive connections are not waited for (a TLS
+        client that never answers the close would otherwise hold the exit)."""
         if self._task is None:
             return
-        self.config.timeout_graceful_shutdown = None if grace is None else max(grace, 1.0)
+        flush = 0.0 if grace is None else min(grace, FLUSH_S)
+        self.config.timeout_graceful_shutdown = flush
         self._server.force_exit = grace is None
-        self._server.should_exit = True
-        # bounded: on Python >= 3.12 uvicorn's shutdown also waits for open connections
-        bound = 1.0 if grace is None else max(grace, 1.0) + 1.0
+        self._server.should_exit = True  # uvicorn closes the port and idle connections
+        deadline = time.monotonic() + flush
+        while self._server.server_state.tasks and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # requests still writing their last bytes
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), bound)
+            await asyncio.wait_for(asyncio.shield(self._task), CLOSE_S)
         except asyncio.TimeoutError:
-            log.warning("HTTP connections still open after %.1fs: closing them", bound)
+            log.info("HTTP connections still open %.1fs after the last response: closed", CLOSE_S)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
