@@ -36,16 +36,28 @@ from server.generation import (
     InvalidArgument,
     QueueFull,
 )
-from server.http_openai import DONE, ApiError, ChunkWriter, Converted, Reply, chat_ask
+from server.http_openai import (
+    DONE,
+    NOT_SUPPORTED,
+    ApiError,
+    ChunkWriter,
+    Converted,
+    Reply,
+    chat_ask,
+)
 from server.http_openai import completion_ask as completion_ask_of
 from server.http_schema import (
+    STREAMED,
     ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
     Completion,
+    CompletionChunk,
     CompletionRequest,
     ErrorBody,
     Health,
     ModelList,
+    event_stream,
 )
 from server.request import FinishReason
 from server.validation import REQUEST_ID, check_request_id
@@ -102,7 +114,6 @@ ERRORS = {
         (504, "the request passed its deadline"),
     )
 }
-STREAM_OR_JSON = {"text/event-stream": {"schema": {"type": "string"}}}
 
 
 def _routes(app: FastAPI, door: HttpDoor, created: int) -> None:
@@ -133,8 +144,8 @@ def _routes(app: FastAPI, door: HttpDoor, created: int) -> None:
         }
         return JSONResponse({"object": "list", "data": [card]})
 
-    ok_completion = {"model": Completion, "content": STREAM_OR_JSON}
-    ok_chat = {"model": ChatCompletion, "content": STREAM_OR_JSON}
+    ok_completion = {"model": Completion, "content": event_stream(CompletionChunk)}
+    ok_chat = {"model": ChatCompletion, "content": event_stream(ChatCompletionChunk)}
 
     @app.post(COMPLETIONS, responses={200: ok_completion, **ERRORS}, response_model=None)
     async def completions(
@@ -270,18 +281,33 @@ def _error_headers(error: ApiError) -> dict[str, str]:
 
 
 def validation_error(e: RequestValidationError) -> ApiError:
-    """pydantic's first complaint as one OpenAI error naming the field (messages[0].role)."""
-    first = e.errors()[0]
-    location = [part for part in first.get("loc", ()) if part not in ("body", "header")]
+    """pydantic's complaint as one OpenAI error naming the field (messages[0].role).
+
+    A field of several accepted forms (`stop`: a string or a list) fails once per form, at
+    locations under the field: the field is their common part."""
+    errors = e.errors()
+    first = errors[0]
+    group = [x for x in errors if tuple(x["loc"][:2]) == tuple(first["loc"][:2])]
+    common = list(first["loc"])
+    for other in group[1:]:
+        same = 0
+        while same < min(len(common), len(other["loc"])) and common[same] == other["loc"][same]:
+            same += 1
+        common = common[:same]
+    location = [part for part in common if part not in ("body", "header")]
     param = ""
     for part in location:
         param += f"[{part}]" if isinstance(part, int) else f".{part}" if param else str(part)
-    if first.get("type") == "extra_forbidden":
+    top = next((part for part in location if isinstance(part, str)), "")
+    messages = list(dict.fromkeys(str(x.get("msg", "invalid")) for x in group))
+    if top in NOT_SUPPORTED and first.get("type") != "missing":
+        param, problem = top, NOT_SUPPORTED[top]
+    elif first.get("type") == "extra_forbidden":
         problem = "not supported by kvserve (unknown field)"
     elif first.get("type") == "json_invalid":
         param, problem = "body", f"not valid JSON ({first.get('msg', '')})"
     else:
-        problem = str(first.get("msg", "invalid"))
+        problem = " or ".join(messages)
     param = param or "body"
     return ApiError(400, f"{param}: {problem}", param)
 
@@ -295,14 +321,41 @@ def _openapi(app: FastAPI, door: HttpDoor) -> dict:
         for path in schema["paths"].values():
             for operation in path.values():
                 operation["responses"].pop("422", None)
+        components = schema.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
-            schema.get("components", {}).get("schemas", {}).pop(name, None)
+            components.pop(name, None)
+        _server_limits(components, door)
+        for chunk in STREAMED:  # referenced from the event streams' schemas only
+            definition = chunk.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(definition.pop("$defs", {}))
+            components[chunk.__name__] = definition
         if door.tokens is not None:
             bearer = {"bearer": {"type": "http", "scheme": "bearer"}}
             schema.setdefault("components", {})["securitySchemes"] = bearer
             schema["security"] = [{"bearer": []}]
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _server_limits(components: dict, door: HttpDoor) -> None:
+    """This server's own limits, in the request schemas it publishes: the most tokens a
+    request may ask for, top_k up to the vocabulary, and the one model it serves."""
+    limits = door.generator.limits
+    for name in ("CompletionRequest", "ChatCompletionRequest"):
+        fields = components[name]["properties"]
+        for field in ("max_tokens", "max_completion_tokens"):
+            if field in fields:
+                _bound(fields[field], maximum=limits.max_new_tokens)
+        if limits.vocab_size:
+            _bound(fields["top_k"], maximum=limits.vocab_size)
+        _bound(fields["model"], enum=[door.model])
+
+
+def _bound(field: dict, **constraints) -> None:
+    """Add constraints to a (maybe nullable: anyOf [T, null]) property's non-null branch."""
+    for branch in field.get("anyOf", [field]):
+        if branch.get("type") != "null":
+            branch.update(constraints)
 
 
 class ApiEdge:

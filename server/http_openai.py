@@ -70,6 +70,26 @@ def refused(param: str, problem: str) -> ApiError:
     return ApiError(400, f"{param}: {problem}", param)
 
 
+# OpenAI features kvserve does not have; the schema takes only their neutral value, and a
+# request with any other says which feature it asked for
+NOT_SUPPORTED = {
+    "n": "kvserve answers one choice per request (only 1)",
+    "best_of": "kvserve answers one choice per request (only 1)",
+    "presence_penalty": "not supported by kvserve (only 0; repetition_penalty is)",
+    "frequency_penalty": "not supported by kvserve (only 0; repetition_penalty is)",
+    "logit_bias": "not supported by kvserve (only empty)",
+    "logprobs": "not supported by kvserve (only null or false)",
+    "top_logprobs": "not supported by kvserve",
+    "echo": "not supported by kvserve (only false)",
+    "suffix": "not supported by kvserve (only empty)",
+    "tools": "tools are not supported by kvserve",
+    "functions": "tools are not supported by kvserve",
+    "tool_choice": "tools are not supported by kvserve (only none)",
+    "function_call": "tools are not supported by kvserve (only none)",
+    "response_format": 'only {"type": "text"}',
+}
+
+
 # -- requests --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Converted:
@@ -83,31 +103,12 @@ class Converted:
 
 
 def completion_ask(body: CompletionRequest, request_id: str) -> Converted:
-    _refuse_common(body)
-    _refuse_unless(body.logprobs is None, "logprobs", "not supported by kvserve (only null)")
-    _refuse_unless(not body.echo, "echo", "not supported by kvserve (only false)")
-    _refuse_unless(body.best_of in (None, 1), "best_of", "not supported by kvserve (only 1)")
-    _refuse_unless(not body.suffix, "suffix", "not supported by kvserve (only null)")
-    prompt = body.prompt
-    if isinstance(prompt, list):
-        if len(prompt) != 1 or not isinstance(prompt[0], str):
-            raise refused("prompt", "one string per request (kvserve takes no batches or ids)")
-        prompt = prompt[0]
+    prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
     ask = Ask(prompt, "prompt", knobs_of(body, body.max_tokens), request_id)
     return Converted(ask, {"max_new_tokens": "max_tokens", "request_id": "x-request-id"})
 
 
 def chat_ask(body: ChatCompletionRequest, generator: Generator, request_id: str) -> Converted:
-    _refuse_common(body)
-    _refuse_unless(not body.logprobs, "logprobs", "not supported by kvserve (only false)")
-    _refuse_unless(not body.top_logprobs, "top_logprobs", "not supported by kvserve")
-    for name in ("tools", "functions"):
-        _refuse_unless(not getattr(body, name), name, "tools are not supported by kvserve")
-    for name in ("tool_choice", "function_call"):
-        value = getattr(body, name)
-        _refuse_unless(value in (None, "none", "auto"), name, "tools are not supported by kvserve")
-    text_format = body.response_format in (None, {"type": "text"})
-    _refuse_unless(text_format, "response_format", 'only {"type": "text"}')
     if body.max_tokens is not None and body.max_completion_tokens is not None:
         raise refused("max_completion_tokens", "give max_tokens or max_completion_tokens, not both")
     max_name = "max_tokens" if body.max_completion_tokens is None else "max_completion_tokens"
@@ -128,11 +129,6 @@ def chat_turn(messages: list[ChatMessage]) -> tuple[str, str, str, str]:
         raise refused("messages", "must not be empty")
     contexts, fields = [], []
     for i, message in enumerate(messages):
-        if message.role not in (*CONTEXT_ROLES, "user", "assistant"):
-            raise refused(
-                f"messages[{i}].role",
-                f"{message.role!r} is not supported by kvserve (system, user, assistant)",
-            )
         if message.role in CONTEXT_ROLES:
             contexts.append(_text_of(message, i))
             fields.append(f"messages[{i}].content")
@@ -170,18 +166,6 @@ def knobs_of(body: CompletionRequest | ChatCompletionRequest, max_tokens: int | 
         seed=body.seed,
         ignore_eos=body.ignore_eos,
     )
-
-
-def _refuse_common(body: CompletionRequest | ChatCompletionRequest) -> None:
-    _refuse_unless(body.n == 1, "n", "kvserve answers one choice per request (only 1)")
-    for name in ("presence_penalty", "frequency_penalty"):
-        _refuse_unless(getattr(body, name) == 0, name, "not supported (use repetition_penalty)")
-    _refuse_unless(not body.logit_bias, "logit_bias", "not supported by kvserve (only empty)")
-
-
-def _refuse_unless(ok: bool, param: str, problem: str) -> None:
-    if not ok:
-        raise refused(param, problem)
 
 
 # -- replies ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ logprobs null, ...) and anything else is refused by the door (server/http_openai
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,7 +19,12 @@ MAX_SEED = 2**64 - 1
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: JSON true is not 1.0, "5" is not 5 (lax mode would accept a schema-breaking body)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+StopText = Annotated[str, Field(min_length=1, max_length=64)]
+Prompt = Annotated[str, Field(min_length=1, max_length=64_000, pattern=r"\S")]
 
 
 class StreamOptions(_Body):
@@ -28,16 +33,25 @@ class StreamOptions(_Body):
     )
 
 
+class ResponseFormat(_Body):
+    type: Literal["text"]
+
+
 class _Generation(_Body):
-    """Fields both endpoints share."""
+    """Fields both endpoints share. Limits that depend on the server (max_tokens' maximum,
+    top_k's, the model's id) are added to the published schema at run time."""
 
     model: str | None = Field(None, description="the served model's id (GET /v1/models)")
     max_tokens: int | None = Field(
-        None, description="tokens to generate (default: the server's --default-max-new-tokens)"
+        None,
+        ge=1,
+        description="tokens to generate (default: the server's --default-max-new-tokens)",
     )
-    temperature: float | None = Field(None, description="0 = greedy; default 1, as OpenAI")
+    temperature: float | None = Field(None, ge=0, description="0 = greedy; default 1, as OpenAI")
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling (default 1 = off)")
-    stop: str | list[str] | None = Field(None, description="text that ends the answer (not sent)")
+    stop: StopText | list[StopText] | None = Field(
+        None, max_length=8, description="text that ends the answer (not sent)"
+    )
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="same seed, same text")
     stream: bool = Field(False, description="server-sent events, then `data: [DONE]`")
     stream_options: StreamOptions | None = None
@@ -47,46 +61,53 @@ class _Generation(_Body):
     repetition_penalty: float | None = Field(None, gt=0, description="1 = off (kvserve extension)")
     ignore_eos: bool = Field(False, description="generate max_tokens tokens (kvserve extension)")
     # OpenAI features kvserve does not have: only their neutral values are accepted
-    n: int = Field(1, description="choices per request; only 1")
-    presence_penalty: float = Field(0.0, description="not supported: only 0")
-    frequency_penalty: float = Field(0.0, description="not supported: only 0")
-    logit_bias: dict[str, float] | None = Field(None, description="not supported: only empty")
+    n: int = Field(1, ge=1, le=1, description="choices per request: only 1")
+    presence_penalty: float = Field(0.0, ge=0, le=0, description="not supported: only 0")
+    frequency_penalty: float = Field(0.0, ge=0, le=0, description="not supported: only 0")
+    logit_bias: dict[str, float] | None = Field(
+        None, max_length=0, description="not supported: only empty"
+    )
 
 
 class CompletionRequest(_Generation):
-    prompt: str | list[Any] = Field(description="the text to continue (one string)")
-    logprobs: int | None = Field(None, description="not supported: only null")
-    echo: bool = Field(False, description="not supported: only false")
-    best_of: int | None = Field(None, description="not supported: only 1")
-    suffix: str | None = Field(None, description="not supported: only null")
+    prompt: Prompt | Annotated[list[Prompt], Field(min_length=1, max_length=1)] = Field(
+        description="the text to continue: one string (or a list of one)"
+    )
+    logprobs: None = Field(None, description="not supported: only null")
+    echo: Literal[False] = Field(False, description="not supported: only false")
+    best_of: int | None = Field(None, ge=1, le=1, description="not supported: only 1")
+    suffix: str | None = Field(None, max_length=0, description="not supported: only empty")
 
 
 class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")  # other part types are refused by name, not shape
+    model_config = ConfigDict(extra="allow", strict=True)  # other part types: refused by name
 
     type: str
     text: str | None = None
 
 
 class ChatMessage(_Body):
-    role: str = Field(description="system (the context), user (the question), or assistant")
+    role: Literal["system", "developer", "user", "assistant"] = Field(
+        description="system/developer: the context; user: the question; assistant: history"
+    )
     content: str | list[ContentPart] | None = None
     name: str | None = None
 
 
 class ChatCompletionRequest(_Generation):
     messages: list[ChatMessage] = Field(
-        description="the last user message is the question; system messages are the context"
+        min_length=1,
+        description="the last one, the user's, is the question; system messages the context",
     )
-    max_completion_tokens: int | None = Field(None, description="the same as max_tokens")
-    logprobs: bool | None = Field(None, description="not supported: only false")
-    top_logprobs: int | None = Field(None, description="not supported: only null")
-    tools: list[Any] | None = Field(None, description="not supported: only empty")
-    tool_choice: str | dict[str, Any] | None = Field(None, description="not supported: none")
-    parallel_tool_calls: bool | None = Field(None, description="not supported (no tools)")
-    functions: list[Any] | None = Field(None, description="not supported: only empty")
-    function_call: str | dict[str, Any] | None = Field(None, description="not supported: none")
-    response_format: dict[str, Any] | None = Field(None, description='only {"type": "text"}')
+    max_completion_tokens: int | None = Field(None, ge=1, description="the same as max_tokens")
+    logprobs: Literal[False] | None = Field(None, description="not supported: only false")
+    top_logprobs: int | None = Field(None, ge=0, le=0, description="not supported")
+    tools: list[Any] | None = Field(None, max_length=0, description="not supported: only empty")
+    tool_choice: Literal["none", "auto"] | None = Field(None, description="no tools: none")
+    parallel_tool_calls: bool | None = Field(None, description="no tools: no effect")
+    functions: list[Any] | None = Field(None, max_length=0, description="not supported")
+    function_call: Literal["none", "auto"] | None = Field(None, description="no tools: none")
+    response_format: ResponseFormat | None = Field(None, description='only {"type": "text"}')
 
 
 # -- responses (documentation of the dicts the door sends) ----------------------------------
@@ -134,6 +155,72 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+
+
+class CompletionChunkChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: None
+    finish_reason: FinishReason | None
+
+
+class CompletionChunk(BaseModel):
+    """One server-sent event of a streamed completion; with stream_options.include_usage a
+    last one has no choices and the usage."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChunkChoice]
+    usage: Usage | None = None
+
+
+class Delta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: Delta
+    logprobs: None
+    finish_reason: FinishReason | None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One server-sent event of a streamed chat answer: the first names the role, the last
+    of the choices has the finish_reason and an empty delta."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+STREAMED = (CompletionChunk, ChatCompletionChunk)
+
+
+def event_stream(chunk: type[BaseModel]) -> dict:
+    """The OpenAPI media type of a stream: each event's data is a chunk (JSON), an error
+    body (a failure after the 200), or the closing `[DONE]`."""
+    refs = [{"$ref": f"#/components/schemas/{m.__name__}"} for m in (chunk, ErrorBody)]
+    data = {
+        "anyOf": [
+            {"const": "[DONE]"},
+            {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"anyOf": refs},
+            },
+        ]
+    }
+    event = {"type": "object", "required": ["data"], "properties": {"data": data}}
+    return {"text/event-stream": {"schema": event}}
 
 
 class ModelCard(BaseModel):
