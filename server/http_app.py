@@ -44,8 +44,8 @@ from server.http_openai import (
     Converted,
     Reply,
     chat_ask,
+    completion_ask,
 )
-from server.http_openai import completion_ask as completion_ask_of
 from server.http_schema import (
     STREAMED,
     ChatCompletion,
@@ -57,6 +57,7 @@ from server.http_schema import (
     ErrorBody,
     Health,
     ModelList,
+    StreamOptions,
     event_stream,
 )
 from server.request import FinishReason
@@ -94,7 +95,6 @@ def create_app(door: HttpDoor) -> ApiEdge:
         docs_url=None,  # Swagger UI and ReDoc load from a CDN: this server works offline
         redoc_url=None,
     )
-    app.state.door = door
     created = int(time.time())
     _routes(app, door, created)
     _error_handlers(app)
@@ -122,9 +122,11 @@ def _routes(app: FastAPI, door: HttpDoor, created: int) -> None:
         None, alias="x-request-id", pattern=REQUEST_ID.pattern, description="echoed back"
     )
 
+    page = PLAYGROUND.read_text(encoding="utf-8")
+
     @app.get("/", include_in_schema=False)
     async def playground() -> HTMLResponse:
-        return HTMLResponse(PLAYGROUND.read_text(encoding="utf-8"))
+        return HTMLResponse(page)
 
     @app.get(HEALTH, response_model=Health, responses={503: {"model": Health}})
     async def health() -> JSONResponse:
@@ -153,7 +155,7 @@ def _routes(app: FastAPI, door: HttpDoor, created: int) -> None:
     ) -> Response:
         """Continue `prompt`; `stream` for server-sent events."""
         _check_model(body.model, door.model)
-        converted = completion_ask_of(body, request.state.request_id)
+        converted = completion_ask(body, request.state.request_id)
         return await _answer(request, door, converted, body.stream, body.stream_options, created)
 
     @app.post(CHAT, responses={200: ok_chat, **ERRORS}, response_model=None)
@@ -173,7 +175,14 @@ def _check_model(asked: str | None, served: str) -> None:
         raise ApiError(404, problem, "model")
 
 
-async def _answer(request, door: HttpDoor, converted: Converted, stream, options, created):
+async def _answer(
+    request: Request,
+    door: HttpDoor,
+    converted: Converted,
+    stream: bool,
+    options: StreamOptions | None,
+    created: int,
+) -> Response:
     request.state.names = converted.names  # for an InvalidArgument's field, in this request's names
     generation = door.generator.submit(converted.ask)  # refusals raise here, before any reply
     chat = request.url.path == CHAT
@@ -190,7 +199,7 @@ async def _answer(request, door: HttpDoor, converted: Converted, stream, options
 
 async def _server_sent_events(generation, writer: ChunkWriter, state) -> AsyncIterator[bytes]:
     """The stream's bytes. Starlette cancels this when the client disconnects, and leaving
-    generation.events() early cancels the request."""
+    generation.batches() early cancels the request."""
     try:
         async for batch in generation.batches():
             yield b"".join(chunk for event in batch for chunk in writer.chunks(event))
@@ -253,8 +262,15 @@ def _error_handlers(app: FastAPI) -> None:
     handle(Draining, lambda request, e: ApiError(503, str(e)))
     handle(GenerationFailed, lambda request, e: _failed(e))
     handle(RequestValidationError, lambda request, e: validation_error(e))
-    handle(HTTPException, lambda request, e: ApiError(e.status_code, str(e.detail)))
     handle(Exception, _bug)
+
+    async def http_error(request: Request, e: Exception) -> Response:
+        assert isinstance(e, HTTPException)  # 404 for an unknown path, 405 (with Allow), ...
+        response = reply(request, ApiError(e.status_code, str(e.detail)))
+        response.headers.update(e.headers or {})
+        return response
+
+    app.add_exception_handler(HTTPException, http_error)
 
     async def gone(request: Request, e: Exception) -> Response:
         return Response(status_code=CLIENT_GONE)  # nobody reads it; the edge counts it

@@ -8,6 +8,8 @@ with a 4xx.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from collections import Counter
 
 import pytest
@@ -37,6 +39,20 @@ CHECKS = [
 EXAMPLES = 100  # per operation and generation mode: the whole run stays well under a minute
 CASES: list[str] = []  # one entry per request sent, for the closing count
 STATUSES: Counter = Counter()
+
+
+@pytest.fixture(autouse=True)
+def ieee_floats():
+    """ONNX Runtime sessions made earlier in this process (other tests) leave this thread's
+    FPU treating subnormals as zero, and hypothesis then refuses to draw the schema's floats
+    at all; the cases run in the default floating-point environment, the old one put back
+    after (FE_DFL_ENV is glibc's (const fenv_t *) -1)."""
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    saved = ctypes.create_string_buffer(64)  # fenv_t: 32 bytes on x86-64
+    libm.fegetenv(saved)
+    libm.fesetenv(ctypes.c_void_p(-1))
+    yield
+    libm.fesetenv(saved)
 
 
 @pytest.fixture(scope="module")
