@@ -28,7 +28,7 @@ from engine_bench import make_checkpoint, make_jobs  # noqa: E402
 
 from server import engine as engine_module  # noqa: E402
 from server.app import Server, load_model  # noqa: E402
-from server.config import parse_args  # noqa: E402
+from server.cli import parse_args  # noqa: E402
 from server.request import Request  # noqa: E402
 from server.sampling import SamplingParams  # noqa: E402
 

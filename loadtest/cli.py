@@ -12,7 +12,7 @@ from pathlib import Path
 
 from envopts import Parser, boolean, env_name, environ, from_env, option, switch
 from loadtest.channels import Security, read_token_file
-from loadtest.config import ARRIVALS, DEFAULT_PROMPT, DEFAULT_REQUESTS, RPCS, LoadConfig
+from loadtest.config import APIS, ARRIVALS, DEFAULT_PROMPT, DEFAULT_REQUESTS, RPCS, LoadConfig
 from loadtest.errors import LoadTestError
 from loadtest.prompts import load_workload
 from loadtest.report import format_summary, write_report
@@ -91,8 +91,16 @@ def _load_options(g: argparse._ArgumentGroup, d: LoadConfig) -> None:
         "--target",
         metavar="HOST:PORT",
         action="append",
-        help="server address; repeat (or comma-separate) for replicas, which get the "
-        "requests in turn (env KVSERVE_TARGET)",
+        help="server address (--api openai: http://HOST:PORT); repeat (or comma-separate) "
+        "for replicas, which get the requests in turn (env KVSERVE_TARGET)",
+    )
+    option(
+        g,
+        "--api",
+        d.api,
+        "grpc: kvserve's gRPC service; openai: any OpenAI-compatible HTTP server "
+        "(/v1/completions for prompts, /v1/chat/completions for questions)",
+        choices=APIS,
     )
     # None: not given (see _config)
     option(
@@ -356,6 +364,7 @@ def _config(a: argparse.Namespace) -> LoadConfig:
     stop = a.stop if a.stop is not None else [s for s in [environ("--stop")] if s]
     return LoadConfig(
         targets=tuple(targets),
+        api=a.api,
         concurrency=a.concurrency if a.concurrency is not None else LoadConfig.concurrency,
         rate=a.rate,
         arrival=a.arrival,

@@ -14,8 +14,10 @@ DEFAULT_PROMPT = "Question: How do I reset my password?\nAnswer:"
 DEFAULT_REQUESTS = 100  # used when neither --requests nor --duration (nor --schedule) is given
 ARRIVALS = ("poisson", "constant")
 RPCS = ("stream", "unary")
+APIS = ("grpc", "openai")  # kvserve's gRPC service, or any OpenAI-compatible HTTP server
 
 _TARGET = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
+_URL = re.compile(r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?(/\S*)?$")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class LoadConfig:
     Closed loop (`concurrency` streams) unless `rate` or `schedule` is set (open loop)."""
 
     targets: tuple[str, ...]
+    api: str = "grpc"  # or "openai": targets are http(s)://HOST:PORT
     # load model
     concurrency: int = 4
     rate: float | None = None  # open loop: requests per second
@@ -93,9 +96,12 @@ class LoadConfig:
         return next((msg for check in checks if (msg := check()) is not None), None)
 
     def _targets_problem(self) -> str | None:
+        if self.api not in APIS:
+            return f"--api must be one of {', '.join(APIS)} (got {self.api!r})"
         if not self.targets:
             return "--target: give at least one HOST:PORT"
-        return next((m for t in self.targets if (m := target_problem(t)) is not None), None)
+        check = openai_target_problem if self.api == "openai" else target_problem
+        return next((m for t in self.targets if (m := check(t)) is not None), None)
 
     def _numbers_problem(self) -> str | None:
         for flag, value, low in (
@@ -182,9 +188,20 @@ def schedule_text(stages: tuple[Stage, ...]) -> str:
     return ",".join(str(s) for s in stages)
 
 
+def openai_target_problem(target: str) -> str | None:
+    m = _URL.match(target)
+    if m is None:
+        return f"--target: expected http://HOST:PORT with --api openai, got {target!r}"
+    if m.group(2) is not None and not 1 <= int(m.group(2)) <= 65535:
+        return f"--target: port must be 1-65535, got {target!r}"
+    return None
+
+
 def target_problem(target: str) -> str | None:
     m = _TARGET.match(target)
     if m is None:
+        if _URL.match(target):
+            return f"--target: {target!r} is a URL; for an HTTP server add --api openai"
         return f"--target: expected HOST:PORT (e.g. 127.0.0.1:50051), got {target!r}"
     if not 1 <= int(m.group(2)) <= 65535:
         return f"--target: port must be 1-65535, got {target!r}"

@@ -17,6 +17,7 @@ import grpc
 import numpy as np
 from google.protobuf.json_format import MessageToDict
 
+import loadtest.openai_api as openai_api
 from loadtest.channels import aio_channel, wait_ready
 from loadtest.config import LoadConfig
 from loadtest.driver import Hooks, OnRecord
@@ -66,7 +67,8 @@ async def run_load(
     workload = list(workload) if workload is not None else load_workload(config)
     info = await model_info(config)
     template = "" if info is None else info.get("prompt_template", "")
-    plans = worker_plans(config, tuple(for_rpc(workload, config.rpc, template)))
+    model = "" if info is None else info.get("model_name", "")
+    plans = worker_plans(config, tuple(for_rpc(workload, config.rpc, template)), model)
     before, scrape_errors = await asyncio.to_thread(scrape, config.metrics_urls)
     total = config.requests if plans[0].indices is None else sum(len(p.indices) for p in plans)
     with Progress(total, config.progress) as progress:
@@ -113,17 +115,20 @@ def run_load_sync(
     return asyncio.run(run_load(config, workload, on_record))
 
 
-def worker_plans(config: LoadConfig, workload: tuple[Prompt, ...]) -> list[WorkerPlan]:
+def worker_plans(
+    config: LoadConfig, workload: tuple[Prompt, ...], model: str = ""
+) -> list[WorkerPlan]:
     """Split the run over the workers: open loop, positions j, j + N, ... of the schedule
     (warmup indices < 0); closed loop, a share of the streams and of the request indices."""
     run_id = f"loadtest-{uuid.uuid4().hex[:8]}"
     n = config.workers
     if not config.open_loop:
-        return [WorkerPlan(w, n, config, workload, run_id) for w in range(n)]
+        return [WorkerPlan(w, n, config, workload, run_id, model=model) for w in range(n)]
     plan: Plan = build_plan(config)
     indices = np.arange(len(plan.offsets), dtype=np.int64) - plan.warmup
+    tail = (plan.origin_s, model)
     return [
-        WorkerPlan(w, n, config, workload, run_id, indices[w::n], plan.offsets[w::n], plan.origin_s)
+        WorkerPlan(w, n, config, workload, run_id, indices[w::n], plan.offsets[w::n], *tail)
         for w in range(n)
     ]
 
@@ -158,7 +163,12 @@ async def send_all(
 
 async def model_info(config: LoadConfig) -> dict | None:
     """Connect to every target (one clear error if one is down) and read the first one's
-    GetModelInfo (None when it is not offered). Bad credentials fail here, once."""
+    GetModelInfo (None when it is not offered), or with --api openai its GET /v1/models.
+    Bad credentials fail here, once."""
+    if config.api == "openai":
+        return await openai_api.model_info(
+            config.targets, config.security, config.connect_timeout_s
+        )
     channels = [aio_channel(t, config.security) for t in config.targets]
     try:
         secure = config.security.secure

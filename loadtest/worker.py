@@ -7,15 +7,17 @@ child process. Everything a worker needs travels in a picklable WorkerPlan.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
+import loadtest.openai_api as openai_api
 from loadtest.channels import aio_channel, wait_ready
 from loadtest.config import LoadConfig
-from loadtest.driver import NO_HOOKS, Budget, Hooks, closed_loop, open_loop
+from loadtest.driver import NO_HOOKS, Budget, Hooks, Send, closed_loop, open_loop
 from loadtest.measure import Sender
 from loadtest.messages import Knobs
 from loadtest.prompts import Prompt
@@ -38,6 +40,7 @@ class WorkerPlan:
     indices: np.ndarray | None = None  # [n] int64
     offsets: np.ndarray | None = None  # [n] float64
     origin_s: float = 0.0  # the measured run starts this long after the start
+    model: str = ""  # --api openai: the model every request names (from GET /v1/models)
 
 
 @dataclass
@@ -59,22 +62,48 @@ def share(total: int, worker: int, workers: int) -> int:
     return total // workers + (worker < total % workers)
 
 
-async def run_worker(plan: WorkerPlan, start: Start, hooks: Hooks = NO_HOOKS) -> WorkerResult:
+@asynccontextmanager
+async def senders(plan: WorkerPlan) -> AsyncIterator[Callable[[float, str], Send]]:
+    """Connected to every target: (origin, request id prefix) -> the run's Send, over gRPC
+    or, with --api openai, over HTTP."""
     config = plan.config
+    knobs, unary = Knobs.from_config(config), config.rpc == "unary"
+    if config.api == "openai":
+        async with openai_api.session(config.security, config.timeout_s) as http:
+            yield partial(
+                openai_api.HttpSender,
+                http,
+                config.targets,
+                plan.workload,
+                knobs,
+                plan.model,
+                config.security,
+                unary,
+                worker=plan.worker,
+            )
+        return
     channels = [aio_channel(t, config.security) for t in config.targets]
     try:
         await wait_ready(channels, config.targets, config.connect_timeout_s, config.security.secure)
-        sender = partial(
+        yield partial(
             Sender,
             [pb_grpc.GenerationStub(c) for c in channels],
             config.targets,
             plan.workload,
-            Knobs.from_config(config),
+            knobs,
             config.timeout_s,
             config.security.metadata(),
-            config.rpc == "unary",
+            unary,
             worker=plan.worker,
         )
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+async def run_worker(plan: WorkerPlan, start: Start, hooks: Hooks = NO_HOOKS) -> WorkerResult:
+    config = plan.config
+    async with senders(plan) as sender:
         warm = await closed_warmup(plan, sender(time.perf_counter(), f"{plan.run_id}-warmup"))
         start_at = await start()
         cpu, began = time.process_time(), time.perf_counter()
@@ -91,9 +120,6 @@ async def run_worker(plan: WorkerPlan, start: Start, hooks: Hooks = NO_HOOKS) ->
             records = await closed_loop(send, streams, budget, hooks, mine)
         busy, cpu = time.perf_counter() - began, time.process_time() - cpu
         return WorkerResult(plan.worker, records, warm, cpu, busy)
-    finally:
-        for channel in channels:
-            await channel.close()
 
 
 async def closed_warmup(plan: WorkerPlan, send) -> list[RequestRecord]:

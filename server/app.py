@@ -28,6 +28,9 @@ from server import logs
 from server.config import ServeConfig, grpc_server_options
 from server.drain import wait_until_idle
 from server.engine import Engine
+from server.generation import Generator
+from server.http_app import HttpDoor, create_app
+from server.http_server import HttpServer
 from server.metrics import Metrics
 from server.runner import OnnxRunner
 from server.scheduler import Scheduler
@@ -38,6 +41,16 @@ from server.update import Updater
 
 log = logging.getLogger("kvserve.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Generation"].full_name
+# gRPC core holds calls that arrive faster than the asyncio server takes them; past 1000 of
+# them it refuses new ones at random and the client sees CANCELLED for a call it never
+# cancelled (2000 streams at once on one connection: about 200). Held calls cost little and
+# the service itself refuses what it cannot queue (RESOURCE_EXHAUSTED, or UNAVAILABLE while
+# draining), so the core's limits are set far above any burst the service could take.
+PENDING_CALLS_LIMIT = 1 << 16
+BURST_OPTIONS = [
+    ("grpc.server.max_pending_requests", PENDING_CALLS_LIMIT),
+    ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS_LIMIT),
+]
 
 
 @dataclass
@@ -94,19 +107,39 @@ class Server:
         )
         self.engine = Engine(model.runner, scheduler, updater, on_step=self.metrics.observe_step)
         limits = config.limits(manifest.architecture.vocab_size)
+        self.generator = Generator(self.engine, model.tokenizer, manifest, limits)
         info = ServiceInfo(model.runner.provider, config.max_batch_size, limits)
-        self.service = GenerationService(self.engine, model.tokenizer, manifest, info, self.metrics)
+        self.service = GenerationService(self.generator, info, self.metrics)
         self.model = model
         self.health = health.aio.HealthServicer()
         for interceptor in self.security.interceptors:
             interceptor.on_reject = self._count_rejected
         self.grpc = grpc.aio.server(
-            interceptors=self.security.interceptors, options=grpc_server_options(config)
+            interceptors=self.security.interceptors,
+            options=grpc_server_options(config) + BURST_OPTIONS,
         )
         self.port = 0
+        self.serving = False  # what health says, on both doors
+        self.http = self._http_door(config, model) if config.http_port >= 0 else None
+        self.http_port: int | None = None
         self._stop_requested = asyncio.Event()
         self._stop_now = asyncio.Event()
         self._signals = 0
+
+    def _http_door(self, config: ServeConfig, model: LoadedModel) -> HttpServer:
+        """The OpenAI-compatible HTTP door on the same generator, metrics, tokens and TLS."""
+        arch = model.manifest.architecture
+        door = HttpDoor(
+            generator=self.generator,
+            model=model.manifest.model_name,
+            max_model_len=arch.max_positions,
+            metrics=self.metrics,
+            serving=lambda: self.serving,
+            tokens=self.security.tokens,
+            exempt_health=self.security.exempt_health,
+        )
+        tls = (config.tls_cert, config.tls_key, config.tls_client_ca)
+        return HttpServer(create_app(door), config.host, config.http_port, *tls)
 
     async def start(self) -> int:
         pb_grpc.add_GenerationServicer_to_server(self.service, self.grpc)
@@ -124,7 +157,11 @@ class Server:
                 raise OSError(f"cannot serve TLS on {address} ({e})") from None
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {self.config.host}:{self.config.port}")
+        if self.http is not None:
+            self.http_port = self.http.bind()
         await self.grpc.start()
+        if self.http is not None:
+            await self.http.start()
         warm_up(self.model.runner, self.model.manifest.eos_token_id)
         self.engine.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
@@ -152,20 +189,27 @@ class Server:
         else:
             log.info("second signal: stopping now")
             self._stop_now.set()
-            asyncio.get_running_loop().create_task(self.grpc.stop(None))
+            loop = asyncio.get_running_loop()
+            loop.create_task(self.grpc.stop(None))
+            if self.http is not None:
+                loop.create_task(self.http.stop(None))
 
     async def drain(self) -> None:
-        """Health NOT_SERVING and new RPCs refused at once; in-flight ones get the grace.
+        """Health NOT_SERVING and new requests refused at once, on both doors; in-flight
+        ones get the grace.
 
-        The port stays open while the engine finishes, so probes read NOT_SERVING and new
-        calls get UNAVAILABLE from the service instead of a refused connection."""
-        self.service.draining = True
+        The ports stay open while the engine finishes, so probes read NOT_SERVING and new
+        calls get UNAVAILABLE (HTTP: 503) from the door instead of a refused connection."""
+        self.generator.draining = True
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         left = await wait_until_idle(self.engine, self.config.grace_seconds, self._stop_now)
-        await self.grpc.stop(None if left is None else max(left, 1.0))
+        grace = None if left is None else max(left, 1.0)
+        doors = [self.grpc.stop(grace)] + ([] if self.http is None else [self.http.stop(grace)])
+        await asyncio.gather(*doors)
         self.engine.stop()
         log.info("stopped")
 
     async def _set_health(self, status) -> None:
+        self.serving = status == health_pb2.HealthCheckResponse.SERVING
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)

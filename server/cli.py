@@ -41,6 +41,13 @@ def build_parser() -> Parser:
     )
     option(p, "--host", d.host, "gRPC bind address (0.0.0.0 for all)")
     option(p, "--port", d.port, "gRPC port (0 = any free port)", type=int)
+    option(
+        p,
+        "--http-port",
+        d.http_port,
+        "OpenAI-compatible HTTP API and playground on --host (-1 = off, 0 = any free port)",
+        type=int,
+    )
     option(p, "--metrics-host", d.metrics_host, "metrics bind address")
     option(p, "--metrics-port", d.metrics_port, "Prometheus /metrics port (-1 = off)", type=int)
     option(p, "--metrics-path", d.metrics_path, "HTTP path of the Prometheus metrics")
@@ -199,6 +206,11 @@ async def _serve(config: ServeConfig, model, security: ServerSecurity) -> None:
     )
     log.info("security: %s", security.summary)
     print(f"{PROG}: listening on {config.host}:{port}", flush=True)
+    if server.http is not None:
+        scheme = "https" if server.http.tls else "http"
+        url = f"{scheme}://{config.host}:{server.http_port}"
+        log.info("OpenAI-compatible API on %s/v1, playground on %s/", url, url)
+        print(f"{PROG}: listening on {url} (OpenAI API, playground)", flush=True)
     try:
         await server.run_until_signalled()
     finally:

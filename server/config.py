@@ -48,6 +48,7 @@ class ServeConfig:
     auth_token_file: Path | None = None
     auth_exempt_health: bool = False
     log_format: str = "text"
+    http_port: int = -1
 
     def scheduler_config(self) -> SchedulerConfig:
         return SchedulerConfig(

@@ -39,6 +39,7 @@ class RequestLog:
     finish_reason: str = ""
     queue_s: float | None = None
     ttft_s: float | None = None
+    http_status: int | None = None  # HTTP door only: the status sent (499: the client left)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -84,12 +85,14 @@ def on_event(event: StreamEvent) -> None:
 def access(record: RequestLog, code: str, total_s: float, detail: str = "") -> None:
     """The one access line of an RPC: status, tokens and timings, as text and as fields."""
     ttft = "-" if record.ttft_s is None else f"{record.ttft_s:.4f}s"
+    http = "" if record.http_status is None else f" http_status={record.http_status}"
     ACCESS.info(
-        "%s %s prompt_tokens=%d generated_tokens=%d ttft=%s total=%.4fs",
-        record.rpc, code, record.prompt_tokens, record.generated_tokens, ttft, total_s,
+        "%s %s prompt_tokens=%d generated_tokens=%d ttft=%s total=%.4fs%s",
+        record.rpc, code, record.prompt_tokens, record.generated_tokens, ttft, total_s, http,
         extra={
             "rpc": record.rpc,
             "code": code,
+            "http_status": record.http_status,
             "prompt_tokens": record.prompt_tokens,
             "generated_tokens": record.generated_tokens,
             "finish_reason": record.finish_reason or None,

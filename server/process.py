@@ -46,6 +46,7 @@ class ServerProcess:
     metrics_port: int
     log_path: Path
     args: list[str] = field(default_factory=list)
+    http_port: int | None = None  # the HTTP door's, when started with http=True
 
     @property
     def target(self) -> str:
@@ -54,6 +55,12 @@ class ServerProcess:
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def http_url(self) -> str:
+        """The HTTP door's base URL (plain http; a TLS server's is https:// on the same port)."""
+        assert self.http_port is not None, "started without http=True"
+        return f"http://127.0.0.1:{self.http_port}"
 
     @classmethod
     def start(
@@ -64,14 +71,18 @@ class ServerProcess:
         timeout: float = 60.0,
         channel: Callable[[str], grpc.Channel] = grpc.insecure_channel,
         metadata: tuple[tuple[str, str], ...] = (),
+        http: bool = False,
     ) -> ServerProcess:
         port, metrics_port = free_port(), free_port()
+        http_port = free_port() if http else None
         args = [sys.executable, "-m", "server", "--model", str(model), "--port", str(port),
                 "--metrics-port", str(metrics_port), *(extra or [])]  # fmt: skip
+        if http_port is not None:
+            args += ["--http-port", str(http_port)]
         log = open(log_path, "wb")  # noqa: SIM115 - the child writes to it for its whole life
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-        server = cls(process, port, metrics_port, log_path, args)
+        server = cls(process, port, metrics_port, log_path, args, http_port)
         server.wait_ready(timeout, channel, metadata)
         return server
 

@@ -1,7 +1,8 @@
 """The gRPC servicer: protobuf in, dataclasses to the engine, protobuf out.
 
-The only module that touches protobuf messages. Thin by design (as TGI's servicer): validate,
-tokenize, submit, relay the engine's events, map failures to status codes.
+The only module that touches protobuf messages. Thin by design (as TGI's servicer): convert
+the message, hand it to the door-neutral Generator (server/generation.py, which the HTTP
+door calls too), relay its events, map failures to status codes.
 """
 
 from __future__ import annotations
@@ -9,28 +10,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
-from tokenizers import Tokenizer
 
-from artifact import Manifest
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server import logs
-from server.engine import Engine
-from server.request import FinishReason, Request, StreamEvent, Timing
-from server.scheduler import QueueFull
-from server.validation import (
+from server.generation import (
+    Ask,
+    Completion,
+    Draining,
+    GenerationFailed,
+    Generator,
     InvalidArgument,
-    Limits,
-    check_prompt_tokens,
-    check_text,
-    request_id_of,
-    sampling_params_of,
+    Knobs,
+    QueueFull,
+    deadline_in,
 )
+from server.request import FinishReason, StreamEvent, Timing
+from server.validation import Limits
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +48,6 @@ FAILED = {
 }
 
 
-class Draining(Exception):
-    """The server is shutting down and takes no new requests."""
-
-
-class GenerationFailed(Exception):
-    def __init__(self, event: StreamEvent) -> None:
-        super().__init__(event.error or event.finish_reason.value)
-        self.code = FAILED[event.finish_reason]
-
-
 @dataclass(frozen=True)
 class ServiceInfo:
     """Facts the service reports that are not in the manifest."""
@@ -68,31 +58,31 @@ class ServiceInfo:
 
 
 class GenerationService(pb_grpc.GenerationServicer):
-    def __init__(
-        self, engine: Engine, tokenizer: Tokenizer, manifest: Manifest, info: ServiceInfo, metrics
-    ) -> None:
-        self.engine = engine
-        self.tokenizer = tokenizer
-        self.manifest = manifest
+    def __init__(self, generator: Generator, info: ServiceInfo, metrics) -> None:
+        self.generator = generator
         self.info = info
         self.metrics = metrics
-        self.draining = False
+
+    @property
+    def manifest(self):
+        return self.generator.manifest
 
     async def Generate(self, request: pb.GenerateRequest, context) -> pb.GenerateResponse:
         async with self._rpc("Generate", context):
-            return await _collect(self._events(request, request.prompt, "prompt", context))
+            generation = self._submit(request, request.prompt, "prompt", context)
+            return _response(await generation.collect())
 
     async def GenerateStream(self, request: pb.GenerateRequest, context):
         async with self._rpc("GenerateStream", context):
-            async for event in self._events(request, request.prompt, "prompt", context):
+            generation = self._submit(request, request.prompt, "prompt", context)
+            async for event in generation.events():
                 yield _stream_message(event)
 
     async def Answer(self, request: pb.AnswerRequest, context) -> pb.GenerateResponse:
         async with self._rpc("Answer", context):
-            question = check_text(request.question, "question", self.info.limits)
-            prompt = self.manifest.prompt_template.format(question, request.context)
-            field = "context" if request.context.strip() else "question"
-            return await _collect(self._events(request, prompt, field, context))
+            prompt, field = self.generator.answer(request.question, request.context)
+            generation = self._submit(request, prompt, field, context)
+            return _response(await generation.collect())
 
     async def GetModelInfo(self, request: pb.ModelInfoRequest, context) -> pb.ModelInfo:
         async with self._rpc("GetModelInfo", context):
@@ -116,41 +106,15 @@ class GenerationService(pb_grpc.GenerationServicer):
                 files_sha256=m.files,
             )
 
-    async def _events(
-        self, message, prompt: str, field: str, context
-    ) -> AsyncIterator[StreamEvent]:
-        """Submit one request to the engine and relay its events until it finishes."""
-        if self.draining:
-            raise Draining("server is draining; retry on another replica")
-        request_id = request_id_of(message)  # first, so even a bad request's lines carry it
-        logs.annotate(request_id=request_id)
-        params = sampling_params_of(message, self.info.limits)
-        prompt_ids = self.tokenizer.encode(check_text(prompt, field, self.info.limits)).ids
-        check_prompt_tokens(len(prompt_ids), field, self.manifest.architecture.max_positions)
-        logs.annotate(prompt_tokens=len(prompt_ids))
-        queue: asyncio.Queue[StreamEvent] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        remaining = context.time_remaining()
-        request = Request(
-            request_id=request_id,
-            prompt_ids=prompt_ids,
-            params=params,
-            emit=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event),
-            deadline=None if remaining is None else time.monotonic() + remaining,
-        )
-        self.engine.submit(request)
-        # the slot is released when the RPC ends however it ends (a client gone, a deadline):
-        # not in a `finally` here, since a handler parked at `yield` when the client goes
-        # away may never resume to run it (grpc issue 43360)
-        context.add_done_callback(lambda _context: release(request))
-        finished = False
-        while not finished:
-            event = await queue.get()
-            finished = event.finish_reason is not None
-            logs.on_event(event)
-            if event.finish_reason in FAILED:
-                raise GenerationFailed(event)
-            yield event
+    def _submit(self, message, prompt: str, field: str, context):
+        """Queue the request; its slot is released when the RPC ends however it ends (a
+        client gone, a deadline): by the RPC's done-callback, since a handler parked at
+        `yield` when the client goes away may never resume (grpc issue 43360)."""
+        deadline = deadline_in(context.time_remaining())
+        ask = Ask(prompt, field, knobs_of(message), message.request_id, deadline)
+        generation = self.generator.submit(ask)
+        context.add_done_callback(lambda _context: generation.cancel())
+        return generation
 
     @asynccontextmanager
     async def _rpc(self, rpc: str, context):
@@ -167,7 +131,7 @@ class GenerationService(pb_grpc.GenerationServicer):
         except Draining as e:
             code, message = grpc.StatusCode.UNAVAILABLE, str(e)
         except GenerationFailed as e:
-            code, message = e.code, str(e)
+            code, message = FAILED[e.reason], str(e)
         except (asyncio.CancelledError, GeneratorExit):
             # GeneratorExit: a stream cancelled while parked at `yield` is closed, not cancelled
             code = grpc.StatusCode.CANCELLED
@@ -183,27 +147,34 @@ class GenerationService(pb_grpc.GenerationServicer):
             await context.abort(code, message)
 
 
-def release(request: Request) -> None:
-    """Idempotent: the engine drops a cancelled request at its next step; a finished one is
-    already gone."""
-    request.cancelled = True
+def knobs_of(message: pb.GenerateRequest | pb.AnswerRequest) -> Knobs:
+    """The knob fields GenerateRequest and AnswerRequest share; an unset optional is None."""
+
+    def optional(name: str):
+        return getattr(message, name) if message.HasField(name) else None
+
+    return Knobs(
+        max_new_tokens=optional("max_new_tokens"),
+        temperature=message.temperature,
+        top_k=message.top_k,
+        top_p=optional("top_p"),
+        repetition_penalty=optional("repetition_penalty"),
+        stop=tuple(message.stop),
+        seed=optional("seed"),
+        ignore_eos=message.ignore_eos,
+    )
 
 
-async def _collect(events: AsyncIterator[StreamEvent]) -> pb.GenerateResponse:
-    texts: list[str] = []
-    token_ids: list[int] = []
-    last: StreamEvent | None = None
-    async for event in events:
-        texts.append(event.text)
-        token_ids += event.token_ids
-        last = event
+def _response(completion: Completion) -> pb.GenerateResponse:
     return pb.GenerateResponse(
-        text="".join(texts),
-        token_ids=token_ids,
-        finish_reason=FINISH[last.finish_reason],
-        usage=pb.Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens),
-        timing=_timing(last.timing),
-        request_id=last.request_id,
+        text=completion.text,
+        token_ids=completion.token_ids,
+        finish_reason=FINISH[completion.finish_reason],
+        usage=pb.Usage(
+            prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens
+        ),
+        timing=_timing(completion.timing),
+        request_id=completion.request_id,
     )
 
 

@@ -1,7 +1,9 @@
-"""Request checks at the edge: every bad field becomes one INVALID_ARGUMENT naming it.
+"""Request checks at the edge: every bad field becomes one InvalidArgument naming it.
 
-GenerateRequest and AnswerRequest carry the same knob fields, so one function reads both
-(duck-typed on the field names) and returns the engine's SamplingParams dataclass.
+Door-neutral: each front door converts its wire request into `Knobs` (gRPC from the
+GenerateRequest/AnswerRequest fields, HTTP from the OpenAI body) and one function checks
+them and returns the engine's SamplingParams dataclass. Field names are the gRPC ones; a
+door that calls a knob something else renames the field in its error (max_tokens, ...).
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from dataclasses import dataclass
 from server.sampling import SamplingParams
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+MAX_SEED = 2**64 - 1  # the wire's uint64
 
 
 class InvalidArgument(ValueError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,23 @@ class Limits:
     vocab_size: int = 0  # top_k above it is refused (0 = unknown: not checked)
 
 
-def request_id_of(message) -> str:
-    rid = message.request_id
+@dataclass(frozen=True)
+class Knobs:
+    """A request's generation settings as its front door received them; None = not sent
+    (then the default applies), so an explicit bad value is refused, never replaced."""
+
+    max_new_tokens: int | None = None
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    ignore_eos: bool = False
+
+
+def check_request_id(rid: str) -> str:
+    """The caller's request id, checked; a fresh one when it sent none."""
     if not rid:
         return uuid.uuid4().hex
     if not REQUEST_ID.match(rid):
@@ -41,32 +60,36 @@ def request_id_of(message) -> str:
     return rid
 
 
-def sampling_params_of(message, limits: Limits) -> SamplingParams:
+def sampling_params_of(knobs: Knobs, limits: Limits) -> SamplingParams:
     # optional fields: unset means the default; a value that is set must be a real one
     max_new = limits.default_max_new_tokens
-    if message.HasField("max_new_tokens"):
-        max_new = message.max_new_tokens
+    if knobs.max_new_tokens is not None:
+        max_new = knobs.max_new_tokens
         if max_new < 1:
             raise InvalidArgument("max_new_tokens", "must be >= 1 (unset = the default)")
     if max_new > limits.max_new_tokens:
         raise InvalidArgument("max_new_tokens", f"at most {limits.max_new_tokens}, got {max_new}")
-    temperature = _finite(message.temperature, "temperature")
+    temperature = _finite(knobs.temperature, "temperature")
     if temperature < 0:
         raise InvalidArgument("temperature", f"must be >= 0 (0 = greedy), got {temperature}")
-    top_p = _finite(message.top_p, "top_p") if message.HasField("top_p") else 1.0
+    top_p = 1.0 if knobs.top_p is None else _finite(knobs.top_p, "top_p")
     if not 0 < top_p <= 1:
         raise InvalidArgument("top_p", f"must be in (0, 1] (unset = off), got {top_p}")
     penalty = 1.0
-    if message.HasField("repetition_penalty"):
-        penalty = _finite(message.repetition_penalty, "repetition_penalty")
+    if knobs.repetition_penalty is not None:
+        penalty = _finite(knobs.repetition_penalty, "repetition_penalty")
     if penalty <= 0:
         raise InvalidArgument("repetition_penalty", f"must be > 0 (unset = off), got {penalty}")
-    if limits.vocab_size and message.top_k > limits.vocab_size:
+    if knobs.top_k < 0:
+        raise InvalidArgument("top_k", f"must be >= 0 (0 = off), got {knobs.top_k}")
+    if limits.vocab_size and knobs.top_k > limits.vocab_size:
         # also where a negative int32 lands: uint32 on the wire makes -1 into 4294967295
         raise InvalidArgument(
-            "top_k", f"must be 0 (off) to {limits.vocab_size} (the vocabulary), got {message.top_k}"
+            "top_k", f"must be 0 (off) to {limits.vocab_size} (the vocabulary), got {knobs.top_k}"
         )
-    stop = tuple(message.stop)
+    if knobs.seed is not None and not 0 <= knobs.seed <= MAX_SEED:
+        raise InvalidArgument("seed", f"must be 0 to 2**64 - 1, got {knobs.seed}")
+    stop = tuple(knobs.stop)
     if len(stop) > limits.max_stop_strings:
         raise InvalidArgument("stop", f"at most {limits.max_stop_strings} strings, got {len(stop)}")
     for s in stop:
@@ -75,12 +98,12 @@ def sampling_params_of(message, limits: Limits) -> SamplingParams:
     return SamplingParams(
         max_new_tokens=max_new,
         temperature=temperature,
-        top_k=message.top_k,
+        top_k=knobs.top_k,
         top_p=top_p,
         repetition_penalty=penalty,
         stop=stop,
-        seed=message.seed if message.HasField("seed") else None,
-        ignore_eos=message.ignore_eos,
+        seed=knobs.seed,
+        ignore_eos=knobs.ignore_eos,
     )
 
 

@@ -42,7 +42,7 @@ QUERY_LOG = os.environ.get("KVSERVE_QUERY_LOG")
 def server(tiny_artifact, tmp_path_factory):
     log = tmp_path_factory.mktemp("obs") / "server.log"
     extra = ["--log-format", "json", "--metrics-path", METRICS_PATH, "--max-batch-size", "8"]
-    with serving(tiny_artifact, log, extra) as process:
+    with serving(tiny_artifact, log, extra, http=True) as process:
         yield process
 
 
@@ -175,9 +175,10 @@ def test_loadtest_reports_the_servers_figures_beside_its_own(server, metrics_url
     assert 0 < figures["histograms"]["ttft"]["p50"] <= figures["histograms"]["e2e"]["p99"]
 
 
-def traffic(stub, prefix: str) -> int:
-    """A little of everything the dashboard shows: unary, streams, an Answer, a bad request."""
-    n = len(generate(stub, 4, 5, prefix))
+def traffic(stub, prefix: str, http_url: str) -> int:
+    """A little of everything the dashboard shows: unary, streams, an Answer, a bad request,
+    on both doors."""
+    n = len(generate(stub, 4, 5, prefix)) + http_traffic(http_url, prefix)
     for i in range(2):
         request = pb.GenerateRequest(prompt=f"Question: {prefix} {i}\nAnswer:", max_new_tokens=6,
                                      ignore_eos=True)  # fmt: skip
@@ -186,6 +187,23 @@ def traffic(stub, prefix: str) -> int:
     with pytest.raises(grpc.RpcError):
         stub.Generate(pb.GenerateRequest(prompt=""))
     return n + 1
+
+
+def http_traffic(url: str, prefix: str) -> int:
+    """Two completions and a bad request through the HTTP door."""
+    bodies = [
+        {"prompt": f"{prefix} http", "max_tokens": 3},
+        {"prompt": f"{prefix} http", "max_tokens": 3, "stream": True},
+        {"prompt": ""},
+    ]
+    for body in bodies:
+        data, headers = json.dumps(body).encode(), {"content-type": "application/json"}
+        request = urllib.request.Request(f"{url}/v1/completions", data=data, headers=headers)
+        try:
+            urllib.request.urlopen(request, timeout=10).read()
+        except urllib.error.HTTPError as error:
+            assert error.code == 400
+    return 3
 
 
 def requests_served(metrics_url: str) -> float:
@@ -197,11 +215,11 @@ def is_number(sample: dict) -> bool:
 
 
 def test_every_dashboard_and_alert_expression_runs_on_a_real_prometheus(
-    prometheus, stub, metrics_url
+    prometheus, stub, metrics_url, server
 ):
     # Two rounds with a scrape between them, so every rate() has an increase to see.
     for round_ in ("before", "after"):
-        traffic(stub, f"prom-{round_}")
+        traffic(stub, f"prom-{round_}", server.http_url)
         served = requests_served(metrics_url)
         prometheus.wait_until("sum(kvserve_requests_total)", lambda v, s=served: v >= s)
 

@@ -70,7 +70,7 @@ def test_dashboard_has_the_issues_panels_and_uses_every_design_series():
     assert {"Request rate by status code", "Error ratio", "Time to first token",
             "Inter-token latency", "End-to-end latency p99", "Queue wait p99", "Batch size",
             "Running / waiting requests", "Tokens per second", "KV cache bytes",
-            "Model"} <= titles  # fmt: skip
+            "Model", "Requests by front door"} <= titles  # fmt: skip
     exprs = " ".join(e.expr for e in dashboard_expressions())
     assert all(series in exprs for series in DESIGN_SERIES)
     legends = {e.name for e in dashboard_expressions()}

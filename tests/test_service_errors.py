@@ -22,7 +22,7 @@ class FakeContext:
 
 def test_unexpected_exception_is_internal_and_counted() -> None:
     metrics = Metrics()
-    service = GenerationService(None, None, None, None, metrics)  # type: ignore[arg-type]
+    service = GenerationService(None, None, metrics)  # type: ignore[arg-type]
     context = FakeContext()
 
     async def handler() -> None:
