@@ -12,11 +12,11 @@ from collections import Counter
 import aiohttp
 import grpc
 import pytest
-from reliability_support import engine_idle, metric, wait_until
 
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.process import ServerProcess
+from tests.support.reliability import engine_idle, metric, wait_until
 
 pytestmark = pytest.mark.slow
 CALLS, TOKENS, BATCH, QUEUE = 2000, 16, 8, 64

@@ -16,12 +16,12 @@ import grpc
 import httpx
 import openai
 import pytest
-from reliability_support import make_certs, metric, tls_channel
 
 from artifact import read_manifest
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.process import ServerProcess
+from tests.support.reliability import make_certs, metric, tls_channel
 
 pytestmark = pytest.mark.slow
 PROMPT = "Question: What does the red light mean?\nAnswer:"

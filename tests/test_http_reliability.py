@@ -14,11 +14,11 @@ import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from reliability_support import engine_idle, metric, wait_until
 
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.process import ServerProcess
+from tests.support.reliability import engine_idle, metric, wait_until
 
 pytestmark = pytest.mark.slow
 LONG = 110  # tokens: the tiny model's context is 128
@@ -75,7 +75,8 @@ def test_a_full_queue_answers_429_at_once_and_nothing_hangs(tiny_artifact, tmp_p
         elapsed = time.monotonic() - start
         codes = Counter(r[0] for r in results)
         print(f"\n40 streams at batch 2 + queue 4: {dict(codes)} in {elapsed:.2f} s")
-        assert set(codes) <= {200, 429} and codes[429] > 0 and codes[200] >= 6
+        # at least the queue's 4 are served: the engine may admit none before the burst ends
+        assert set(codes) <= {200, 429} and codes[429] > 0 and codes[200] >= 4
         assert all(done and tokens == 48 for status, tokens, done, _ in results if status == 200)
         assert all(retry == "1" for status, _, _, retry in results if status == 429)
         refused = metric(

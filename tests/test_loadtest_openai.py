@@ -5,7 +5,6 @@ one every 10 ms) and against kvserve's own HTTP door."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,7 @@ from loadtest.cli import main as loadtest_main
 from loadtest.config import LoadConfig
 from loadtest.run import run_load_sync
 from server.process import ServerProcess
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "loadtest"))
-from fake_openai import FIRST_S, GAP_S, MODEL, TOKENS, FakeOpenAI  # noqa: E402
+from tests.support.fake_openai import FIRST_S, GAP_S, MODEL, TOKENS, FakeOpenAI
 
 
 @pytest.fixture(scope="module")

@@ -40,8 +40,9 @@ def server(tiny_artifact, tmp_path_factory):
 
 
 def request(i: int) -> pb.GenerateRequest:
-    return pb.GenerateRequest(prompt=f"Question: load {i % 20}?\nAnswer:", max_new_tokens=TOKENS,
-                              ignore_eos=True)  # fmt: skip
+    return pb.GenerateRequest(
+        prompt=f"Question: load {i % 20}?\nAnswer:", max_new_tokens=TOKENS, ignore_eos=True
+    )
 
 
 async def timed(stub, i: int) -> Outcome:
@@ -123,13 +124,18 @@ def test_four_times_capacity_is_refused_quickly_and_nothing_is_lost(server):
     )
     on_server = server_side_seconds(server.log_path.read_text(), "RESOURCE_EXHAUSTED")
     if len(on_server):
-        print(f"server-side RESOURCE_EXHAUSTED (access log): p50 {np.median(on_server) * 1e3:.2f}"
-              f" ms, p99 {np.quantile(on_server, 0.99) * 1e3:.2f} ms, max "
-              f"{on_server.max() * 1e3:.2f} ms over {len(on_server)} calls")  # fmt: skip
+        print(
+            f"server-side RESOURCE_EXHAUSTED (access log): p50 {np.median(on_server) * 1e3:.2f}"
+            f" ms, p99 {np.quantile(on_server, 0.99) * 1e3:.2f} ms, max "
+            f"{on_server.max() * 1e3:.2f} ms over {len(on_server)} calls"
+        )
     assert len(accepted) + len(rejected) == len(outcomes)  # no other outcome: nothing lost
     assert len(rejected) > len(outcomes) / 2  # 4x: most are beyond the queue
-    # the client's clock includes its own event loop and a busy 2-core box; the server's own
-    # access log (when present) shows the refusal itself
-    assert np.median(rejected) < 0.05 and np.quantile(rejected, 0.9) < 0.5
+    # "quickly" is the server's claim, so its own access log times it; the client's clock adds
+    # its own event loop and whatever else holds the 2 cores, so there a refusal need only be
+    # quicker than being served
+    assert len(on_server) == len(rejected)
+    assert np.median(on_server) < 0.05 and np.quantile(on_server, 0.9) < 0.5
+    assert np.median(rejected) < np.median(accepted)
     assert accepted.max() < 2 * bound + 0.5  # bounded by the queue, with slack for the client
     wait_until(lambda: engine_idle(server.metrics_url), timeout=5)
