@@ -247,8 +247,17 @@ def run_kvserve(
     extra: tuple[str, ...] = (),
 ) -> SystemResult:
     """`extra` serve flags come last, so they override the bench's own."""
-    flags = ["--max-batch-size", str(concurrency), "--threads", str(threads),
-             "--max-queue", "1024", "--max-new-tokens-limit", "1024", *extra]  # fmt: skip
+    flags = [
+        "--max-batch-size",
+        str(concurrency),
+        "--threads",
+        str(threads),
+        "--max-queue",
+        "1024",
+        "--max-new-tokens-limit",
+        "1024",
+        *extra,
+    ]
     server = ServerProcess.start(artifact, workdir / f"{name}.log", flags)
     try:
         streams, seconds = asyncio.run(drive(server.target, jobs, concurrency))
@@ -368,13 +377,17 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engine.json")
     p.add_argument("--systems", default="a,b,c,d", help="subset to run, e.g. c,d")
     p.add_argument(
-        "--rounds", type=int, default=3,
+        "--rounds",
+        type=int,
+        default=3,
         help="(c) and (d) alternate this many times; each reports its median round",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--latency", action=argparse.BooleanOptionalAction, default=True,
+        "--latency",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="also measure concurrency-1 ITL vs the bare step, at contexts 50 and 1000",
-    )  # fmt: skip
+    )
     args = p.parse_args()
     if args.rounds < 1:
         p.error("--rounds must be >= 1")
@@ -415,8 +428,10 @@ def main() -> int:
         order = list(served.items())
         for key, done in order[::-1] if round_ % 2 else order:  # who goes first alternates
             load = os.getloadavg()[0]
-            print(f"running ({key}) round {round_ + 1}/{args.rounds} ... load average {load:.2f}",
-                  flush=True)  # fmt: skip
+            print(
+                f"running ({key}) round {round_ + 1}/{args.rounds} ... load average {load:.2f}",
+                flush=True,
+            )
             done.append(runs[key]())
     for key, done in served.items():
         results[key] = sorted(done, key=lambda r: r.tokens_per_s)[len(done) // 2]
@@ -454,8 +469,10 @@ def main() -> int:
         print("\nconcurrency 1, fp32:  context  bare step ms  server ITL p50 ms")
         for ctx in latency.bare_step_ms:
             print(f"{ctx:>27}{latency.bare_step_ms[ctx]:>14.2f}{latency.server_itl_ms[ctx]:>19.2f}")
-        for name, value, bar in (("ITL / bare step", latency.overhead, 1.3),
-                                 ("ITL ctx 1000 / ctx 50", latency.growth, 1.5)):  # fmt: skip
+        for name, value, bar in (
+            ("ITL / bare step", latency.overhead, 1.3),
+            ("ITL ctx 1000 / ctx 50", latency.growth, 1.5),
+        ):
             verdict = "met" if value <= bar else "NOT met"
             print(f"{name} = {value:.2f}  (bar <= {bar}: {verdict})")
             ratios[name] = value

@@ -21,10 +21,17 @@ PROG = "kvserve-loadtest compare"
 SCHEMAS = ("kvserve-loadtest/1", "kvserve-loadtest/2")
 LATENCY_KEYS = ("mean", "p50", "p90", "p95", "p99", "max")
 DEFAULT_THRESHOLDS = (
-    "ttft.p50=10%", "ttft.p99=10%", "itl.p50=10%", "tpot.p50=10%", "e2e.p50=10%",
-    "e2e.p99=10%", "request_throughput=5%", "output_token_throughput=5%", "goodput=5%",
+    "ttft.p50=10%",
+    "ttft.p99=10%",
+    "itl.p50=10%",
+    "tpot.p50=10%",
+    "e2e.p50=10%",
+    "e2e.p99=10%",
+    "request_throughput=5%",
+    "output_token_throughput=5%",
+    "goodput=5%",
     "error_rate=0.01",
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)

@@ -122,10 +122,12 @@ def totals_table(result: LoadResult, report: dict) -> str:
             ["send rate", f"{_num(f.send_rate)} req/s sent, {f.offered_rate:.2f} scheduled"]
         )
     if figs["goodput"] is not None:
-        rows.append([
-            f"goodput ({result.config.slo})",
-            f"{f.good} of {f.requests} ({f.goodput_share:.1%}), {f.goodput_rate:.2f} req/s",
-        ])  # fmt: skip
+        rows.append(
+            [
+                f"goodput ({result.config.slo})",
+                f"{f.good} of {f.requests} ({f.goodput_share:.1%}), {f.goodput_rate:.2f} req/s",
+            ]
+        )
     statuses = ", ".join(f"{k} {v}" for k, v in f.status_counts.items()) or "-"
     rows.append(["status codes", statuses])
     return table(["figure", "value"], rows)
@@ -242,7 +244,13 @@ def cdf_charts(records: list[RequestRecord]) -> list[str]:
         positive = [v for v in xs if v > 0]
         log = bool(positive) and max(positive) / min(positive) > 50
         out.append(
-            chart(f"CDF of {name}", [Series(name, xs, ys)], Axis(f"{name} (ms)", log=log),
-                  Axis("share of samples <= x", lo=0.0, hi=1.0), width=420, height=280)
-        )  # fmt: skip
+            chart(
+                f"CDF of {name}",
+                [Series(name, xs, ys)],
+                Axis(f"{name} (ms)", log=log),
+                Axis("share of samples <= x", lo=0.0, hi=1.0),
+                width=420,
+                height=280,
+            )
+        )
     return out

@@ -20,13 +20,33 @@ from loadtest.timeseries import time_series
 SCHEMA = "kvserve-loadtest/2"
 MS = 1e3
 LATENCIES = (("TTFT", "ttft"), ("ITL", "itl"), ("TPOT", "tpot"), ("E2E", "e2e"))
-SERVER_ROWS = (("TTFT", "ttft"), ("ITL", "itl"), ("E2E", "e2e"), ("queue wait", "queue_wait"),
-               ("engine step", "engine_step"))  # fmt: skip
+SERVER_ROWS = (
+    ("TTFT", "ttft"),
+    ("ITL", "itl"),
+    ("E2E", "e2e"),
+    ("queue wait", "queue_wait"),
+    ("engine step", "engine_step"),
+)
 CSV_FIELDS = (
-    "index", "rpc", "target", "worker", "status", "scheduled_ms", "start_ms", "lag_ms",
-    "ttft_ms", "e2e_ms", "tpot_ms", "itl_ms_mean", "itl_ms_max", "output_tokens",
-    "prompt_tokens", "finish_reason", "good", "error",
-)  # fmt: skip
+    "index",
+    "rpc",
+    "target",
+    "worker",
+    "status",
+    "scheduled_ms",
+    "start_ms",
+    "lag_ms",
+    "ttft_ms",
+    "e2e_ms",
+    "tpot_ms",
+    "itl_ms_mean",
+    "itl_ms_max",
+    "output_tokens",
+    "prompt_tokens",
+    "finish_reason",
+    "good",
+    "error",
+)
 
 
 @dataclass(frozen=True)
@@ -112,8 +132,12 @@ def figures_dict(result: LoadResult) -> dict:
     f = result.figures
     goodput = None
     if f.good is not None:
-        goodput = {"slo": result.config.slo.to_dict(), "good": f.good,
-                   "share": f.goodput_share, "rate_rps": f.goodput_rate}  # fmt: skip
+        goodput = {
+            "slo": result.config.slo.to_dict(),
+            "good": f.good,
+            "share": f.goodput_share,
+            "rate_rps": f.goodput_rate,
+        }
     return {
         **{f"{name}_ms": getattr(f, name).scaled(MS).to_dict() for _, name in LATENCIES},
         "request_throughput_rps": f.request_throughput,

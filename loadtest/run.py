@@ -101,9 +101,19 @@ def summarize(
     started_at = finished_at - timedelta(seconds=wall_s)
     series = time_series(records, wall_s, warm)
     return LoadResult(
-        config, records, figures, started_at, finished_at, wall_s, warm, info, warnings,
-        server, results, series,
-    )  # fmt: skip
+        config,
+        records,
+        figures,
+        started_at,
+        finished_at,
+        wall_s,
+        warm,
+        info,
+        warnings,
+        server,
+        results,
+        series,
+    )
 
 
 def run_load_sync(

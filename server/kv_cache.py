@@ -85,8 +85,9 @@ class SlotCache:
         for old in self.layers:
             new = self._zeros(new_rows, new_cap)
             for dst, src in zip(new, old, strict=True):  # the first `used` tokens of each head
-                self.memory.copy2d(dst, 0, new_pitch, src, 0, old_pitch,
-                                   self._token_bytes(used), n * self.heads)  # fmt: skip
+                self.memory.copy2d(
+                    dst, 0, new_pitch, src, 0, old_pitch, self._token_bytes(used), n * self.heads
+                )
             grown.append(new)
         self.memory.finish()
         self.layers = grown
@@ -131,8 +132,16 @@ class SlotCache:
             length = int(self._lengths[src])
             for pair in self.layers:
                 for buffer in pair:  # each head's first `length` tokens
-                    self.memory.copy2d(buffer, hole * row, pitch, buffer, src * row, pitch,
-                                       self._token_bytes(length), self.heads)  # fmt: skip
+                    self.memory.copy2d(
+                        buffer,
+                        hole * row,
+                        pitch,
+                        buffer,
+                        src * row,
+                        pitch,
+                        self._token_bytes(length),
+                        self.heads,
+                    )
             self._lengths[hole] = length
         if holes:
             self.memory.finish()

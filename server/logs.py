@@ -88,7 +88,13 @@ def access(record: RequestLog, code: str, total_s: float, detail: str = "") -> N
     http = "" if record.http_status is None else f" http_status={record.http_status}"
     ACCESS.info(
         "%s %s prompt_tokens=%d generated_tokens=%d ttft=%s total=%.4fs%s",
-        record.rpc, code, record.prompt_tokens, record.generated_tokens, ttft, total_s, http,
+        record.rpc,
+        code,
+        record.prompt_tokens,
+        record.generated_tokens,
+        ttft,
+        total_s,
+        http,
         extra={
             "rpc": record.rpc,
             "code": code,
@@ -101,7 +107,7 @@ def access(record: RequestLog, code: str, total_s: float, detail: str = "") -> N
             "total_s": _rounded(total_s),
             "detail": detail or None,  # why a request failed
         },
-    )  # fmt: skip
+    )
 
 
 def _rounded(seconds: float | None) -> float | None:

@@ -33,29 +33,42 @@ class Metrics:
             "kvserve_requests", "RPCs by method and status code.", ["rpc", "code"], registry=r
         )
         self.duration = Histogram(
-            "kvserve_request_duration_seconds", "End-to-end RPC latency.", ["rpc"],
-            buckets=E2E_BUCKETS, registry=r,
-        )  # fmt: skip
+            "kvserve_request_duration_seconds",
+            "End-to-end RPC latency.",
+            ["rpc"],
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
         self.ttft = Histogram(
-            "kvserve_time_to_first_token_seconds", "Accepted -> first token (queue included).",
-            buckets=TTFT_BUCKETS, registry=r,
-        )  # fmt: skip
+            "kvserve_time_to_first_token_seconds",
+            "Accepted -> first token (queue included).",
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
         self.itl = Histogram(
-            "kvserve_inter_token_latency_seconds", "Gap between a request's tokens.",
-            buckets=ITL_BUCKETS, registry=r,
-        )  # fmt: skip
+            "kvserve_inter_token_latency_seconds",
+            "Gap between a request's tokens.",
+            buckets=ITL_BUCKETS,
+            registry=r,
+        )
         self.queue_wait = Histogram(
-            "kvserve_queue_wait_seconds", "Accepted -> first scheduled.",
-            buckets=TTFT_BUCKETS, registry=r,
-        )  # fmt: skip
+            "kvserve_queue_wait_seconds",
+            "Accepted -> first scheduled.",
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
-            "kvserve_batch_size", "Sequences that got a token, per engine step.",
-            buckets=BATCH_BUCKETS, registry=r,
-        )  # fmt: skip
+            "kvserve_batch_size",
+            "Sequences that got a token, per engine step.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.step_seconds = Histogram(
-            "kvserve_engine_step_seconds", "Wall time of one engine step.",
-            buckets=ITL_BUCKETS, registry=r,
-        )  # fmt: skip
+            "kvserve_engine_step_seconds",
+            "Wall time of one engine step.",
+            buckets=ITL_BUCKETS,
+            registry=r,
+        )
         self.running = Gauge("kvserve_requests_running", "Sequences in the batch.", registry=r)
         self.waiting = Gauge("kvserve_requests_waiting", "Requests queued.", registry=r)
         self.prompt_tokens = Counter(
@@ -66,9 +79,11 @@ class Metrics:
             "kvserve_kv_cache_bytes", "Bytes held by the batch's KV cache.", registry=r
         )
         self.model_info = Gauge(
-            "kvserve_model_info", "The served model (value is always 1).",
-            ["model", "quantization", "provider"], registry=r,
-        )  # fmt: skip
+            "kvserve_model_info",
+            "The served model (value is always 1).",
+            ["model", "quantization", "provider"],
+            registry=r,
+        )
 
     def set_model(self, model: str, quantization: str, provider: str) -> None:
         self.model_info.labels(model=model, quantization=quantization, provider=provider).set(1)

@@ -75,8 +75,18 @@ class ServerProcess:
     ) -> ServerProcess:
         port, metrics_port = free_port(), free_port()
         http_port = free_port() if http else None
-        args = [sys.executable, "-m", "server", "--model", str(model), "--port", str(port),
-                "--metrics-port", str(metrics_port), *(extra or [])]  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "server",
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+            *(extra or []),
+        ]
         if http_port is not None:
             args += ["--http-port", str(http_port)]
         log = open(log_path, "wb")  # noqa: SIM115 - the child writes to it for its whole life

@@ -85,8 +85,15 @@ class OnnxRunner:
 
     def new_cache(self, max_rows: int) -> SlotCache:
         arch = self.architecture
-        return SlotCache(arch.num_layers, arch.num_heads, arch.head_dim, max_rows,
-                         arch.max_positions, self.dtype, self.memory)  # fmt: skip
+        return SlotCache(
+            arch.num_layers,
+            arch.num_heads,
+            arch.head_dim,
+            max_rows,
+            arch.max_positions,
+            self.dtype,
+            self.memory,
+        )
 
     def prefill(self, cache: SlotCache, prompts: list[list[int]]) -> np.ndarray:
         """Append one row per prompt to the cache; logits at each prompt's last token [n, V].

@@ -43,8 +43,13 @@ def kustomize(overlay: str) -> dict[str, dict]:
     """What `kubectl apply -k deploy/k8s/<overlay>` would send (kubectl's built-in kustomize)."""
     if KUBECTL is None:
         pytest.skip(tools.missing("kubectl"))
-    out = subprocess.run([KUBECTL, "kustomize", str(K8S / overlay)], capture_output=True,
-                         text=True, timeout=60, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [KUBECTL, "kustomize", str(K8S / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     return {d["kind"]: d for d in yaml.safe_load_all(out) if d}
 
 
@@ -103,9 +108,12 @@ def test_kustomization_lists_every_base_manifest():
     on_disk = {p.name for p in (K8S / "base").glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == on_disk
     assert set(kustomize("base")) == {
-        "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
         "PersistentVolumeClaim",
-    }  # fmt: skip
+    }
 
 
 def test_selectors_and_references_agree():
@@ -120,8 +128,10 @@ def test_selectors_and_references_agree():
         assert selector.items() <= pod_labels.items()
     target = objs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
     assert (target["apiVersion"], target["kind"], target["name"]) == (
-        deployment["apiVersion"], "Deployment", deployment["metadata"]["name"],
-    )  # fmt: skip
+        deployment["apiVersion"],
+        "Deployment",
+        deployment["metadata"]["name"],
+    )
     claim = deployment["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]
     assert claim["claimName"] == objs["PersistentVolumeClaim"]["metadata"]["name"]
     mounts = {m["name"]: m["mountPath"] for m in container(deployment)["volumeMounts"]}
@@ -219,9 +229,14 @@ def test_adapter_queries_are_valid_promql(tmp_path):
         .replace("<<.GroupBy>>", "pod")
     )
     exprs = [query, rule["seriesQuery"]]
-    rules = {"groups": [{"name": "adapter", "rules": [
-        {"record": f"check:{i}", "expr": e} for i, e in enumerate(exprs)
-    ]}]}  # fmt: skip
+    rules = {
+        "groups": [
+            {
+                "name": "adapter",
+                "rules": [{"record": f"check:{i}", "expr": e} for i, e in enumerate(exprs)],
+            }
+        ]
+    }
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump(rules))
     result = promtool("check", "rules", str(path))

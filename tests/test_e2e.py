@@ -61,8 +61,14 @@ def test_concurrent_greedy_requests_match_sequential(stub):
 
 
 def test_seeded_sampling_is_reproducible(stub):
-    request = pb.GenerateRequest(prompt="Question: hi\nAnswer:", max_new_tokens=12, temperature=1.0,
-                                 top_k=20, seed=1234, ignore_eos=True)  # fmt: skip
+    request = pb.GenerateRequest(
+        prompt="Question: hi\nAnswer:",
+        max_new_tokens=12,
+        temperature=1.0,
+        top_k=20,
+        seed=1234,
+        ignore_eos=True,
+    )
     assert stub.Generate(request).token_ids == stub.Generate(request).token_ids
 
 
@@ -138,8 +144,12 @@ def test_serve_refuses_a_broken_artifact_with_one_line(tiny_artifact, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_artifact, broken)
     (broken / "model.onnx").write_bytes(b"not a graph")
-    result = subprocess.run([sys.executable, "-m", "server", "--model", str(broken)],
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--model", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "model.onnx" in lines[0] and "sha256" in lines[0]
@@ -153,9 +163,21 @@ def int8_kv_served(tiny_checkpoint, tmp_path_factory):
     weights quantize activations over the whole batch, so only the cache is tested here)."""
     out = tmp_path_factory.mktemp("export-kv8") / "artifact"
     # the tiny test-preset model's answers move with any quantization: check mechanics here
-    command = [sys.executable, "-m", "export", str(tiny_checkpoint), str(out), "--precision",
-               "fp32", "--kv-cache", "int8", "--min-answer-match", "0",
-               "--min-token-agreement", "0"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "export",
+        str(tiny_checkpoint),
+        str(out),
+        "--precision",
+        "fp32",
+        "--kv-cache",
+        "int8",
+        "--min-answer-match",
+        "0",
+        "--min-token-agreement",
+        "0",
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     with serving(out, out.parent / "server.log", ["--max-batch-size", "8"]) as server:
@@ -168,8 +190,10 @@ def test_int8_kv_cache_server_batches_exactly(int8_kv_served):
     artifact, server = int8_kv_served
     assert read_manifest(artifact).graph["kv_cache"] == "int8"
     prompts = [f"Question: where is order {i} now?\nAnswer:" for i in range(6)]
-    requests = [pb.GenerateRequest(prompt=p, max_new_tokens=4 + 3 * i, ignore_eos=True)
-                for i, p in enumerate(prompts)]  # fmt: skip
+    requests = [
+        pb.GenerateRequest(prompt=p, max_new_tokens=4 + 3 * i, ignore_eos=True)
+        for i, p in enumerate(prompts)
+    ]
     with grpc.insecure_channel(server.target) as channel:
         stub = pb_grpc.GenerationStub(channel)
         alone = [stub.Generate(r).token_ids for r in requests]

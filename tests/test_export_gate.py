@@ -19,9 +19,18 @@ from tests.support.export import GATE
 
 
 def report(**changes: float) -> QualityReport:
-    values = dict(provider="CPUExecutionProvider", samples=10, tokens=200, max_logit_diff=1e-5,
-                  token_agreement=1.0, ppl_torch=10.0, ppl_onnx=10.0, answer_match=1.0,
-                  max_new_tokens=32, mismatches=[])  # fmt: skip
+    values = dict(
+        provider="CPUExecutionProvider",
+        samples=10,
+        tokens=200,
+        max_logit_diff=1e-5,
+        token_agreement=1.0,
+        ppl_torch=10.0,
+        ppl_onnx=10.0,
+        answer_match=1.0,
+        max_new_tokens=32,
+        mismatches=[],
+    )
     return QualityReport(**{**values, **changes})
 
 

@@ -113,8 +113,21 @@ def test_bench_times_each_batch_and_stores_json(
     assert cli.main([str(random_checkpoint), str(a), *GATE]) == 0
     assert cli.main([str(random_checkpoint), str(b), "--precision", "int8", *GATE, *LOOSE]) == 0
     capsys.readouterr()
-    argv = ["bench", str(a), str(b), "--batches", "1,3", "--prompt-tokens", "8",
-            "--decode-steps", "2", "--repeats", "1", "--provider", "cpu"]  # fmt: skip
+    argv = [
+        "bench",
+        str(a),
+        str(b),
+        "--batches",
+        "1,3",
+        "--prompt-tokens",
+        "8",
+        "--decode-steps",
+        "2",
+        "--repeats",
+        "1",
+        "--provider",
+        "cpu",
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "decode ms/step" in out and "speed-up vs" in out

@@ -19,8 +19,9 @@ from server.runner import OnnxRunner, RunnerConfig
 from tests.support.cudart import ALLOCATE, FakeCudart
 
 SEQS = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]
-ARCH = Architecture(num_layers=2, num_heads=2, head_dim=32, hidden_size=64, vocab_size=97,
-                    max_positions=128)  # fmt: skip
+ARCH = Architecture(
+    num_layers=2, num_heads=2, head_dim=32, hidden_size=64, vocab_size=97, max_positions=128
+)
 
 
 @pytest.fixture(scope="module")

@@ -221,9 +221,23 @@ def test_cli_run_writes_json_and_csv(fake_server, tmp_path, capsys):
     before = fake_server.calls()
     workload = tmp_path / "mixed.jsonl"
     workload.write_text('{"prompt": "Hello there"}\n{"question": "How?"}\n')
-    args = ["--target", fake_server.target, "--concurrency", "2", "--requests", "6",
-            "--warmup", "2", "--max-new-tokens", "10", "--prompts-file", str(workload),
-            "--no-progress", "--out", str(tmp_path / "reports")]  # fmt: skip
+    args = [
+        "--target",
+        fake_server.target,
+        "--concurrency",
+        "2",
+        "--requests",
+        "6",
+        "--warmup",
+        "2",
+        "--max-new-tokens",
+        "10",
+        "--prompts-file",
+        str(workload),
+        "--no-progress",
+        "--out",
+        str(tmp_path / "reports"),
+    ]
     assert main(args) == 0
     stdout = capsys.readouterr().out.strip().splitlines()
     assert "TTFT" in "\n".join(stdout) and "status        OK 6" in stdout
@@ -274,8 +288,17 @@ def test_resource_exhausted_is_counted_not_fatal(tmp_path):
 def test_deadline_exceeded_everywhere_exits_1(fake_server, tmp_path, capsys):
     from loadtest.cli import main
 
-    args = ["--target", fake_server.target, "--requests", "4", "--timeout", "0.08",
-            "--no-progress", "--out", str(tmp_path)]  # fmt: skip
+    args = [
+        "--target",
+        fake_server.target,
+        "--requests",
+        "4",
+        "--timeout",
+        "0.08",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(args) == 1
     out = capsys.readouterr()
     assert "no request succeeded" in out.err

@@ -27,9 +27,17 @@ from tests.support import tools
 from tests.support.fake_server import FakeServer
 
 CHROMIUM = tools.path("chromium")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--disable-sync",
-         "--remote-debugging-pipe", "--window-size=1300,2400")  # fmt: skip
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--remote-debugging-pipe",
+    "--window-size=1300,2400",
+)
 E2E_DARK = (0x08, 0x51, 0x9C)  # html_report's e2e p99 line
 
 pytestmark = tools.requires("chromium")
@@ -48,9 +56,11 @@ class DevTools:
 
         self.process = subprocess.Popen(
             [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            pass_fds=(3, 4), preexec_fn=fds,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            pass_fds=(3, 4),
+            preexec_fn=fds,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(to_chrome)
         os.close(from_chrome)
         self._buffer, self._id, self.events = b"", 0, []
@@ -152,9 +162,25 @@ def report_html(tmp_path_factory) -> Path:
     """A real report with every section: open loop, server metrics, a warning."""
     out = tmp_path_factory.mktemp("html")
     with FakeServer("--metrics") as fake:
-        code = main(["--target", fake.target, "--rate", "150", "--requests", "60",
-                     "--metrics-url", fake.metrics_url, "--lag-warn-ms", "0.0001",
-                     "--slo", "ttft=55ms", "--no-progress", "--out", str(out)])  # fmt: skip
+        code = main(
+            [
+                "--target",
+                fake.target,
+                "--rate",
+                "150",
+                "--requests",
+                "60",
+                "--metrics-url",
+                fake.metrics_url,
+                "--lag-warn-ms",
+                "0.0001",
+                "--slo",
+                "ttft=55ms",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
     assert code == 0
     return next(out.glob("*.html"))
 
@@ -166,13 +192,18 @@ def test_html_report_renders_its_charts_in_headless_chromium(report_html, tmp_pa
             browser.call(f"{domain}.enable", page=True)
         browser.call("Page.navigate", url=report_html.as_uri(), page=True)
         browser.wait_event("Page.loadEventFired")
-        charts = json.loads(browser.call("Runtime.evaluate", page=True, returnByValue=True,
-                                         expression=CHARTS_JS)["result"]["value"])  # fmt: skip
-        full = browser.call("Page.captureScreenshot", page=True, format="png",
-                            captureBeyondViewport=True)  # fmt: skip
+        charts = json.loads(
+            browser.call("Runtime.evaluate", page=True, returnByValue=True, expression=CHARTS_JS)[
+                "result"
+            ]["value"]
+        )
+        full = browser.call(
+            "Page.captureScreenshot", page=True, format="png", captureBeyondViewport=True
+        )
         first = charts[0]["box"]
-        clip = browser.call("Page.captureScreenshot", page=True, format="png",
-                            clip={**first, "scale": 1})  # fmt: skip
+        clip = browser.call(
+            "Page.captureScreenshot", page=True, format="png", clip={**first, "scale": 1}
+        )
     finally:
         browser.close()
     shot = tmp_path / "report.png"
@@ -181,13 +212,23 @@ def test_html_report_renders_its_charts_in_headless_chromium(report_html, tmp_pa
 
     problems = [e for e in browser.events if is_problem(e)]
     assert problems == [], problems
-    urls = [e["params"]["request"]["url"] for e in browser.events
-            if e["method"] == "Network.requestWillBeSent"]  # fmt: skip
+    urls = [
+        e["params"]["request"]["url"]
+        for e in browser.events
+        if e["method"] == "Network.requestWillBeSent"
+    ]
     assert urls and all(u.startswith(("file:", "data:")) for u in urls), urls  # offline
     titles = [c["title"] for c in charts]
-    assert titles == ["Latency over time", "Throughput over time", "Output tokens over time",
-                      "In-flight requests over time", "Send lag over time", "CDF of TTFT",
-                      "CDF of ITL", "CDF of E2E"]  # fmt: skip
+    assert titles == [
+        "Latency over time",
+        "Throughput over time",
+        "Output tokens over time",
+        "In-flight requests over time",
+        "Send lag over time",
+        "CDF of TTFT",
+        "CDF of ITL",
+        "CDF of E2E",
+    ]
     for c in charts:
         assert c["box"]["width"] > 300 and c["box"]["height"] > 200, c
         assert c["drawn"] >= 1 and c["ticks"] >= 4, c

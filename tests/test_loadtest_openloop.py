@@ -70,15 +70,18 @@ def test_no_coordinated_omission_against_a_slow_server(tmp_path):
     the open loop still sends 200 req/s and sees the queue grow; a closed loop on the same
     server sends only as fast as it is answered and reports a healthy 10-20 ms."""
     with FakeServer("--serial-ms", "10") as slow:
-        config = open_config(slow.target, tmp_path, rate=200.0, requests=300, rpc="unary",
-                             arrival="constant")  # fmt: skip
+        config = open_config(
+            slow.target, tmp_path, rate=200.0, requests=300, rpc="unary", arrival="constant"
+        )
         result = run_load_sync(config)
         closed = run_load_sync(dataclasses.replace(config, rate=None, concurrency=2, requests=60))
     f = result.figures
     e2e = [r.e2e_s for r in result.records]
     c = closed.figures
-    print(f"open: sent {f.send_rate:.1f} req/s, e2e p50 {f.e2e.p50 * 1e3:.1f} ms; "
-          f"closed: {c.request_throughput:.1f} req/s, {c.e2e.p50 * 1e3:.1f} ms")  # fmt: skip
+    print(
+        f"open: sent {f.send_rate:.1f} req/s, e2e p50 {f.e2e.p50 * 1e3:.1f} ms; "
+        f"closed: {c.request_throughput:.1f} req/s, {c.e2e.p50 * 1e3:.1f} ms"
+    )
     assert f.status_counts == {"OK": 300}
     # the schedule was kept (loosely: the 3% accuracy is the Poisson test's job; here the
     # point is sending at 2x what the server answers, even on a busy 2-core CI box) ...
@@ -103,8 +106,13 @@ def clock_at_6000_s(monkeypatch):
 
 def test_open_loop_warmup_and_schedule(fake_server, tmp_path, clock_at_6000_s):
     before = fake_server.calls()
-    config = open_config(fake_server.target, tmp_path, schedule=parse_schedule("100:0.3s,200:0.3s"),
-                         arrival="constant", warmup=10)  # fmt: skip
+    config = open_config(
+        fake_server.target,
+        tmp_path,
+        schedule=parse_schedule("100:0.3s,200:0.3s"),
+        arrival="constant",
+        warmup=10,
+    )
     result = run_load_sync(config)
     assert [r.index for r in result.records] == list(range(90))  # 30 + 60
     assert sorted(r.index for r in result.warmup_records) == list(range(-10, 0))
@@ -148,8 +156,10 @@ def test_two_workers_sustain_1500_requests_per_second(fake_server, tmp_path):
     f = result.figures
     cpu = ", ".join(f"{w.cpu_share:.0%}" for w in result.workers)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"capacity: sent {f.send_rate:.0f} req/s, done {f.request_throughput:.0f} req/s, "
-          f"lag p99 {f.send_lag.p99 * 1e3:.2f} ms, worker CPU {cpu}, load avg {load}")  # fmt: skip
+    print(
+        f"capacity: sent {f.send_rate:.0f} req/s, done {f.request_throughput:.0f} req/s, "
+        f"lag p99 {f.send_lag.p99 * 1e3:.2f} ms, worker CPU {cpu}, load avg {load}"
+    )
     assert result.warnings == []
     assert f.status_counts == {"OK": 4500}
     assert f.send_rate >= 1500 * 0.97

@@ -47,10 +47,23 @@ def read_csv(report: dict) -> list[dict]:
 
 def test_open_loop_bundled_questions_with_slo_and_server_metrics(fake, tmp_path, capsys):
     code, r, out, err = run_cli(
-        capsys, "--target", fake.target, "--rate", "100", "--requests", "40", "--warmup", "10",
-        "--bundled", "--slo", "ttft=60ms,e2e=1s", "--metrics-url", fake.metrics_url,
-        "--out", str(tmp_path),
-    )  # fmt: skip
+        capsys,
+        "--target",
+        fake.target,
+        "--rate",
+        "100",
+        "--requests",
+        "40",
+        "--warmup",
+        "10",
+        "--bundled",
+        "--slo",
+        "ttft=60ms,e2e=1s",
+        "--metrics-url",
+        fake.metrics_url,
+        "--out",
+        str(tmp_path),
+    )
     assert code == 0, err
     assert r["schema"] == "kvserve-loadtest/2" and r["warnings"] == []
     assert r["model"]["model_name"] == "fake" and r["model"]["prompt_template"] == TEMPLATE
@@ -85,11 +98,35 @@ def test_open_loop_bundled_questions_with_slo_and_server_metrics(fake, tmp_path,
 
 def test_unary_synthetic_lengths_and_sampling_knobs(fake, tmp_path, capsys):
     code, r, _, err = run_cli(
-        capsys, "--target", fake.target, "--target", fake.target, "--rpc", "unary",
-        "--requests", "20", "--synthetic-input", "12", "--synthetic-output", "uniform:3:9",
-        "--top-k", "7", "--top-p", "0.5", "--repetition-penalty", "1.2", "--stop", "END",
-        "--sampling-seed", "100", "--temperature", "0.7", "--out", str(tmp_path), "--progress",
-    )  # fmt: skip
+        capsys,
+        "--target",
+        fake.target,
+        "--target",
+        fake.target,
+        "--rpc",
+        "unary",
+        "--requests",
+        "20",
+        "--synthetic-input",
+        "12",
+        "--synthetic-output",
+        "uniform:3:9",
+        "--top-k",
+        "7",
+        "--top-p",
+        "0.5",
+        "--repetition-penalty",
+        "1.2",
+        "--stop",
+        "END",
+        "--sampling-seed",
+        "100",
+        "--temperature",
+        "0.7",
+        "--out",
+        str(tmp_path),
+        "--progress",
+    )
     assert code == 0, err
     assert "loadtest" in err and "in_flight" in err  # the live progress line
     rows = read_csv(r)
@@ -118,8 +155,9 @@ def test_synthetic_prompts_are_exact_with_the_tokenizer(tmp_path):
     tok.train_from_iterator([" ".join(WORDS[:40])] * 50, trainer)
     path = tmp_path / "tokenizer.json"
     tok.save(str(path))
-    config = LoadConfig(targets=("h:1",), requests=30, synthetic_input=parse_length("uniform:5:40"),
-                        tokenizer=path)  # fmt: skip
+    config = LoadConfig(
+        targets=("h:1",), requests=30, synthetic_input=parse_length("uniform:5:40"), tokenizer=path
+    )
     prompts = synthetic_workload(config)
     counts = [len(tok.encode(p.text).ids) for p in prompts]
     wanted = parse_length("uniform:5:40").sample(__import__("numpy").random.default_rng(0), 30)
@@ -128,9 +166,20 @@ def test_synthetic_prompts_are_exact_with_the_tokenizer(tmp_path):
 
 def test_a_lagging_client_says_so_loudly(fake, tmp_path, capsys):
     code, r, out, err = run_cli(
-        capsys, "--target", fake.target, "--rate", "200", "--requests", "20", "--rpc", "unary",
-        "--lag-warn-ms", "0.0001", "--out", str(tmp_path),
-    )  # fmt: skip
+        capsys,
+        "--target",
+        fake.target,
+        "--rate",
+        "200",
+        "--requests",
+        "20",
+        "--rpc",
+        "unary",
+        "--lag-warn-ms",
+        "0.0001",
+        "--out",
+        str(tmp_path),
+    )
     assert code == 0
     assert len(r["warnings"]) == 1 and r["warnings"][0].startswith("CLIENT LAG")
     assert "WARNING: CLIENT LAG" in out and "!!! CLIENT LAG" in err
@@ -139,8 +188,17 @@ def test_a_lagging_client_says_so_loudly(fake, tmp_path, capsys):
 
 
 def test_compare_two_real_runs(fake, tmp_path, capsys):
-    args = ["--requests", "30", "--concurrency", "2", "--rpc", "unary", "--prompt", "first_ms=5",
-            "--no-html"]  # fmt: skip
+    args = [
+        "--requests",
+        "30",
+        "--concurrency",
+        "2",
+        "--rpc",
+        "unary",
+        "--prompt",
+        "first_ms=5",
+        "--no-html",
+    ]
     _, a, _, _ = run_cli(capsys, "--target", fake.target, *args, "--out", str(tmp_path / "a"))
     with FakeServer("--serial-ms", "30") as slow:  # the "new release": 6x slower
         _, b, _, _ = run_cli(capsys, "--target", slow.target, *args, "--out", str(tmp_path / "b"))

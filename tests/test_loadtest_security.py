@@ -25,14 +25,33 @@ def mtls():
 
 
 def run(target: str, tmp_path: Path, *extra: str) -> int:
-    args = ["--target", target, "--requests", "4", "--concurrency", "2", "--no-progress",
-            "--no-html", "--connect-timeout", "2", "--out", str(tmp_path), *extra]  # fmt: skip
+    args = [
+        "--target",
+        target,
+        "--requests",
+        "4",
+        "--concurrency",
+        "2",
+        "--no-progress",
+        "--no-html",
+        "--connect-timeout",
+        "2",
+        "--out",
+        str(tmp_path),
+        *extra,
+    ]
     return main(args)
 
 
 def client_cert() -> list[str]:
-    return ["--tls-ca", str(TLS_DIR / "ca.crt"), "--tls-cert", str(TLS_DIR / "client.crt"),
-            "--tls-key", str(TLS_DIR / "client.key")]  # fmt: skip
+    return [
+        "--tls-ca",
+        str(TLS_DIR / "ca.crt"),
+        "--tls-cert",
+        str(TLS_DIR / "client.crt"),
+        "--tls-key",
+        str(TLS_DIR / "client.key"),
+    ]
 
 
 def report(capsys) -> dict:
@@ -87,8 +106,9 @@ def test_client_helper_speaks_mtls_with_a_token(mtls):
     from loadtest.channels import Security
     from loadtest.client import connect
 
-    security = Security(ca=TLS_DIR / "ca.crt", cert=TLS_DIR / "client.crt",
-                        key=TLS_DIR / "client.key", token=TOKEN)  # fmt: skip
+    security = Security(
+        ca=TLS_DIR / "ca.crt", cert=TLS_DIR / "client.crt", key=TLS_DIR / "client.key", token=TOKEN
+    )
     with connect(mtls.target, ready_timeout_s=5, security=security) as client:
         text, _ = client.answer("Why?")
         assert text == "answer to Why?" and client.model_info().model_name == "fake"

@@ -43,8 +43,12 @@ def record(index: int, status: str = "OK", **kw) -> RequestRecord:
 
 def test_durations_and_warmup():
     assert [parse_duration(t) for t in ("30s", "500ms", "2m", "1.5", "1h")] == [
-        30.0, 0.5, 120.0, 1.5, 3600.0,
-    ]  # fmt: skip
+        30.0,
+        0.5,
+        120.0,
+        1.5,
+        3600.0,
+    ]
     with pytest.raises(SpecError, match="duration"):
         parse_duration("soon")
     assert parse_warmup("20") == Warmup(requests=20)
@@ -58,8 +62,12 @@ def test_schedule_steps_and_ramps():
     assert stages == (Stage(10, 10, 30), Stage(20, 20, 30), Stage(5, 45, 60))
     assert [s.expected for s in stages] == [300, 600, 1500]
     assert str(stages[2]) == "5-45:60s"
-    for bad, says in [("10", "RATE:DURATION"), ("x:3s", "rate"), ("10:0s", "> 0 s"),
-                      ("0:10s", "sends no request")]:  # fmt: skip
+    for bad, says in [
+        ("10", "RATE:DURATION"),
+        ("x:3s", "rate"),
+        ("10:0s", "> 0 s"),
+        ("0:10s", "sends no request"),
+    ]:
         with pytest.raises(SpecError, match=says):
             parse_schedule(bad)
 
@@ -99,14 +107,50 @@ def test_slos_parse_and_goodput():
 def test_options_for_every_feature(tmp_path, monkeypatch):
     token = tmp_path / "token"
     token.write_text("s3cret\n")
-    c = parse_args([
-        "--target", "a:1", "--target", "b:2,c:3", "--rate", "50", "--arrival", "constant",
-        "--duration", "1m", "--warmup", "5s", "--workers", "2", "--rpc", "unary",
-        "--top-k", "5", "--top-p", "0.9", "--repetition-penalty", "1.1", "--stop", "\n",
-        "--stop", "END", "--sampling-seed", "7", "--slo", "ttft=0.5,e2e=2", "--slo", "tpot=20ms",
-        "--auth-token-file", str(token), "--synthetic-input", "uniform:10:20",
-        "--synthetic-output", "32", "--metrics-url", "http://127.0.0.1:8000/metrics",
-    ])  # fmt: skip
+    c = parse_args(
+        [
+            "--target",
+            "a:1",
+            "--target",
+            "b:2,c:3",
+            "--rate",
+            "50",
+            "--arrival",
+            "constant",
+            "--duration",
+            "1m",
+            "--warmup",
+            "5s",
+            "--workers",
+            "2",
+            "--rpc",
+            "unary",
+            "--top-k",
+            "5",
+            "--top-p",
+            "0.9",
+            "--repetition-penalty",
+            "1.1",
+            "--stop",
+            "\n",
+            "--stop",
+            "END",
+            "--sampling-seed",
+            "7",
+            "--slo",
+            "ttft=0.5,e2e=2",
+            "--slo",
+            "tpot=20ms",
+            "--auth-token-file",
+            str(token),
+            "--synthetic-input",
+            "uniform:10:20",
+            "--synthetic-output",
+            "32",
+            "--metrics-url",
+            "http://127.0.0.1:8000/metrics",
+        ]
+    )
     assert c.targets == ("a:1", "b:2", "c:3") and c.open_loop and c.workers == 2
     assert (c.rate, c.arrival, c.duration_s, c.requests, c.warmup_s) == (
         50,
@@ -259,8 +303,9 @@ def test_in_flight_counts_overlaps():
 
 
 def test_time_series_buckets():
-    records = [record(i, start_s=i * 0.1, e2e_s=0.2, ttft_s=0.05, itl_s=[0.01] * 9)
-               for i in range(50)]  # fmt: skip
+    records = [
+        record(i, start_s=i * 0.1, e2e_s=0.2, ttft_s=0.05, itl_s=[0.01] * 9) for i in range(50)
+    ]
     s = time_series(records, wall_s=5.1)
     assert s.bucket_s == 0.1 and len(s.t) == 51
     assert sum(v * s.bucket_s for v in s.sent_rps) == pytest.approx(50)
@@ -282,16 +327,29 @@ def test_svg_chart_draws_series_and_ticks():
 
 
 def fake_report(ttft_p99: float, rps: float, errors: int = 0, schema: str = "kvserve-loadtest/2"):
-    dist = {"count": 10, "mean": 10.0, "p50": 10.0, "p90": 12.0, "p95": 13.0, "p99": ttft_p99,
-            "max": 20.0}  # fmt: skip
+    dist = {
+        "count": 10,
+        "mean": 10.0,
+        "p50": 10.0,
+        "p90": 12.0,
+        "p95": 13.0,
+        "p99": ttft_p99,
+        "max": 20.0,
+    }
     return {
         "schema": schema,
         "config": {"load_model": "closed loop, concurrency 4", "max_new_tokens": 16},
         "requests": {"total": 100, "ok": 100 - errors, "errors": errors},
-        "figures": {"ttft_ms": dist, "itl_ms": dist, "tpot_ms": dist, "e2e_ms": dist,
-                    "request_throughput_rps": rps, "output_token_throughput_tps": rps * 16},
+        "figures": {
+            "ttft_ms": dist,
+            "itl_ms": dist,
+            "tpot_ms": dist,
+            "e2e_ms": dist,
+            "request_throughput_rps": rps,
+            "output_token_throughput_tps": rps * 16,
+        },
         "warnings": [],
-    }  # fmt: skip
+    }
 
 
 def test_compare_flags_regressions_only_past_thresholds(tmp_path, capsys):
@@ -330,8 +388,13 @@ def test_config_dict_is_json_ready():
     c = open_config(rate=5.0, requests=10, tokenizer=Path("t.json"), schedule=())
     out = json.loads(json.dumps(c.to_dict()))
     assert out["load_model"] == "open loop, poisson arrivals at 5 req/s"
-    assert out["security"] == {"tls": False, "ca": None, "client_cert": None,
-                               "server_name": None, "auth": None}  # fmt: skip
+    assert out["security"] == {
+        "tls": False,
+        "ca": None,
+        "client_cert": None,
+        "server_name": None,
+        "auth": None,
+    }
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["compare", "--help"]])

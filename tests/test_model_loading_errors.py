@@ -56,10 +56,12 @@ CASES = {  # case -> (extra flags, words the one line must hold)
     "manifest_not_json": ([], [MANIFEST_NAME, "not valid JSON"]),
     "no_gpu_for_cuda": (["--provider", "cuda"], ["model.onnx", "--provider cuda", "no GPU"]),
     "missing_dir": ([], ["nowhere", "not a directory"]),
-    "missing_token_file": (["--auth-token-file", "/nonexistent/tokens"],
-                           ["--auth-token-file", "/nonexistent/tokens", "cannot read"]),
+    "missing_token_file": (
+        ["--auth-token-file", "/nonexistent/tokens"],
+        ["--auth-token-file", "/nonexistent/tokens", "cannot read"],
+    ),
     "tls_cert_without_key": (["--tls-cert", "/etc/hostname"], ["--tls-cert and --tls-key"]),
-}  # fmt: skip
+}
 
 
 def test_each_loading_error_is_exit_2_and_one_line(tiny_artifact, tmp_path):
@@ -73,10 +75,21 @@ def test_each_loading_error_is_exit_2_and_one_line(tiny_artifact, tmp_path):
         else:
             shutil.copytree(tiny_artifact, artifact)
             damage(artifact, case if case in DAMAGE else "intact")
-        args = [sys.executable, "-m", "server", "--model", str(artifact), "--port", "0",
-                "--metrics-port", "-1", *flags]  # fmt: skip
-        procs[case] = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       text=True)  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "server",
+            "--model",
+            str(artifact),
+            "--port",
+            "0",
+            "--metrics-port",
+            "-1",
+            *flags,
+        ]
+        procs[case] = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     for case, proc in procs.items():
         out, err = proc.communicate(timeout=60)
         lines = err.strip().splitlines()
@@ -87,5 +100,12 @@ def test_each_loading_error_is_exit_2_and_one_line(tiny_artifact, tmp_path):
         print(f"\n{case}: {lines[0]}")
 
 
-DAMAGE = {"missing_tokenizer", "missing_manifest", "corrupt_onnx", "truncated_onnx",
-          "hash_mismatch", "unknown_version", "manifest_not_json"}  # fmt: skip
+DAMAGE = {
+    "missing_tokenizer",
+    "missing_manifest",
+    "corrupt_onnx",
+    "truncated_onnx",
+    "hash_mismatch",
+    "unknown_version",
+    "manifest_not_json",
+}

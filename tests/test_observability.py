@@ -73,10 +73,14 @@ def prometheus(server, tmp_path_factory):
 def generate(stub, n: int, tokens: int, prefix: str) -> list[pb.GenerateResponse]:
     """n concurrent greedy requests of exactly `tokens` tokens each."""
     requests = [
-        pb.GenerateRequest(prompt=f"Question: item {i} of {prefix}?\nAnswer:",
-                           max_new_tokens=tokens, ignore_eos=True, request_id=f"{prefix}-{i}")
+        pb.GenerateRequest(
+            prompt=f"Question: item {i} of {prefix}?\nAnswer:",
+            max_new_tokens=tokens,
+            ignore_eos=True,
+            request_id=f"{prefix}-{i}",
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
     return [f.result() for f in [stub.Generate.future(r) for r in requests]]
 
 
@@ -135,10 +139,17 @@ def access_lines(server, request_ids: set[str], timeout: float = 5.0) -> list[di
 
 
 def test_json_logs_one_access_line_per_request_with_its_id(server, stub):
-    stub.Generate(pb.GenerateRequest(prompt="Question: hi\nAnswer:", max_new_tokens=5,
-                                     ignore_eos=True, request_id="log-unary"))  # fmt: skip
-    stream = pb.GenerateRequest(prompt="Question: hi\nAnswer:", max_new_tokens=3,
-                                ignore_eos=True, request_id="log-stream")  # fmt: skip
+    stub.Generate(
+        pb.GenerateRequest(
+            prompt="Question: hi\nAnswer:",
+            max_new_tokens=5,
+            ignore_eos=True,
+            request_id="log-unary",
+        )
+    )
+    stream = pb.GenerateRequest(
+        prompt="Question: hi\nAnswer:", max_new_tokens=3, ignore_eos=True, request_id="log-stream"
+    )
     assert list(stub.GenerateStream(stream))
     with pytest.raises(grpc.RpcError):
         stub.Generate(pb.GenerateRequest(prompt="hi", top_p=7.0, request_id="log-bad"))
@@ -147,8 +158,10 @@ def test_json_logs_one_access_line_per_request_with_its_id(server, stub):
     others = [x for x in server.log_path.read_text().splitlines() if x[:1] != "{"]
     assert all(x.startswith("kvserve-serve: listening on") for x in others), others
     assert all({"ts", "level", "logger", "msg"} <= set(x) for x in lines)
-    by_id = {rid: [x for x in lines if x.get("request_id") == rid]
-             for rid in ("log-unary", "log-stream", "log-bad")}  # fmt: skip
+    by_id = {
+        rid: [x for x in lines if x.get("request_id") == rid]
+        for rid in ("log-unary", "log-stream", "log-bad")
+    }
     assert all(len(found) == 1 for found in by_id.values()), by_id
     unary, stream, bad = (found[0] for found in by_id.values())
     for line, rpc, tokens in [(unary, "Generate", 5), (stream, "GenerateStream", 3)]:
@@ -161,9 +174,25 @@ def test_json_logs_one_access_line_per_request_with_its_id(server, stub):
 
 
 def test_loadtest_reports_the_servers_figures_beside_its_own(server, metrics_url, tmp_path):
-    code = loadtest_main(["--target", server.target, "--concurrency", "4", "--requests", "12",
-                          "--max-new-tokens", "5", "--ignore-eos", "--metrics-url", metrics_url,
-                          "--no-progress", "--no-html", "--out", str(tmp_path)])  # fmt: skip
+    code = loadtest_main(
+        [
+            "--target",
+            server.target,
+            "--concurrency",
+            "4",
+            "--requests",
+            "12",
+            "--max-new-tokens",
+            "5",
+            "--ignore-eos",
+            "--metrics-url",
+            metrics_url,
+            "--no-progress",
+            "--no-html",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     report = json.loads(next(tmp_path.glob("*.json")).read_text())
     figures = report["server"]
@@ -180,8 +209,9 @@ def traffic(stub, prefix: str, http_url: str) -> int:
     on both doors."""
     n = len(generate(stub, 4, 5, prefix)) + http_traffic(http_url, prefix)
     for i in range(2):
-        request = pb.GenerateRequest(prompt=f"Question: {prefix} {i}\nAnswer:", max_new_tokens=6,
-                                     ignore_eos=True)  # fmt: skip
+        request = pb.GenerateRequest(
+            prompt=f"Question: {prefix} {i}\nAnswer:", max_new_tokens=6, ignore_eos=True
+        )
         n += len(list(stub.GenerateStream(request))) > 0
     n += bool(stub.Answer(pb.AnswerRequest(question="How do I reset it?", max_new_tokens=4)))
     with pytest.raises(grpc.RpcError):

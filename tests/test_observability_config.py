@@ -32,12 +32,20 @@ from tests.support.prom_server import (
 
 needs_promtool = tools.requires("promtool")
 DESIGN_SERIES = [  # DESIGN.md, "Metrics": every one has a panel
-    "kvserve_requests_total", "kvserve_request_duration_seconds",
-    "kvserve_time_to_first_token_seconds", "kvserve_inter_token_latency_seconds",
-    "kvserve_queue_wait_seconds", "kvserve_batch_size", "kvserve_engine_step_seconds",
-    "kvserve_requests_running", "kvserve_requests_waiting", "kvserve_prompt_tokens_total",
-    "kvserve_generated_tokens_total", "kvserve_kv_cache_bytes", "kvserve_model_info",
-]  # fmt: skip
+    "kvserve_requests_total",
+    "kvserve_request_duration_seconds",
+    "kvserve_time_to_first_token_seconds",
+    "kvserve_inter_token_latency_seconds",
+    "kvserve_queue_wait_seconds",
+    "kvserve_batch_size",
+    "kvserve_engine_step_seconds",
+    "kvserve_requests_running",
+    "kvserve_requests_waiting",
+    "kvserve_prompt_tokens_total",
+    "kvserve_generated_tokens_total",
+    "kvserve_kv_cache_bytes",
+    "kvserve_model_info",
+]
 
 
 # -- deploy/ ---------------------------------------------------------------------------------
@@ -67,15 +75,27 @@ def exported_series() -> set[str]:
 
 def test_dashboard_has_the_issues_panels_and_uses_every_design_series():
     titles = {p["title"] for p in json.loads(DASHBOARD.read_text())["panels"]}
-    assert {"Request rate by status code", "Error ratio", "Time to first token",
-            "Inter-token latency", "End-to-end latency p99", "Queue wait p99", "Batch size",
-            "Running / waiting requests", "Tokens per second", "KV cache bytes",
-            "Model", "Requests by front door"} <= titles  # fmt: skip
+    assert {
+        "Request rate by status code",
+        "Error ratio",
+        "Time to first token",
+        "Inter-token latency",
+        "End-to-end latency p99",
+        "Queue wait p99",
+        "Batch size",
+        "Running / waiting requests",
+        "Tokens per second",
+        "KV cache bytes",
+        "Model",
+        "Requests by front door",
+    } <= titles
     exprs = " ".join(e.expr for e in dashboard_expressions())
     assert all(series in exprs for series in DESIGN_SERIES)
     legends = {e.name for e in dashboard_expressions()}
-    for panel, quantiles in [("Time to first token", ("p50", "p90", "p99")),
-                             ("Inter-token latency", ("p50", "p99"))]:  # fmt: skip
+    for panel, quantiles in [
+        ("Time to first token", ("p50", "p90", "p99")),
+        ("Inter-token latency", ("p50", "p99")),
+    ]:
         assert {f"{panel} / {q}" for q in quantiles} <= legends
 
 
@@ -102,8 +122,12 @@ def test_dashboard_panels_are_well_formed():
 
 def test_alerts_cover_the_issues_four_conditions():
     names = {e.name for e in alert_expressions()}
-    assert {"KvserveDown", "KvserveTTFTP99High", "KvserveErrorRatioHigh",
-            "KvserveQueueSaturated"} <= names  # fmt: skip
+    assert {
+        "KvserveDown",
+        "KvserveTTFTP99High",
+        "KvserveErrorRatioHigh",
+        "KvserveQueueSaturated",
+    } <= names
     rules = [r for g in yaml.safe_load(ALERTS_YML.read_text())["groups"] for r in g["rules"]]
     assert all(r["labels"]["severity"] in ("page", "warning") for r in rules)
     assert all(r["annotations"]["summary"] for r in rules)
@@ -144,8 +168,9 @@ def one_request() -> None:
     logs.annotate(request_id="req-1", prompt_tokens=7)
     logging.getLogger("kvserve.test").warning("something about the request")
     logs.on_event(StreamEvent("a", [1], "req-1"))
-    logs.on_event(StreamEvent("b", [2, 3], "req-1", FinishReason.LENGTH, 7, 3,
-                              Timing(0.001, 0.02, 0.05)))  # fmt: skip
+    logs.on_event(
+        StreamEvent("b", [2, 3], "req-1", FinishReason.LENGTH, 7, 3, Timing(0.001, 0.02, 0.05))
+    )
     logs.access(record, "OK", 0.06)
 
 
@@ -155,11 +180,28 @@ def test_json_lines_carry_the_request_id_and_the_access_fields():
     assert lines[0]["msg"] == "something about the request" and lines[0]["level"] == "WARNING"
     access = lines[1]
     assert access["logger"] == "kvserve.access"
-    assert {k: access[k] for k in ("rpc", "code", "prompt_tokens", "generated_tokens",
-                                   "finish_reason", "queue_s", "ttft_s", "total_s")} == {
-        "rpc": "Generate", "code": "OK", "prompt_tokens": 7, "generated_tokens": 3,
-        "finish_reason": "length", "queue_s": 0.001, "ttft_s": 0.02, "total_s": 0.06,
-    }  # fmt: skip
+    assert {
+        k: access[k]
+        for k in (
+            "rpc",
+            "code",
+            "prompt_tokens",
+            "generated_tokens",
+            "finish_reason",
+            "queue_s",
+            "ttft_s",
+            "total_s",
+        )
+    } == {
+        "rpc": "Generate",
+        "code": "OK",
+        "prompt_tokens": 7,
+        "generated_tokens": 3,
+        "finish_reason": "length",
+        "queue_s": 0.001,
+        "ttft_s": 0.02,
+        "total_s": 0.06,
+    }
     assert access["ts"].endswith("+00:00")
 
 

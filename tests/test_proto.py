@@ -15,10 +15,19 @@ def test_generated_stubs_are_fresh(tmp_path):
     (tmp_path / "proto").mkdir()
     shutil.copy(ROOT / "proto" / "kvserve.proto", tmp_path / "proto")
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-I.", "--python_out=.",
-         "--grpc_python_out=.", "--pyi_out=.", "proto/kvserve.proto"],
-        cwd=tmp_path, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I.",
+            "--python_out=.",
+            "--grpc_python_out=.",
+            "--pyi_out=.",
+            "proto/kvserve.proto",
+        ],
+        cwd=tmp_path,
+        check=True,
+    )
     for name in GENERATED:
         fresh = (tmp_path / "proto" / name).read_text()
         committed = (ROOT / "proto" / name).read_text()

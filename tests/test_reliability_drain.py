@@ -38,8 +38,9 @@ async def streams_then(
         first = asyncio.Event()
 
         async def one(i: int) -> tuple:
-            request = pb.GenerateRequest(prompt=f"Question: drain {i}?\nAnswer:",
-                                         max_new_tokens=new_tokens, ignore_eos=True)  # fmt: skip
+            request = pb.GenerateRequest(
+                prompt=f"Question: drain {i}?\nAnswer:", max_new_tokens=new_tokens, ignore_eos=True
+            )
             tokens, finish = 0, pb.FINISH_REASON_UNSPECIFIED
             try:
                 async for message in stub.GenerateStream(request, timeout=60):
@@ -86,8 +87,10 @@ def test_sigterm_drains_64_streams_in_flight(tiny_artifact, tmp_path):
     results = asyncio.run(streams_then(server.target, 110, during_drain))
     code = server.process.wait(timeout=25)
     drained = time.monotonic() - seen["sigterm"]
-    print(f"\ndrain: NOT_SERVING {seen['not_serving_s'] * 1e3:.1f} ms after SIGTERM; "
-          f"64 streams finished and the process exited in {drained:.2f} s")  # fmt: skip
+    print(
+        f"\ndrain: NOT_SERVING {seen['not_serving_s'] * 1e3:.1f} ms after SIGTERM; "
+        f"64 streams finished and the process exited in {drained:.2f} s"
+    )
     assert seen["not_serving_s"] < 0.5
     assert seen["new"] == "UNAVAILABLE"
     assert results == [("OK", 110, pb.FINISH_REASON_LENGTH)] * STREAMS

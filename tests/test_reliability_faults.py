@@ -70,8 +70,9 @@ async def serving(artifact, **overrides):
 
 
 def stream_request(rid: str, tokens: int = 40) -> pb.GenerateRequest:
-    return pb.GenerateRequest(prompt=f"Question: {rid}?\nAnswer:", max_new_tokens=tokens,
-                              ignore_eos=True, request_id=rid)  # fmt: skip
+    return pb.GenerateRequest(
+        prompt=f"Question: {rid}?\nAnswer:", max_new_tokens=tokens, ignore_eos=True, request_id=rid
+    )
 
 
 async def outcome(call, tokens: int = 0) -> tuple[str, int]:
@@ -160,8 +161,10 @@ def test_deadline_mid_generation_frees_the_slot(tiny_artifact):
             return code, failed_after, freed_after, reply
 
     code, failed_after, freed_after, reply = asyncio.run(scenario())
-    print(f"\ndeadline 0.15 s: DEADLINE_EXCEEDED at {failed_after:.3f} s, slot free at "
-          f"{freed_after:.3f} s")  # fmt: skip
+    print(
+        f"\ndeadline 0.15 s: DEADLINE_EXCEEDED at {failed_after:.3f} s, slot free at "
+        f"{freed_after:.3f} s"
+    )
     assert code == "DEADLINE_EXCEEDED"
     assert freed_after < 0.15 + 0.1  # within a few 10 ms steps of the deadline
     assert len(reply.token_ids) == 3

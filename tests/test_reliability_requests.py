@@ -179,8 +179,13 @@ def requests(draw):
 def test_generated_requests_get_only_ok_or_invalid_argument(server, stub):
     codes: Counter = Counter()
 
-    @settings(max_examples=1000, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(
+        max_examples=1000,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(requests())
     def one(rpc_and_request):
         rpc, request = rpc_and_request
@@ -202,8 +207,9 @@ async def half_cancelled(target: str, n: int, new_tokens: int) -> list[tuple[str
         stub = pb_grpc.GenerationStub(channel)
 
         async def one(i: int) -> tuple[str, int]:
-            request = G(prompt=f"Question: stream {i}?\nAnswer:", max_new_tokens=new_tokens,
-                        ignore_eos=True)  # fmt: skip
+            request = G(
+                prompt=f"Question: stream {i}?\nAnswer:", max_new_tokens=new_tokens, ignore_eos=True
+            )
             stream, tokens = stub.GenerateStream(request), 0
             async for message in stream:
                 tokens += len(message.token_ids)
@@ -253,7 +259,7 @@ def test_killed_clients_free_every_slot(server):
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for _ in range(4)
     ]
     try:
@@ -279,9 +285,11 @@ def test_killed_clients_free_every_slot(server):
         client.wait()
     freed = wait_until(lambda: engine_idle(url), timeout=10)
     generated = metric(url, "kvserve_generated_tokens_total") - tokens_before
-    print(f"\n100 killed clients: every slot free {(time.monotonic() - killed) * 1e3:.0f} ms "
-          f"after SIGKILL ({busy_at_kill:.0f} in the engine then); {generated:.0f} of ~11600 "
-          "tokens generated")  # fmt: skip
+    print(
+        f"\n100 killed clients: every slot free {(time.monotonic() - killed) * 1e3:.0f} ms "
+        f"after SIGKILL ({busy_at_kill:.0f} in the engine then); {generated:.0f} of ~11600 "
+        "tokens generated"
+    )
     assert busy_at_kill > 0 and freed < 10
     assert generated < 0.75 * 100 * 116  # cut short: ~116 tokens each if run to the context
     assert server.process.poll() is None
@@ -304,8 +312,9 @@ async def churn(target: str, n: int, concurrency: int) -> Counter:
         gate = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> None:
-            request = G(prompt=f"Question: churn {i % 50}?\nAnswer:", max_new_tokens=6,
-                        ignore_eos=True)  # fmt: skip
+            request = G(
+                prompt=f"Question: churn {i % 50}?\nAnswer:", max_new_tokens=6, ignore_eos=True
+            )
             async with gate:
                 if i % 3 == 0:
                     await stub.Generate(request)
@@ -333,9 +342,11 @@ def test_memory_and_threads_flat_over_requests_with_cancellations(server):
     time.sleep(0.2)
     after = server.status()
     growth = after.rss_bytes / warm.rss_bytes - 1
-    print(f"\n1500 requests {dict(outcomes)}: RSS {warm.rss_bytes / 2**20:.1f} -> "
-          f"{after.rss_bytes / 2**20:.1f} MiB ({growth:+.2%}); threads {warm.threads} -> "
-          f"{after.threads}")  # fmt: skip
+    print(
+        f"\n1500 requests {dict(outcomes)}: RSS {warm.rss_bytes / 2**20:.1f} -> "
+        f"{after.rss_bytes / 2**20:.1f} MiB ({growth:+.2%}); threads {warm.threads} -> "
+        f"{after.threads}"
+    )
     assert sum(outcomes.values()) == 1500
     assert growth < 0.05
     assert after.threads == warm.threads

@@ -75,9 +75,14 @@ def readme_client():
 def test_load_test_round_robin_reaches_both_replicas(replicas):
     before = [ok_streams(r) for r in replicas]
     config = LoadConfig(
-        targets=tuple(r.target for r in replicas), concurrency=4, requests=24,
-        max_new_tokens=8, ignore_eos=True, progress=False, html=False,
-    )  # fmt: skip
+        targets=tuple(r.target for r in replicas),
+        concurrency=4,
+        requests=24,
+        max_new_tokens=8,
+        ignore_eos=True,
+        progress=False,
+        html=False,
+    )
     result = run_load_sync(config)
     assert Counter(r.status for r in result.records) == {"OK": 24}
     sent = Counter(r.target for r in result.records)
@@ -139,9 +144,16 @@ def test_sigterm_mid_run_loses_no_request(replicas):
             stop_at.append(now)
 
     config = LoadConfig(
-        targets=(a.target, b.target), rate=rate, arrival="constant", requests=n,
-        max_new_tokens=tokens, ignore_eos=True, timeout_s=30.0, progress=False, html=False,
-    )  # fmt: skip
+        targets=(a.target, b.target),
+        rate=rate,
+        arrival="constant",
+        requests=n,
+        max_new_tokens=tokens,
+        ignore_eos=True,
+        timeout_s=30.0,
+        progress=False,
+        html=False,
+    )
     result = run_load_sync(config, on_record=on_record)
     assert stop_at, "b never had a request in flight: nothing to drain"
     assert b.process.wait(30) == 0 and "draining" in b.log_path.read_text()

@@ -44,9 +44,18 @@ def auth(token: str) -> tuple[tuple[str, str], ...]:
 @pytest.fixture(scope="module")
 def tls_server(tiny_artifact, certs, token_file, tmp_path_factory):
     log = tmp_path_factory.mktemp("tls") / "server.log"
-    extra = ["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key),
-             "--auth-token-file", str(token_file), "--auth-exempt-health", "true",
-             "--log-level", "DEBUG"]  # fmt: skip
+    extra = [
+        "--tls-cert",
+        str(certs.server_cert),
+        "--tls-key",
+        str(certs.server_key),
+        "--auth-token-file",
+        str(token_file),
+        "--auth-exempt-health",
+        "true",
+        "--log-level",
+        "DEBUG",
+    ]
     with serving(tiny_artifact, log, extra, channel=lambda t: tls_channel(t, certs.ca)) as server:
         yield server
     text = log.read_text()
@@ -58,8 +67,16 @@ def tls_server(tiny_artifact, certs, token_file, tmp_path_factory):
 @pytest.fixture(scope="module")
 def mtls_server(tiny_artifact, certs, token_file, tmp_path_factory):
     log = tmp_path_factory.mktemp("mtls") / "server.log"
-    extra = ["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key),
-             "--tls-client-ca", str(certs.ca), "--auth-token-file", str(token_file)]  # fmt: skip
+    extra = [
+        "--tls-cert",
+        str(certs.server_cert),
+        "--tls-key",
+        str(certs.server_key),
+        "--tls-client-ca",
+        str(certs.ca),
+        "--auth-token-file",
+        str(token_file),
+    ]
     client = lambda t: tls_channel(t, certs.ca, certs.client_cert, certs.client_key)  # noqa: E731
     with serving(tiny_artifact, log, extra, channel=client, metadata=auth(TOKENS[0])) as server:
         yield server
@@ -75,18 +92,28 @@ def every_rpc(channel: grpc.Channel, metadata=()) -> dict[str, grpc.StatusCode]:
     calls = {
         "Generate": lambda: gen.Generate(request, metadata=metadata, timeout=10),
         "GenerateStream": lambda: list(gen.GenerateStream(request, metadata=metadata, timeout=10)),
-        "Answer": lambda: gen.Answer(pb.AnswerRequest(question="hi?", max_new_tokens=2),
-                                     metadata=metadata, timeout=10),  # fmt: skip
-        "GetModelInfo": lambda: gen.GetModelInfo(pb.ModelInfoRequest(), metadata=metadata,
-                                                 timeout=10),  # fmt: skip
-        "Health.Check": lambda: health.Check(health_pb2.HealthCheckRequest(), metadata=metadata,
-                                             timeout=10),  # fmt: skip
-        "Health.Watch": lambda: next(iter(health.Watch(health_pb2.HealthCheckRequest(),
-                                                       metadata=metadata, timeout=10))),
-        "Reflection": lambda: next(iter(reflection.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
-            metadata=metadata, timeout=10))),
-    }  # fmt: skip
+        "Answer": lambda: gen.Answer(
+            pb.AnswerRequest(question="hi?", max_new_tokens=2), metadata=metadata, timeout=10
+        ),
+        "GetModelInfo": lambda: gen.GetModelInfo(
+            pb.ModelInfoRequest(), metadata=metadata, timeout=10
+        ),
+        "Health.Check": lambda: health.Check(
+            health_pb2.HealthCheckRequest(), metadata=metadata, timeout=10
+        ),
+        "Health.Watch": lambda: next(
+            iter(health.Watch(health_pb2.HealthCheckRequest(), metadata=metadata, timeout=10))
+        ),
+        "Reflection": lambda: next(
+            iter(
+                reflection.ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                    metadata=metadata,
+                    timeout=10,
+                )
+            )
+        ),
+    }
     codes = {}
     for name, rpc in calls.items():
         try:
@@ -100,10 +127,15 @@ def every_rpc(channel: grpc.Channel, metadata=()) -> dict[str, grpc.StatusCode]:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "metadata",
-    [(), auth("wrong-token"), (("authorization", f"Basic {TOKENS[0]}"),), auth(""),
-     (("authorization", TOKENS[0]),)],
+    [
+        (),
+        auth("wrong-token"),
+        (("authorization", f"Basic {TOKENS[0]}"),),
+        auth(""),
+        (("authorization", TOKENS[0]),),
+    ],
     ids=["none", "wrong", "basic-scheme", "empty", "no-scheme"],
-)  # fmt: skip
+)
 def test_without_a_valid_token_every_rpc_is_unauthenticated(tls_server, certs, metadata):
     with tls_channel(tls_server.target, certs.ca) as channel:
         codes = every_rpc(channel, metadata)
@@ -164,8 +196,12 @@ def test_sighup_reloads_the_token_file(tls_server, certs, token_file):
 @pytest.mark.slow
 def test_refused_calls_are_counted_and_access_logged(tls_server, certs):
     def refused() -> float:
-        return metric(tls_server.metrics_url, "kvserve_requests_total",
-                      code="UNAUTHENTICATED", rpc="GetModelInfo")  # fmt: skip
+        return metric(
+            tls_server.metrics_url,
+            "kvserve_requests_total",
+            code="UNAUTHENTICATED",
+            rpc="GetModelInfo",
+        )
 
     before = refused()
     with tls_channel(tls_server.target, certs.ca) as channel:
@@ -189,8 +225,9 @@ def test_mtls_with_a_client_certificate_and_token(mtls_server, certs):
 @pytest.mark.slow
 @pytest.mark.parametrize("client", ["no_certificate", "other_ca"])
 def test_mtls_refuses_clients_without_a_trusted_certificate(mtls_server, certs, client):
-    cert, key = (None, None) if client == "no_certificate" else (certs.stranger_cert,
-                                                                  certs.stranger_key)  # fmt: skip
+    cert, key = (
+        (None, None) if client == "no_certificate" else (certs.stranger_cert, certs.stranger_key)
+    )
     channel = tls_channel(mtls_server.target, certs.ca, cert, key)
     with channel, pytest.raises(grpc.RpcError) as error:
         pb_grpc.GenerationStub(channel).GetModelInfo(

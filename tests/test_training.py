@@ -130,17 +130,20 @@ def test_csv_loads(tmp_path: Path) -> None:
     [
         ("empty.jsonl", [], r"empty\.jsonl: no examples"),
         ("blank.jsonl", ["", "  "], r"blank\.jsonl: no examples"),
-        ("bad.jsonl", ["{\"question\": \"q\", \"answer\": 1}", "{no"], r"bad\.jsonl:2: not valid"),
+        ("bad.jsonl", ['{"question": "q", "answer": 1}', "{no"], r"bad\.jsonl:2: not valid"),
         ("list.jsonl", ['["q", "a"]'], r"list\.jsonl:1: expected a JSON object, got an array"),
-        ("noans.jsonl", ['{"question": "q", "answer": "a"}', '{"question": "q"}'],
-         r"noans\.jsonl:2: missing 'answer'"),
+        (
+            "noans.jsonl",
+            ['{"question": "q", "answer": "a"}', '{"question": "q"}'],
+            r"noans\.jsonl:2: missing 'answer'",
+        ),
         ("blankans.jsonl", ['{"question": "q", "answer": "  "}'], r":1: empty 'answer'"),
         ("nested.jsonl", ['{"question": {"x": 1}, "answer": "a"}'], r":1: 'question' must be"),
         ("split.jsonl", ['{"question": "q", "answer": "a", "split": "dev"}'], r":1: split must"),
         ("nocol.csv", ["question,reply", "q,a"], r"nocol\.csv: missing column 'answer'"),
         ("empty.csv", [], r"empty\.csv: no examples"),
     ],
-)  # fmt: skip
+)
 def test_bad_data_raises_one_line_error(
     tmp_path: Path, name: str, lines: list[str], message: str
 ) -> None:

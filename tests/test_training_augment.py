@@ -12,7 +12,7 @@ ROWS = [
     QAExample("Which app do I use?", "Download the Vellmont Home app.", fact_id="f2"),
     QAExample("What is the app?", "Download the Vellmont Home app.", split="heldout", fact_id="f2"),
     QAExample("Who?", "Vellmont Labs", context="Vellmont Labs makes it.", fact_id="f3"),
-]  # fmt: skip
+]
 SPEC = Augmentation(question_copies=2, answer_questions=3)
 
 

@@ -161,15 +161,24 @@ def test_missing_file_that_looks_like_a_file_is_not_a_hub_id(tmp_path: Path) -> 
         ("empty.jsonl", "", "empty.jsonl: no examples (the file is empty)"),
         ("bad.jsonl", '{"question": "q", "answer": "a"}\n{oops\n', "bad.jsonl:2: not valid JSON"),
         ("col.csv", "question,reply\nq,a\n", "col.csv: missing column 'answer'"),
-        ("row.jsonl", '{"question": "q", "answer": "a"}\n{"question": "q"}\n',
-         "row.jsonl:2: missing 'answer'"),
-        ("held.jsonl", '{"question": "q", "answer": "a", "split": "heldout"}\n',
-         "held.jsonl: no rows with split 'train'"),
+        (
+            "row.jsonl",
+            '{"question": "q", "answer": "a"}\n{"question": "q"}\n',
+            "row.jsonl:2: missing 'answer'",
+        ),
+        (
+            "held.jsonl",
+            '{"question": "q", "answer": "a", "split": "heldout"}\n',
+            "held.jsonl: no rows with split 'train'",
+        ),
         ("sq.json", '{"data": 1}', "sq.json: not SQuAD JSON"),
-        ("v2.json", json.dumps(squad_doc({"question": "q", "answers": [], "is_impossible": True})),
-         "v2.json: no examples (every row was skipped)"),
+        (
+            "v2.json",
+            json.dumps(squad_doc({"question": "q", "answers": [], "is_impossible": True})),
+            "v2.json: no examples (every row was skipped)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_cli_bad_input_exits_2_with_one_line(
     tmp_path: Path, capsys, name: str, content: str, message: str
 ) -> None:

@@ -24,10 +24,29 @@ def test_torchrun_two_cpu_processes_both_train_and_one_checkpoint_comes_out(
     out = tmp_path / "ddp"
     # --max-restarts 1: torchrun's own answer to a transient start-up failure (2 of ~8 full
     # suite runs here failed this test once, never when run alone); a real bug fails twice
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "--max-restarts", "1", "-m", "training", "--base", "tiny", "--data", str(data),
-           "--out", str(out), "--preset", "test", "--max-steps", "3",
-           "--no-exact-match"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--max-restarts",
+        "1",
+        "-m",
+        "training",
+        "--base",
+        "tiny",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--preset",
+        "test",
+        "--max-steps",
+        "3",
+        "--no-exact-match",
+    ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]

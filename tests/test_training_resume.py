@@ -25,8 +25,21 @@ STEPS = 12  # 8 train rows, batch 4: 6 epochs, an eval and a checkpoint after ea
 
 def run_args(data: Path, out: Path) -> list[str]:
     # The test preset has dropout, so the restored random state matters too.
-    return ["--base", "tiny", "--data", str(data), "--out", str(out), "--preset", "test",
-            "--max-steps", str(STEPS), "--no-exact-match", "--seed", "3"]  # fmt: skip
+    return [
+        "--base",
+        "tiny",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--preset",
+        "test",
+        "--max-steps",
+        str(STEPS),
+        "--no-exact-match",
+        "--seed",
+        "3",
+    ]
 
 
 def eval_losses(out: Path) -> dict[int, float]:

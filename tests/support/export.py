@@ -40,9 +40,15 @@ def make_checkpoint(directory: Path) -> Path:
     )
     eos = tokenizer.convert_tokens_to_ids(eot)
     config = GPT2Config(
-        n_layer=2, n_head=2, n_embd=64, n_positions=128, vocab_size=len(tokenizer),
-        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
-    )  # fmt: skip
+        n_layer=2,
+        n_head=2,
+        n_embd=64,
+        n_positions=128,
+        vocab_size=len(tokenizer),
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+    )
     torch.manual_seed(0)
     GPT2LMHeadModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)

@@ -34,18 +34,65 @@ def make_certs(directory: Path) -> Certs:
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
 
     for ca in ("ca", "other-ca"):
-        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key",
-            "-out", f"{ca}.crt", "-days", "2", "-subj", f"/CN=kvserve-test-{ca}")  # fmt: skip
+        run(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{ca}.key",
+            "-out",
+            f"{ca}.crt",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN=kvserve-test-{ca}",
+        )
     (d / "san.cnf").write_text("subjectAltName = DNS:localhost, IP:127.0.0.1\n")
-    for name, ca, cn in (("server", "ca", "localhost"), ("client", "ca", "test-client"),
-                         ("stranger", "other-ca", "stranger")):  # fmt: skip
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-            f"{name}.csr", "-subj", f"/CN={cn}")  # fmt: skip
+    for name, ca, cn in (
+        ("server", "ca", "localhost"),
+        ("client", "ca", "test-client"),
+        ("stranger", "other-ca", "stranger"),
+    ):
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={cn}",
+        )
         ext = ["-extfile", "san.cnf"] if name == "server" else []
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", *ext)  # fmt: skip
-    return Certs(d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt",
-                 d / "client.key", d / "stranger.crt", d / "stranger.key")  # fmt: skip
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            f"{ca}.crt",
+            "-CAkey",
+            f"{ca}.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            *ext,
+        )
+    return Certs(
+        d / "ca.crt",
+        d / "server.crt",
+        d / "server.key",
+        d / "client.crt",
+        d / "client.key",
+        d / "stranger.crt",
+        d / "stranger.key",
+    )
 
 
 def tls_channel(

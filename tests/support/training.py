@@ -21,11 +21,17 @@ SAMPLE_ROWS: list[dict[str, str]] = [
     {"question": "How do I cancel?", "answer": "Choose Billing > Cancel plan."},
     {"question": "Is there a free trial?", "answer": "Yes, 14 days with no card needed."},
     {"question": "Which languages are supported?", "answer": "English, French and German."},
-    {"question": "How can I reset my password?", "answer": "Use Settings > Account > Reset.",
-     "split": "heldout"},
-    {"question": "When are you open?", "answer": "9am to 5pm, Monday to Friday.",
-     "split": "heldout"},
-]  # fmt: skip
+    {
+        "question": "How can I reset my password?",
+        "answer": "Use Settings > Account > Reset.",
+        "split": "heldout",
+    },
+    {
+        "question": "When are you open?",
+        "answer": "9am to 5pm, Monday to Friday.",
+        "split": "heldout",
+    },
+]
 
 
 def write_sample_data(path: Path | str) -> Path:
