@@ -27,6 +27,7 @@ from loadtest.record import RequestRecord
 from loadtest.run import LoadResult, run_load_sync
 from loadtest.stats import Distribution, Figures, compute_figures
 from tests.support.fake_server import FIRST_S, GAP_S, TOKENS, FakeServer
+from tests.support.machine import OtherJobs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -185,15 +186,21 @@ def timed_runs(fake_server: FakeServer, tmp_path: Path) -> tuple[float, LoadResu
 
 def timing_within_5_percent(stack_s: float, f: Figures) -> bool:
     return (
-        abs(f.ttft.p50 - stack_s - FIRST_S) <= 0.05 * FIRST_S
+        0 <= stack_s < 0.2 * FIRST_S
+        and abs(f.ttft.p50 - stack_s - FIRST_S) <= 0.05 * FIRST_S
         and abs(f.itl.p50 - GAP_S) <= 0.05 * GAP_S
     )
 
 
 def test_measures_what_the_fake_server_does(fake_server, tmp_path):
-    stack_s, result = timed_runs(fake_server, tmp_path)
-    if not timing_within_5_percent(stack_s, result.figures):
-        stack_s, result = timed_runs(fake_server, tmp_path)  # one retry: other jobs share the CPUs
+    for _ in range(3):  # retries: other jobs share the CPUs, now and then
+        with OtherJobs(fake_server.process.pid) as others:
+            stack_s, result = timed_runs(fake_server, tmp_path)
+        if timing_within_5_percent(stack_s, result.figures):
+            break
+    else:
+        if excuse := others.excuse():  # no verdict while other jobs hold the CPUs
+            pytest.skip(f"timing off by over 5% in 3 runs (stack {stack_s:.4f} s): {excuse}")
     f = result.figures
     print(f"stack {stack_s * 1e3:.2f} ms, TTFT {f.ttft.scaled(1e3)}, ITL {f.itl.scaled(1e3)}")
     assert f.status_counts == {"OK": 20}
