@@ -65,7 +65,10 @@ def test_open_loop_bundled_questions_with_slo_and_server_metrics(fake, tmp_path,
         str(tmp_path),
     )
     assert code == 0, err
-    assert r["schema"] == "kvserve-loadtest/2" and r["warnings"] == []
+    # a CLIENT LAG warning speaks of this machine's client (a stall of a few ms in a 40-request
+    # run is enough), not of the report: the self-check has its own tests; nothing else warns
+    assert r["schema"] == "kvserve-loadtest/2"
+    assert [w for w in r["warnings"] if not w.startswith("CLIENT LAG")] == []
     assert r["model"]["model_name"] == "fake" and r["model"]["prompt_template"] == TEMPLATE
     assert r["config"]["load_model"] == "open loop, poisson arrivals at 100 req/s"
     assert r["requests"] == {"total": 40, "ok": 40, "errors": 0}
