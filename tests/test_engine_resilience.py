@@ -6,22 +6,20 @@ from __future__ import annotations
 
 import threading
 
-import server.update
 from server.request import FinishReason, RequestStatus
 from server.scheduler import QueueFull
-from tests.support.engine import make_engine, make_request, run_to_end, texts
+from tests.support.engine import (
+    break_sampling_for_seed,
+    make_engine,
+    make_request,
+    run_to_end,
+    texts,
+)
 from tests.support.reliability import wait_until
 
 
 def test_a_sampling_failure_fails_its_step_not_the_engine(monkeypatch):
-    real = server.update.select_tokens
-
-    def picky(logits, params, seen, uniforms):
-        if any(p.seed == 666 for p in params):
-            raise FloatingPointError("sampler blew up")
-        return real(logits, params, seen, uniforms)
-
-    monkeypatch.setattr(server.update, "select_tokens", picky)
+    break_sampling_for_seed(monkeypatch, 666)
     engine, sink = make_engine(), {}
     engine.submit(make_request("evil", [1], sink, seed=666))
     engine.step()

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 
-import server.update
 from server.engine import deliver
 from server.request import FinishReason, Request, RequestStatus, StreamEvent
 from server.step import Batch, ModelOutput, StepPlan, StepResult
 from server.update import Updater
-from tests.support.engine import VOCAB, make_request, make_updater, one_hot, running, texts
+from tests.support.engine import (
+    VOCAB,
+    break_sampling_for_seed,
+    make_request,
+    make_updater,
+    one_hot,
+    running,
+    texts,
+)
 
 
 def prefill(updater: Updater, requests: list[Request], logits: np.ndarray) -> StepResult:
@@ -110,14 +117,7 @@ def test_a_failed_model_call_fails_only_its_own_requests():
 
 
 def test_a_sampling_failure_fails_that_calls_requests_only(monkeypatch):
-    real = server.update.select_tokens
-
-    def picky(logits, params, seen, uniforms):
-        if any(p.seed == 666 for p in params):
-            raise FloatingPointError("sampler blew up")
-        return real(logits, params, seen, uniforms)
-
-    monkeypatch.setattr(server.update, "select_tokens", picky)
+    break_sampling_for_seed(monkeypatch, 666)
     updater, sink = make_updater(), {}
     fine = running(make_request("fine", [1], sink))
     deliver(prefill(updater, [fine], one_hot([2])).events)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+import server.update
 from server.config import ServeConfig
 from server.engine import Engine
 from server.kv_cache import SlotCache
@@ -134,3 +135,15 @@ def run_to_end(engine: Engine, max_steps: int = 100) -> None:
 def texts(events: list[StreamEvent]) -> list[int]:
     """Every token id the events carried, in order."""
     return [t for e in events for t in e.token_ids]
+
+
+def break_sampling_for_seed(monkeypatch, seed: int) -> None:
+    """The update stage's sampler raises for any batch holding a request with this seed."""
+    real = server.update.select_tokens
+
+    def picky(logits, params, seen, uniforms):
+        if any(p.seed == seed for p in params):
+            raise FloatingPointError("sampler blew up")
+        return real(logits, params, seen, uniforms)
+
+    monkeypatch.setattr(server.update, "select_tokens", picky)
