@@ -64,7 +64,7 @@ def main() -> int:
     runner = OnnxRunner(
         args.artifact / manifest.model_file,
         manifest.architecture,
-        RunnerConfig("cuda", 0, spin=False),
+        RunnerConfig("cuda", 0, spin=True),
     )
     device_memory = runner.memory
     ok = runner.provider == CUDA and isinstance(device_memory, CudaMemory)

@@ -338,7 +338,7 @@ def run_latency(
     runner = OnnxRunner(
         artifact / manifest.model_file,
         manifest.architecture,
-        RunnerConfig("cpu", threads, spin=False),
+        RunnerConfig("cpu", threads, spin=True),
     )
     flags = ["--max-batch-size", "1", "--threads", str(threads), "--max-new-tokens-limit", "1024"]
     server = ServerProcess.start(artifact, workdir / "latency.log", flags)

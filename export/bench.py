@@ -86,7 +86,7 @@ def _load(artifact: Path, settings: BenchSettings) -> tuple[OnnxRunner, BenchRep
     manifest = read_manifest(artifact)
     if settings.prompt_tokens + settings.decode_steps >= manifest.architecture.max_positions:
         raise ManifestError(f"{artifact}: prompt + decode steps exceed the model's context")
-    config = RunnerConfig(settings.provider, settings.threads, spin=False)
+    config = RunnerConfig(settings.provider, settings.threads, spin=True)
     runner = OnnxRunner(artifact / manifest.model_file, manifest.architecture, config)
     quantization = manifest.quantization
     if manifest.graph.get("kv_cache") == "int8":

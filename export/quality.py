@@ -112,7 +112,7 @@ def measure(run: GateRun, checkpoint: Checkpoint) -> QualityReport:
 
     threads = gate_threads()
     try:
-        config = RunnerConfig(run.provider, threads, spin=False)
+        config = RunnerConfig(run.provider, threads, spin=True)
         runner = OnnxRunner(run.model, checkpoint.architecture, config)
     except Exception as e:  # onnxruntime raises its own types; the user needs one line
         raise ExportFailed(f"ONNX Runtime cannot load {run.model}: {e}") from e

@@ -32,7 +32,7 @@ class ServeConfig:
     metrics_path: str = "/metrics"
     provider: str = "auto"
     threads: int = 0
-    ort_spin: bool = False
+    ort_spin: bool = True  # ORT's default; off (threads sleep) suits cores shared with other work
     max_batch_size: int = 32
     max_batch_tokens: int = 16384  # sum over running rows of prompt + max_new_tokens
     max_queue: int = 256

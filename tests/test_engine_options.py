@@ -7,9 +7,9 @@ import pytest
 from server.cli import parse_args
 
 
-def test_ort_threads_do_not_spin_unless_asked_to():
-    assert parse_args(["--model", "m"]).ort_spin is False
-    assert parse_args(["--model", "m", "--ort-spin", "true"]).ort_spin is True
+def test_ort_threads_spin_unless_told_not_to():
+    assert parse_args(["--model", "m"]).ort_spin is True
+    assert parse_args(["--model", "m", "--ort-spin", "false"]).ort_spin is False
 
 
 def test_prefill_budget_is_off_by_default_and_never_negative():
