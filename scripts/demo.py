@@ -86,7 +86,9 @@ def main() -> int:
     print(f"    trained in {time.monotonic() - t:.0f}s -> {checkpoint}")
 
     t = stage("2/5 export to ONNX with a KV cache, dynamic int8 for CPU")
-    run("export", str(checkpoint), str(artifact), "--precision", "int8")
+    run(
+        "export", str(checkpoint), str(artifact), "--precision", "int8", "--force"
+    )  # a rerun replaces it
     print(f"    exported in {time.monotonic() - t:.0f}s -> {artifact}")
 
     t = stage("3/5 start kvserve-serve")
