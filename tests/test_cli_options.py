@@ -238,4 +238,4 @@ def test_serve_config_builds_the_servers_parts_from_its_own_fields():
     assert config.limits(vocab_size=100) == Limits(
         default_max_new_tokens=11, max_new_tokens=13, vocab_size=100
     )
-    assert config.runner_config() == RunnerConfig(provider="cpu", intra_op_threads=2, spin=False)
+    assert config.runner_config() == RunnerConfig(provider="cpu", intra_op_threads=2, spin=True)
