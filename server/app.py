@@ -26,7 +26,7 @@ from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server import logs
 from server.config import ServeConfig, grpc_server_options
-from server.drain import wait_until_idle
+from server.drain import wait_until_idle, wait_until_quiet
 from server.engine import Engine
 from server.generation import Generator
 from server.http_app import HttpDoor, create_app
@@ -203,6 +203,8 @@ class Server:
         self.generator.draining = True
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         left = await wait_until_idle(self.engine, self.config.grace_seconds, self._stop_now)
+        if left is not None:
+            left = await wait_until_quiet(self.generator, left, self._stop_now)
         grace = None if left is None else max(left, 1.0)
         doors = [self.grpc.stop(grace)] + ([] if self.http is None else [self.http.stop(grace)])
         await asyncio.gather(*doors)

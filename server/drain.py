@@ -1,8 +1,14 @@
-"""The drain's middle part: wait for the engine to finish what it accepted, within the grace.
+"""The drain's middle part: wait for the engine to finish what it accepted, then for the
+callers to stop calling, within the grace.
 
 Once the service refuses new requests, the engine's waiting queue and running batch only
 shrink, so "idle" is final. Polled (20 ms) rather than signalled: the engine thread owns
 that state and a drain happens once per process.
+
+Then the doors stay open (refusing with UNAVAILABLE) until no request has come in for
+QUIET_SECONDS: grpc's server stop answers a call it has received but not yet handed to a
+handler with CANCELLED, which clients do not retry (grpc/grpc#41785), so the stop waits for
+a quiet moment, when there is no such call, rather than cutting into a burst.
 """
 
 from __future__ import annotations
@@ -15,10 +21,15 @@ from typing import Protocol
 
 log = logging.getLogger("kvserve.server")
 POLL_SECONDS = 0.02
+QUIET_SECONDS = 0.25  # no request for this long: the callers have moved to other replicas
 
 
 class Busy(Protocol):
     def busy(self) -> bool: ...
+
+
+class Arrivals(Protocol):
+    last_arrival: float  # time.monotonic() of the latest request, refused ones included
 
 
 async def wait_until_idle(engine: Busy, grace: float, stop_now: asyncio.Event) -> float | None:
@@ -33,4 +44,17 @@ async def wait_until_idle(engine: Busy, grace: float, stop_now: asyncio.Event) -
             return None
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop_now.wait(), min(POLL_SECONDS, left))
+    return max(0.0, deadline - time.monotonic())
+
+
+async def wait_until_quiet(arrivals: Arrivals, grace: float, stop_now: asyncio.Event) -> float:
+    """Seconds of grace left once no request has arrived for QUIET_SECONDS (0 when the grace
+    ran out first: the stop goes ahead then, whoever is still calling)."""
+    deadline = time.monotonic() + grace
+    while (quiet_at := arrivals.last_arrival + QUIET_SECONDS) > time.monotonic():
+        left = deadline - time.monotonic()
+        if stop_now.is_set() or left <= 0:
+            return 0.0
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop_now.wait(), min(quiet_at - time.monotonic(), left))
     return max(0.0, deadline - time.monotonic())

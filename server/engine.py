@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from server.kv_cache import SlotCache
+from server.kv_cache import CacheLost, SlotCache
 from server.request import Request, StreamEvent
 from server.scheduler import Scheduler
 from server.step import Batch, ModelOutput, StepPlan, StepStats
@@ -63,6 +63,8 @@ def execute(runner: Runner, plan: StepPlan, cache: SlotCache) -> ModelOutput:
 def _call(model_call: Callable, cache: SlotCache, requests: tuple[Request, ...], inputs) -> Batch:
     try:
         return Batch(requests, model_call(cache, inputs))
+    except CacheLost:
+        raise  # every row's cache is gone, not just this call's: the engine starts over
     except Exception as error:  # a bad call fails its own requests, not the server
         return Batch(requests, error=error)
 

@@ -166,6 +166,7 @@ class Generator:
         self.manifest = manifest
         self.limits = limits
         self.draining = False  # set once by the drain; both doors refuse new work then
+        self.last_arrival = 0.0  # time.monotonic() of the latest submit (the drain waits on it)
 
     def answer(
         self,
@@ -183,6 +184,7 @@ class Generator:
     def submit(self, ask: Ask) -> Generation:
         """Check, tokenize and queue one request (InvalidArgument, QueueFull or Draining when
         it is refused). Call from the event loop that will read its events."""
+        self.last_arrival = time.monotonic()
         if self.draining:
             raise Draining("server is draining; retry on another replica")
         request_id = check_request_id(ask.request_id)  # first: a bad request's lines carry it

@@ -27,6 +27,11 @@ import numpy as np
 from server.memory import HostMemory, Memory
 
 
+class CacheLost(RuntimeError):
+    """The cache's contents are gone (a growth failed half-way): every running sequence with
+    them. The engine fails them all and starts over with a new cache."""
+
+
 @dataclass
 class SlotCache:
     num_layers: int
@@ -81,16 +86,23 @@ class SlotCache:
             new_cap = self.capacity
         n, used = self._size, int(self.lengths.max(initial=0))
         old_pitch, new_pitch = self._token_bytes(self.capacity), self._token_bytes(new_cap)
-        grown = []
-        for old in self.layers:
-            new = self._zeros(new_rows, new_cap)
+        # layer by layer, each old buffer let go once copied: the peak is the new cache plus
+        # one old layer, not old and new side by side
+        for i, old in enumerate(self.layers):
+            try:
+                new = self._zeros(new_rows, new_cap)
+            except Exception as e:
+                if i == 0:
+                    raise  # nothing changed yet: the cache is as it was
+                self._lose()
+                raise CacheLost(f"growing the KV cache to {new_rows} x {new_cap}: {e}") from e
             for dst, src in zip(new, old, strict=True):  # the first `used` tokens of each head
                 self.memory.copy2d(
                     dst, 0, new_pitch, src, 0, old_pitch, self._token_bytes(used), n * self.heads
                 )
-            grown.append(new)
-        self.memory.finish()
-        self.layers = grown
+            self.memory.finish()  # before the old buffer can be freed (device copies)
+            self.layers[i] = new
+            del old, new, dst, src  # the last references to the old layer
         lengths = np.zeros(new_rows, dtype=np.int64)
         lengths[:n] = self._lengths[:n]
         self._lengths = lengths
@@ -148,6 +160,12 @@ class SlotCache:
         self._size = new_size
         moved = dict(zip(holes, movers, strict=True))
         return [moved.get(r, r) for r in range(new_size)]
+
+    def _lose(self) -> None:
+        """After a growth that failed half-way (layers of two shapes): empty and unusable
+        until the engine replaces it."""
+        self.layers, self._size = [], 0
+        self._lengths = np.zeros(0, dtype=np.int64)
 
     def _token_bytes(self, tokens: int) -> int:
         return tokens * self.head_dim * np.dtype(self.dtype).itemsize

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+from server.kv_cache import CacheLost
 from server.request import FinishReason, RequestStatus
 from server.scheduler import QueueFull
 from tests.support.engine import (
@@ -56,6 +57,36 @@ def test_engine_loop_survives_a_step_that_raises():
         engine.submit(make_request("survivor", [1], sink, max_new_tokens=3))
         wait_until(finished("survivor"), timeout=5, interval=0.005)
         assert texts(sink["survivor"]) == [2, 3, 4]
+    finally:
+        engine.stop()
+
+
+def test_a_lost_cache_fails_every_running_request_and_the_engine_starts_over():
+    """A prefill whose cache growth failed half-way took the other rows' cache with it: the
+    requests decoding beside it fail too (not only the prefill's), and new ones are served."""
+    sink: dict = {}
+    engine = make_engine()
+    runner, prefill = engine.runner, engine.runner.prefill
+
+    def losing_prefill(cache, prompts):
+        if prompts == [[9, 9]]:
+            raise CacheLost("growing the KV cache to 2 x 128: no room")
+        return prefill(cache, prompts)
+
+    runner.prefill = losing_prefill
+    engine.submit(make_request("decoding", [1], sink, max_new_tokens=20))
+    engine.step()
+    engine.submit(make_request("grower", [9, 9], sink))
+    engine.start()
+    try:
+        wait_until(lambda: sink["grower"] and sink["grower"][-1].finish_reason, timeout=5)
+        wait_until(lambda: sink["decoding"][-1].finish_reason is not None, timeout=5)
+        assert sink["grower"][-1].finish_reason is FinishReason.ERROR
+        assert sink["decoding"][-1].finish_reason is FinishReason.ERROR
+        assert "no room" in sink["decoding"][-1].error
+        engine.submit(make_request("after", [1], sink, max_new_tokens=3))
+        wait_until(lambda: sink["after"] and sink["after"][-1].finish_reason, timeout=5)
+        assert texts(sink["after"]) == [2, 3, 4]
     finally:
         engine.stop()
 

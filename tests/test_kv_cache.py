@@ -6,10 +6,12 @@ the GPU path uses is checked here, on a machine without a GPU."""
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 
-from server.kv_cache import SlotCache
+from server.kv_cache import CacheLost, SlotCache
 from server.memory import CudaMemory, HostMemory, memory_for
 from tests.support.cudart import ALLOCATE, FakeCudart
 
@@ -139,3 +141,53 @@ def test_device_copies_are_waited_for_once_per_change():
     before = (fake.copies, fake.syncs)
     cache.keep([2])  # one hole filled: 2 layers x (key, value) copies, one sync
     assert (fake.copies - before[0], fake.syncs - before[1]) == (4, 1)
+
+
+class CountingHostMemory(HostMemory):
+    """Host memory that knows how many buffer bytes are alive, and the most there ever were;
+    `fail_after` zeros() calls it raises MemoryError."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.live = self.peak = self.calls = 0
+        self.fail_after = fail_after
+
+    def zeros(self, shape, dtype):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise MemoryError("no room")
+        buffer = super().zeros(shape, dtype)
+        self.live += buffer.nbytes
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(buffer, self._freed, buffer.nbytes)
+        return buffer
+
+    def _freed(self, nbytes: int) -> None:
+        self.live -= nbytes
+
+
+def test_growth_holds_the_old_cache_plus_one_new_layer_at_most():
+    memory = CountingHostMemory()
+    cache = SlotCache(4, H, D, max_rows=8, max_length=512, memory=memory)
+    cache.reserve(2, 64)
+    old = memory.live
+    memory.peak = 0
+    cache.reserve(4, 128)  # rows and capacity double: each layer 4x its old size
+    assert memory.live == cache.nbytes == 4 * old
+    # at worst the new layers 0-3 beside the old layer 3 (all old + all new would be 5x old)
+    assert memory.peak <= 4 * old + old // 4
+
+
+def test_a_growth_that_fails_half_way_loses_the_cache_and_says_so():
+    cache = filled(CountingHostMemory(), [[1, 2], [3]])
+    cache.memory.fail_after = cache.memory.calls + 2  # layer 0's new pair, then no more
+    with pytest.raises(CacheLost, match="growing the KV cache"):
+        cache.reserve(2, 100)
+    assert cache.size == 0 and cache.layers == []
+
+
+def test_a_growth_that_fails_at_once_leaves_the_cache_as_it_was():
+    cache = filled(CountingHostMemory(), [[1, 2], [3]])
+    cache.memory.fail_after = cache.memory.calls
+    with pytest.raises(MemoryError):
+        cache.reserve(2, 100)
+    assert rows_of(cache) == [[1, 2], [3]]
