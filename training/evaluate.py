@@ -43,7 +43,9 @@ def generate_answers(
     order = sorted((i for i, p in enumerate(prompts) if p), key=lambda i: len(prompts[i]))
     answers = [""] * len(examples)
     starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=desc, disable=desc is None, leave=False):
+    # disable=None: no bar unless stderr is a terminal (logs get the scorecard lines only)
+    quiet = True if desc is None else None
+    for start in tqdm(starts, desc=desc, disable=quiet, leave=False):
         rows = order[start : start + batch_size]
         input_ids, attention_mask = _left_pad([prompts[i] for i in rows], pad)  # [B, T]
         out = model.generate(
