@@ -141,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def train_main(argv: list[str]) -> int:
     config = TrainConfig(**vars(build_parser().parse_args(argv)))
     # Heavy imports after parsing: --help and usage errors stay instant.
+    from training.distributed import end_process_group
     from training.errors import InputError
     from training.train import REPORT_FILE, TrainingInterrupted, train
 
@@ -152,6 +153,8 @@ def train_main(argv: list[str]) -> int:
     except TrainingInterrupted as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return INTERRUPTED_EXIT
+    finally:
+        end_process_group()
     if (out / REPORT_FILE).exists():  # only the main process writes it
         report = json.loads((out / REPORT_FILE).read_text())
         print(summary(report))

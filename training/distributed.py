@@ -30,3 +30,11 @@ def gather_rank_stats(rank: int, rows_fetched: int, steps: int) -> list[dict]:
     everyone: list[dict | None] = [None] * dist.get_world_size()
     dist.all_gather_object(everyone, mine)
     return [s for s in everyone if s is not None]
+
+
+def end_process_group() -> None:
+    """Leave the process group (if there is one) before the process exits: a rank that exits
+    with it still open can abort in gloo's threads ("terminate called without an active
+    exception", SIGABRT), and torchrun then fails a run that had finished."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
