@@ -169,10 +169,11 @@ def test_sigterm_mid_run_loses_no_request(replicas):
     on_b = [r for r in records if r.target == b.target]
     # in flight at the signal: answered in full (the drain let it finish)
     assert any(r.ok and r.start_s < t_stop < r.end_s for r in on_b)
-    # refused: only requests sent around or after the signal (one sent a moment before may
-    # still have been on its way), never one the replica had long accepted
+    # refused: only after the signal (the refusal came back after it was sent; a request sent
+    # a moment before may still have been on its way, however slow the machine); one the
+    # replica had accepted is never refused (UNAVAILABLE comes only from the door, above)
     refused = [r for r in on_b if not r.ok]
-    assert refused and all(r.start_s > t_stop - 0.05 for r in refused)
+    assert refused and all(r.end_s > t_stop for r in refused)
     assert statuses["UNAVAILABLE"] == len(refused)
 
 
