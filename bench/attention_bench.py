@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from export.gqa_graph import INT8_CACHE  # noqa: E402
+from server.runner import RunnerConfig, session_options  # noqa: E402
 
 HEADS, HEAD_DIM, CAPACITY = 12, 64, 512  # GPT-2 small; the cache as the mixed workload grows it
 CACHE = {"fp32": np.float32, "fp16": np.float16, "int8": np.int8}
@@ -77,9 +78,7 @@ def attention_model(kind: str) -> bytes:
 
 def timer(kind: str, rows: int, context: int, threads: int):
     """A function that times `calls` decode attention calls, in ms per call."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    options = session_options(RunnerConfig("cpu", threads, spin=True))  # as served
     session = ort.InferenceSession(
         attention_model(kind), options, providers=["CPUExecutionProvider"]
     )

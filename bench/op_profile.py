@@ -26,19 +26,16 @@ sys.path.insert(0, str(ROOT))
 
 from server.app import load_model  # noqa: E402
 from server.cli import parse_args  # noqa: E402
+from server.runner import RunnerConfig, session_options  # noqa: E402
 
 
-def profiled_session(runner, model_path: Path, threads: int, prefix: str) -> None:
-    """Swap the runner's session for the same graph with ORT's profiler on."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+def profiled_session(runner, model_path: Path, config: RunnerConfig, prefix: str) -> None:
+    """Swap the runner's session for the same graph and options with ORT's profiler on."""
+    options = session_options(config)
     options.enable_profiling = True
     options.profile_file_prefix = prefix
-    runner.session = ort.InferenceSession(
-        str(model_path), options, providers=["CPUExecutionProvider"]
-    )
+    providers = ["CPUExecutionProvider"]
+    runner.session = ort.InferenceSession(str(model_path), options, providers=providers)
 
 
 def op_times(profile: Path, skip: int) -> tuple[dict[str, float], int]:
@@ -86,7 +83,7 @@ def main() -> int:
         (f"decode {args.rows} rows at context {args.context}", decode_call),
     ):
         call = make_call(runner, args, vocab, rng)  # its set-up runs outside the profile
-        profiled_session(runner, model_path, args.threads, f"{prefix}_{len(title)}")
+        profiled_session(runner, model_path, config.runner_config(), f"{prefix}_{len(title)}")
         call()  # warm-up, not counted
         start = time.perf_counter()
         for _ in range(args.calls):

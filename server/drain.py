@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 log = logging.getLogger("kvserve.server")
@@ -35,26 +36,32 @@ class Arrivals(Protocol):
 async def wait_until_idle(engine: Busy, grace: float, stop_now: asyncio.Event) -> float | None:
     """Seconds of grace left once the engine is idle; None when the grace ran out or a
     second signal came first (then the caller cuts what is left)."""
-    deadline = time.monotonic() + grace
-    while engine.busy():
-        left = deadline - time.monotonic()
-        if stop_now.is_set() or left <= 0:
-            why = "second signal" if stop_now.is_set() else f"grace of {grace:g}s over"
-            log.warning("drain cut short (%s): cancelling the requests still in flight", why)
-            return None
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop_now.wait(), min(POLL_SECONDS, left))
-    return max(0.0, deadline - time.monotonic())
+    left = await _wait(lambda: POLL_SECONDS if engine.busy() else 0.0, grace, stop_now)
+    if left is None:
+        why = "second signal" if stop_now.is_set() else f"grace of {grace:g}s over"
+        log.warning("drain cut short (%s): cancelling the requests still in flight", why)
+    return left
 
 
 async def wait_until_quiet(arrivals: Arrivals, grace: float, stop_now: asyncio.Event) -> float:
     """Seconds of grace left once no request has arrived for QUIET_SECONDS (0 when the grace
     ran out first: the stop goes ahead then, whoever is still calling)."""
+    left = await _wait(
+        lambda: arrivals.last_arrival + QUIET_SECONDS - time.monotonic(), grace, stop_now
+    )
+    return 0.0 if left is None else left
+
+
+async def _wait(
+    seconds_to_wait: Callable[[], float], grace: float, stop_now: asyncio.Event
+) -> float | None:
+    """Wait while `seconds_to_wait()` is above 0, in naps of at most that long; the grace
+    left after, or None when the grace ran out or a second signal came first."""
     deadline = time.monotonic() + grace
-    while (quiet_at := arrivals.last_arrival + QUIET_SECONDS) > time.monotonic():
+    while (nap := seconds_to_wait()) > 0:
         left = deadline - time.monotonic()
         if stop_now.is_set() or left <= 0:
-            return 0.0
+            return None
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop_now.wait(), min(quiet_at - time.monotonic(), left))
+            await asyncio.wait_for(stop_now.wait(), min(nap, left))
     return max(0.0, deadline - time.monotonic())

@@ -84,25 +84,17 @@ class SlotCache:
         new_cap = min(self.max_length, max(length, 2 * self.capacity, 64))
         if length <= self.capacity:
             new_cap = self.capacity
-        n, used = self._size, int(self.lengths.max(initial=0))
-        old_pitch, new_pitch = self._token_bytes(self.capacity), self._token_bytes(new_cap)
-        # layer by layer, each old buffer let go once copied: the peak is the new cache plus
-        # one old layer, not old and new side by side
-        for i, old in enumerate(self.layers):
+        n, old_cap = self._size, self.capacity  # `capacity` reads layer 0, replaced first
+        # layer by layer, each old layer let go as its copy replaces it: the peak is the new
+        # cache plus one old layer, not old and new side by side
+        for i in range(len(self.layers)):
             try:
-                new = self._zeros(new_rows, new_cap)
+                self.layers[i] = self._grown(self.layers[i], old_cap, new_rows, new_cap)
             except Exception as e:
                 if i == 0:
                     raise  # nothing changed yet: the cache is as it was
                 self._lose()
                 raise CacheLost(f"growing the KV cache to {new_rows} x {new_cap}: {e}") from e
-            for dst, src in zip(new, old, strict=True):  # the first `used` tokens of each head
-                self.memory.copy2d(
-                    dst, 0, new_pitch, src, 0, old_pitch, self._token_bytes(used), n * self.heads
-                )
-            self.memory.finish()  # before the old buffer can be freed (device copies)
-            self.layers[i] = new
-            del old, new, dst, src  # the last references to the old layer
         lengths = np.zeros(new_rows, dtype=np.int64)
         lengths[:n] = self._lengths[:n]
         self._lengths = lengths
@@ -160,6 +152,16 @@ class SlotCache:
         self._size = new_size
         moved = dict(zip(holes, movers, strict=True))
         return [moved.get(r, r) for r in range(new_size)]
+
+    def _grown(self, layer: tuple, old_cap: int, rows: int, capacity: int) -> tuple:
+        """A bigger copy of one layer's (key, value) buffers: each head's first tokens."""
+        used = self._token_bytes(int(self.lengths.max(initial=0)))
+        old_pitch, new_pitch = self._token_bytes(old_cap), self._token_bytes(capacity)
+        grown = self._zeros(rows, capacity)
+        for dst, src in zip(grown, layer, strict=True):
+            self.memory.copy2d(dst, 0, new_pitch, src, 0, old_pitch, used, self._size * self.heads)
+        self.memory.finish()  # before the old buffer can be freed (device copies)
+        return grown
 
     def _lose(self) -> None:
         """After a growth that failed half-way (layers of two shapes): empty and unusable

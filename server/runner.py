@@ -63,15 +63,21 @@ def cache_dtype(session: ort.InferenceSession) -> type:
     return np.dtype(CACHE_TYPES[past.type]).type
 
 
+def session_options(config: RunnerConfig) -> ort.SessionOptions:
+    """The served graph's session options (the benches profile the same ones)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = config.intra_op_threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", str(int(config.spin)))
+    # flush denormals to zero: tiny attention weights otherwise slow float math 5x+ here
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    return options
+
+
 class OnnxRunner:
     def __init__(self, model_path: Path, architecture: Architecture, config: RunnerConfig) -> None:
         self.architecture = architecture
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = config.intra_op_threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(config.spin)))
-        # flush denormals to zero: tiny attention weights otherwise slow float math 5x+ here
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        options = session_options(config)
         providers = choose_providers(config.provider, ort.get_available_providers(), gpu_present())
         self.session = ort.InferenceSession(str(model_path), options, providers=providers)
         self.provider = self.session.get_providers()[0]

@@ -21,7 +21,7 @@ from artifact import read_manifest
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.process import ServerProcess
-from tests.support.reliability import make_certs, metric, tls_channel
+from tests.support.reliability import make_certs, metric, tls_channel, tls_token_flags
 
 pytestmark = pytest.mark.slow
 PROMPT = "Question: What does the red light mean?\nAnswer:"
@@ -241,16 +241,7 @@ def secure_server(tiny_artifact, tmp_path_factory):
     certs = make_certs(directory / "certs")
     tokens = directory / "tokens.txt"
     tokens.write_text(f"{TOKEN}\n")
-    extra = [
-        "--tls-cert",
-        str(certs.server_cert),
-        "--tls-key",
-        str(certs.server_key),
-        "--auth-token-file",
-        str(tokens),
-        "--auth-exempt-health",
-        "true",
-    ]
+    extra = tls_token_flags(certs, tokens)
     process = ServerProcess.start(
         tiny_artifact,
         directory / "server.log",

@@ -116,16 +116,13 @@ def test_four_times_capacity_is_refused_quickly_and_nothing_is_lost(server):
         [o.seconds for o in outcomes if o.code == grpc.StatusCode.RESOURCE_EXHAUSTED]
     )
     accepted = np.array([o.seconds for o in outcomes if o.code == grpc.StatusCode.OK])
-    service = BATCH / per_second  # one request's time with the batch full
-    bound = (QUEUE / BATCH + 1) * service  # wait behind a full queue, then its own turn
     print(
         f"\ncapacity {per_second:.1f} req/s ({TOKENS} tokens, batch {BATCH}); offered "
         f"{4 * per_second:.1f} req/s for 2 s: sent {len(outcomes)}, {dict(codes)}\n"
         f"RESOURCE_EXHAUSTED after p50 {np.median(rejected) * 1e3:.1f} ms, "
         f"p90 {np.quantile(rejected, 0.9) * 1e3:.1f} ms, "
         f"p99 {np.quantile(rejected, 0.99) * 1e3:.1f} ms, max {rejected.max() * 1e3:.1f} ms\n"
-        f"accepted latency p50 {np.median(accepted):.3f} s, max {accepted.max():.3f} s "
-        f"(queue bound {bound:.3f} s)"
+        f"accepted latency p50 {np.median(accepted):.3f} s, max {accepted.max():.3f} s"
     )
     on_server = server_side_seconds(server.log_path.read_text(), "RESOURCE_EXHAUSTED")
     if len(on_server):

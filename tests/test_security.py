@@ -18,7 +18,14 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.auth import BearerAuthInterceptor, TokenFileError, TokenStore, bearer_token
-from tests.support.reliability import Certs, make_certs, metric, tls_channel, wait_until
+from tests.support.reliability import (
+    Certs,
+    make_certs,
+    metric,
+    tls_channel,
+    tls_token_flags,
+    wait_until,
+)
 from tests.support.servers import serving
 
 TOKENS = ("tok-alpha-3f9c2e", "tok-beta-77d1a0")
@@ -44,18 +51,7 @@ def auth(token: str) -> tuple[tuple[str, str], ...]:
 @pytest.fixture(scope="module")
 def tls_server(tiny_artifact, certs, token_file, tmp_path_factory):
     log = tmp_path_factory.mktemp("tls") / "server.log"
-    extra = [
-        "--tls-cert",
-        str(certs.server_cert),
-        "--tls-key",
-        str(certs.server_key),
-        "--auth-token-file",
-        str(token_file),
-        "--auth-exempt-health",
-        "true",
-        "--log-level",
-        "DEBUG",
-    ]
+    extra = [*tls_token_flags(certs, token_file), "--log-level", "DEBUG"]
     with serving(tiny_artifact, log, extra, channel=lambda t: tls_channel(t, certs.ca)) as server:
         yield server
     text = log.read_text()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.training import write_sample_data
+from tests.support.training import tiny_run_args, write_sample_data
 from training.train import CHECKPOINTS_DIR, REPORT_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,27 +24,8 @@ def test_torchrun_two_cpu_processes_both_train_and_one_checkpoint_comes_out(
     out = tmp_path / "ddp"
     # no --max-restarts: the run must finish first time, exit included (a rank that exited with
     # its process group open used to abort: SIGABRT in 1 of 4 runs on a loaded machine)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "training",
-        "--base",
-        "tiny",
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--preset",
-        "test",
-        "--max-steps",
-        "3",
-        "--no-exact-match",
-    ]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd = [*torchrun, "--nproc-per-node", "2", "-m", "training", *tiny_run_args(data, out, 3)]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]

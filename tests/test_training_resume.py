@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.training import write_sample_data
+from tests.support.training import tiny_run_args, write_sample_data
 from training import train as train_module
 from training.callbacks import JsonLinesLog
 from training.cli import INTERRUPTED_EXIT, main
@@ -25,21 +25,7 @@ STEPS = 12  # 8 train rows, batch 4: 6 epochs, an eval and a checkpoint after ea
 
 def run_args(data: Path, out: Path) -> list[str]:
     # The test preset has dropout, so the restored random state matters too.
-    return [
-        "--base",
-        "tiny",
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--preset",
-        "test",
-        "--max-steps",
-        str(STEPS),
-        "--no-exact-match",
-        "--seed",
-        "3",
-    ]
+    return tiny_run_args(data, out, STEPS, "--seed", "3")
 
 
 def eval_losses(out: Path) -> dict[int, float]:

@@ -24,6 +24,14 @@ class Certs:
     stranger_key: Path
 
 
+def tls_token_flags(certs: Certs, token_file: Path) -> list[str]:
+    """kvserve-serve flags for TLS with the server cert and bearer tokens, health exempt."""
+    return [
+        *("--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)),
+        *("--auth-token-file", str(token_file), "--auth-exempt-health", "true"),
+    ]
+
+
 def make_certs(directory: Path) -> Certs:
     """A throwaway CA, a server cert for localhost/127.0.0.1, a client cert, and a client
     cert from a second CA; made here with the openssl CLI (short RSA keys: test speed)."""

@@ -51,3 +51,9 @@ def make_test_checkpoint(out: Path | str, data: Path | str | None = None, seed: 
     if data is None:
         data = write_sample_data(out.parent / f"{out.name}_data.jsonl")
     return train(TrainConfig(data=Path(data), out=out, base="tiny", preset="test", seed=seed))
+
+
+def tiny_run_args(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    """kvserve-train's arguments for a tiny model on `data`, `steps` steps, no answer scoring."""
+    args = ["--base", "tiny", "--data", str(data), "--out", str(out), "--preset", "test"]
+    return [*args, "--max-steps", str(steps), "--no-exact-match", *extra]
