@@ -8,7 +8,8 @@ servicer wrapper do for an RPC: bearer token, request id (`x-request-id`, echoed
 access-log line and the kvserve_requests_total count, labelled with the route as `rpc` (a
 path, so HTTP and gRPC traffic tell apart) and the outcome in gRPC's status names.
 A client that disconnects ends its request at once: a stream through Starlette's own
-disconnect watch, a unary call through `unless_disconnected`.
+disconnect watch, a unary call through `unless_disconnected`; either way, and for one that
+left before its body was in, the call is counted CANCELLED with nginx's 499.
 """
 
 from __future__ import annotations
@@ -389,8 +390,16 @@ class ApiEdge:
         record = logs.begin(path) if path in API_ROUTES else None
         start = time.monotonic()
         state = scope.setdefault("state", {})
-        seen = {"status": 0, "done": False}
+        seen = {"status": 0, "done": False, "gone": False}
         headers: list[tuple[bytes, bytes]] = []
+
+        async def receive_watched():
+            # a client that leaves before its body is in makes FastAPI answer 400 "error
+            # parsing the body" to nobody: the disconnect is what the call's record must say
+            message = await receive()
+            if message["type"] == "http.disconnect" and not seen["done"]:
+                seen["gone"] = True
+            return message
 
         async def send_with_id(message) -> None:
             if message["type"] == "http.response.start":
@@ -406,7 +415,7 @@ class ApiEdge:
             state["request_id"] = request_id
             logs.annotate(request_id=request_id)
             self._check_token(scope, path)
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_watched, send_with_id)
         except ApiError as e:
             state["problem"] = e.message
             await _send_error(send_with_id, e)
@@ -438,8 +447,8 @@ class ApiEdge:
 
     def _account(self, record: logs.RequestLog, seen: dict, state: dict, start: float) -> None:
         status = seen["status"]
-        if status == 200 and not seen["done"]:
-            status = CLIENT_GONE  # the stream was cut short: its client left
+        if seen["gone"] or (status == 200 and not seen["done"]):
+            status = CLIENT_GONE  # the client left before its whole answer was out
         if status == CLIENT_GONE:
             code = "CANCELLED"
         elif status == 200:
