@@ -28,7 +28,7 @@ from loadtest.prompts import Prompt, for_rpc, load_workload
 from loadtest.record import RequestRecord
 from loadtest.schedule import Plan, build_plan
 from loadtest.selfcheck import client_warnings
-from loadtest.server_metrics import ServerFigures, scrape, server_figures
+from loadtest.server_metrics import ServerFigures, scrape, scrape_settled, server_figures
 from loadtest.stats import Figures, compute_figures
 from loadtest.timeseries import TimeSeries, time_series
 from loadtest.worker import WorkerPlan, WorkerResult, run_worker
@@ -74,7 +74,10 @@ async def run_load(
     with Progress(total, config.progress) as progress:
         results = await send_all(config, plans, progress, on_record)
     finished_at = datetime.now(timezone.utc)
-    after, more_errors = await asyncio.to_thread(scrape, config.metrics_urls)
+    answered = sum(r.ok for w in results for r in (*w.records, *w.warmup))
+    after, more_errors = await asyncio.to_thread(
+        scrape_settled, config.metrics_urls, before, answered
+    )
     server = None
     if config.metrics_urls:
         errors = scrape_errors + more_errors

@@ -8,6 +8,7 @@ estimated from the bucket counts the way PromQL's histogram_quantile does.
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Sequence
@@ -85,6 +86,30 @@ def scrape(urls: Sequence[str]) -> tuple[Snapshot, list[str]]:
         except Exception as e:  # network or format: the run goes on without these figures
             errors.append(f"{url}: {type(e).__name__}: {e}")
     return dict(total), errors
+
+
+def settled(before: Snapshot, after: Snapshot, answered: int) -> bool:
+    """The server has accounted for the run: each request the client had answered is counted,
+    and the engine has published its last step (nothing running or queued). A server records
+    a request as its handler ends and a step's figures just after the step delivered its
+    tokens, so a scrape at the client's last reply may be a moment early."""
+    counted = sum_of(after, "kvserve_requests_total") - sum_of(before, "kvserve_requests_total")
+    busy = sum_of(after, "kvserve_requests_running") + sum_of(after, "kvserve_requests_waiting")
+    return counted >= answered and busy == 0
+
+
+def scrape_settled(
+    urls: Sequence[str], before: Snapshot, answered: int, timeout_s: float = 1.0
+) -> tuple[Snapshot, list[str]]:
+    """`scrape(urls)` again until `settled` (other traffic on the server may keep it from
+    ever settling: then what the last scrape saw, after `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        after, errors = scrape(urls)
+        done = not urls or errors or settled(before, after, answered)
+        if done or time.monotonic() >= deadline:
+            return after, errors
+        time.sleep(0.02)
 
 
 def server_figures(

@@ -16,7 +16,7 @@ import pytest
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.process import ServerProcess
-from tests.support.reliability import engine_idle, metric, wait_until
+from tests.support.reliability import counted, engine_idle, metric, wait_until
 
 pytestmark = pytest.mark.slow
 CALLS, TOKENS, BATCH, QUEUE = 2000, 16, 8, 64
@@ -108,9 +108,8 @@ def test_2000_http_streams_at_once_are_served_or_refused_with_429(server):
     assert statuses[200] >= BATCH + QUEUE and statuses[429] > 0
     assert all(done for status, done in results if status == 200)
     route = {"rpc": "/v1/completions"}
-    ok = metric(server.metrics_url, "kvserve_requests_total", code="OK", **route)
-    refused = metric(
-        server.metrics_url, "kvserve_requests_total", code="RESOURCE_EXHAUSTED", **route
-    )
+    url, name = server.metrics_url, "kvserve_requests_total"
+    ok = counted(url, statuses[200], name, code="OK", **route)
+    refused = counted(url, statuses[429], name, code="RESOURCE_EXHAUSTED", **route)
     assert (ok, refused) == (statuses[200], statuses[429])
     wait_until(lambda: engine_idle(server.metrics_url), timeout=10)

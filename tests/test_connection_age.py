@@ -29,6 +29,9 @@ def test_negative_age_is_a_clear_error(capsys):
     assert "--max-connection-age-seconds must be >= 0" in capsys.readouterr().err
 
 
+READY = grpc.ChannelConnectivity.READY
+
+
 @pytest.mark.slow
 def test_clients_reconnect_without_errors(tiny_artifact, tmp_path: Path):
     flags = ["--threads", "1", "--max-connection-age-seconds", "0.5"]
@@ -40,10 +43,14 @@ def test_clients_reconnect_without_errors(tiny_artifact, tmp_path: Path):
     ):
         channel.subscribe(states.append, try_to_connect=True)
         stub = pb_grpc.GenerationStub(channel)
-        deadline = time.monotonic() + 2.5
-        while time.monotonic() < deadline:
+        # calls until the channel has connected 3 times (a GOAWAY about every 0.5 s); the cap
+        # only ends a server that never sends one
+        deadline = time.monotonic() + 30
+        calls = 0
+        while states.count(READY) < 3 and time.monotonic() < deadline:
             stub.Generate(request, timeout=30)  # any error fails the test
+            calls += 1
             time.sleep(0.02)
         channel.unsubscribe(states.append)
-    # connected once, then again after each GOAWAY (about every 0.5 s)
-    assert states.count(grpc.ChannelConnectivity.READY) >= 3, states
+    # connected once, then again after each GOAWAY, with every call in between answered
+    assert states.count(READY) >= 3 and calls > 3, (states, calls)

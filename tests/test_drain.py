@@ -7,6 +7,8 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+import pytest
+
 from server.drain import QUIET_SECONDS, wait_until_idle, wait_until_quiet
 
 
@@ -24,8 +26,9 @@ class Busy:
 
 
 def test_the_stop_waits_until_requests_stop_coming():
-    async def scenario() -> tuple[float, float]:
+    async def scenario() -> tuple[float, float, float]:
         arrivals = Arrivals(time.monotonic())
+        called = time.monotonic()
 
         async def caller() -> None:  # still calling (and being refused) for 0.3 s
             for _ in range(6):
@@ -34,12 +37,14 @@ def test_the_stop_waits_until_requests_stop_coming():
 
         task = asyncio.create_task(caller())
         left = await wait_until_quiet(arrivals, 10.0, asyncio.Event())
+        waited = time.monotonic() - called
         await task
-        return left, time.monotonic() - arrivals.last_arrival
+        return left, waited, time.monotonic() - arrivals.last_arrival
 
-    left, quiet_for = asyncio.run(scenario())
+    left, waited, quiet_for = asyncio.run(scenario())
     assert quiet_for >= QUIET_SECONDS  # it returned only after the last call, once quiet
-    assert 9.0 < left < 10.0
+    assert waited >= 0.3 + QUIET_SECONDS
+    assert left == pytest.approx(10.0 - waited, abs=0.01)  # the grace less what it waited
 
 
 def test_a_caller_that_never_stops_only_delays_the_stop_by_the_grace():

@@ -21,7 +21,7 @@ from artifact import read_manifest
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.process import ServerProcess
-from tests.support.reliability import make_certs, metric, tls_channel, tls_token_flags
+from tests.support.reliability import counted, make_certs, metric, tls_channel, tls_token_flags
 
 pytestmark = pytest.mark.slow
 PROMPT = "Question: What does the red light mean?\nAnswer:"
@@ -216,7 +216,8 @@ def test_health_and_request_ids_and_metrics(server, model):
     with urllib.request.urlopen(request, timeout=10) as reply:
         assert reply.headers["x-request-id"] == "http-rid-1"
         assert json.load(reply)["id"] == "cmpl-http-rid-1"
-    after = metric(server.metrics_url, "kvserve_requests_total", rpc="/v1/completions", code="OK")
+    name = "kvserve_requests_total"
+    after = counted(server.metrics_url, before + 1, name, rpc="/v1/completions", code="OK")
     assert after == before + 1
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -280,8 +281,8 @@ def test_with_auth_on_only_a_listed_token_gets_through_over_tls(secure_server, m
         f"https://localhost:{server.http_port}/health", verify=ssl.create_default_context(cafile=ca)
     )
     assert health.status_code == 200
-    refused = metric(
-        server.metrics_url, "kvserve_requests_total", rpc="/v1/models", code="UNAUTHENTICATED"
+    refused = counted(
+        server.metrics_url, 2, "kvserve_requests_total", rpc="/v1/models", code="UNAUTHENTICATED"
     )
     assert refused == 2
 

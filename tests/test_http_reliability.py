@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.process import ServerProcess
-from tests.support.reliability import engine_idle, metric, wait_until
+from tests.support.reliability import counted, engine_idle, metric, wait_until
 
 pytestmark = pytest.mark.slow
 LONG = 110  # tokens: the tiny model's context is 128
@@ -80,8 +80,9 @@ def test_a_full_queue_answers_429_at_once_and_nothing_hangs(tiny_artifact, tmp_p
         assert set(codes) <= {200, 429} and codes[429] > 0 and codes[200] >= 4
         assert all(done and tokens == 48 for status, tokens, done, _ in results if status == 200)
         assert all(retry == "1" for status, _, _, retry in results if status == 429)
-        refused = metric(
+        refused = counted(
             server.metrics_url,
+            codes[429],
             "kvserve_requests_total",
             rpc="/v1/completions",
             code="RESOURCE_EXHAUSTED",
@@ -234,6 +235,7 @@ def test_sigterm_drains_http_and_grpc_streams_in_flight(tiny_artifact, tmp_path)
                         break
                 await asyncio.sleep(0.001)
             seen["not_serving_s"] = time.monotonic() - seen["sigterm"]
+            seen["finished_by_then"] = sum(call.done() for call in calls)
             async with http.post(f"{server.http_url}/v1/completions", json=body(0, 2)) as late:
                 seen["late_http"] = late.status
             health = health_pb2_grpc.HealthStub(channel)
@@ -252,7 +254,10 @@ def test_sigterm_drains_http_and_grpc_streams_in_flight(tiny_artifact, tmp_path)
         f"\ndrain: NOT_SERVING on HTTP {seen['not_serving_s'] * 1e3:.1f} ms after SIGTERM; "
         f"{n} gRPC + {n} HTTP streams finished; exit {code}"
     )
-    assert seen["not_serving_s"] < 0.5 and seen["health"] == "NOT_SERVING"
+    # NOT_SERVING at once: while most streams were still running (an order, not a time: a
+    # health that waited for the drain would see them all done; the bound is a loose one)
+    assert seen["finished_by_then"] < n and seen["not_serving_s"] < 2.0
+    assert seen["health"] == "NOT_SERVING"
     assert seen["grpc_health"] == health_pb2.HealthCheckResponse.NOT_SERVING
     assert seen["late_http"] == 503 and seen["late_grpc"] == "UNAVAILABLE"
     assert grpc_results == [("OK", LONG)] * n

@@ -317,7 +317,7 @@ def test_duration_bounds_the_run(fake_server, tmp_path):
     result = run_load_sync(config_for(fake_server.target, tmp_path, requests=None, duration_s=0.4))
     # 2 waves of 4 start before 0.28 s, a third before 0.4 s; in-flight ones finish
     assert 8 <= result.figures.requests <= 16
-    assert result.wall_s < 0.4 + 0.3
+    assert result.wall_s < 0.4 + 1.0  # loose: a busy box; an unbounded run never ends
     assert result.figures.ok == result.figures.requests
 
 

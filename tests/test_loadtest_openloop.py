@@ -84,7 +84,9 @@ def test_no_coordinated_omission_against_a_slow_server(tmp_path):
     # the schedule was kept (loosely: the 3% accuracy is the Poisson test's job; here the
     # point is sending at 2x what the server answers, even on a busy 2-core CI box) ...
     assert f.send_rate == pytest.approx(200.0, rel=0.1)
-    assert f.send_lag.p99 < 0.05, f.send_lag
+    # a sender that waited for replies would fall 1.5 s behind by the end (300 sent at the
+    # ~100 req/s answered, not 200); a busy box's late wake-ups cost tens of ms at most
+    assert f.send_lag.p99 < 0.3, f.send_lag
     assert f.request_throughput < 130  # ... though the server answered ~100 req/s
     assert np.mean(e2e[-30:]) > 5 * np.mean(e2e[:30])  # the queue grew: latency shows it
     assert f.e2e.p50 > 0.2 and max(result.series.in_flight_max) > 50
@@ -114,7 +116,10 @@ def test_open_loop_warmup_and_schedule(fake_server, tmp_path, clock_at_6000_s):
     result = run_load_sync(config)
     assert [r.index for r in result.records] == list(range(90))  # 30 + 60
     assert sorted(r.index for r in result.warmup_records) == list(range(-10, 0))
-    assert all(r.start_s < 0 for r in result.warmup_records)  # before the measured start
+    # scheduled before the measured start and sent before it (not necessarily before 0: the
+    # last one is due 10 ms before it, and a busy box may send it a little late)
+    assert all(r.scheduled_s < 0 for r in result.warmup_records)
+    assert max(r.start_s for r in result.warmup_records) <= min(r.start_s for r in result.records)
     starts = np.array([r.scheduled_s for r in result.records])
     # constant arrivals: every 10 ms for 0.3 s, then every 5 ms; in 5 ms ticks, exactly
     ticks = np.rint(starts / 0.005)

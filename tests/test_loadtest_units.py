@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from loadtest import server_metrics
 from loadtest.cli import parse_args
 from loadtest.compare import flatten, parse_threshold
 from loadtest.compare import main as compare_main
 from loadtest.config import LoadConfig
 from loadtest.record import RequestRecord
 from loadtest.schedule import arrival_offsets, build_plan, offered_rate
-from loadtest.server_metrics import parse, quantile, server_figures
+from loadtest.server_metrics import parse, quantile, server_figures, settled
 from loadtest.specs import (
     LengthDist,
     Slo,
@@ -286,6 +287,22 @@ def test_server_figures_are_the_runs_difference():
     assert ttft.p90 == pytest.approx(0.01 + 0.09 * 40 / 50)  # linear within (0.01, 0.1]
     assert s.histograms["itl"].count == 0 and s.histograms["itl"].p50 is None
     assert s.gauges_after["requests_running"] == 0
+
+
+def test_the_last_scrape_waits_until_the_server_has_accounted_for_the_run(monkeypatch):
+    before, after = parse(BEFORE), parse(AFTER)  # AFTER: 104 more counted, nothing running
+    assert settled(before, after, answered=104) and not settled(before, after, answered=105)
+    busy = {**after, ("kvserve_requests_running", ()): 1.0}  # the last step not yet published
+    assert not settled(before, busy, answered=104)
+    scrapes = iter([busy, busy, after, after])
+    monkeypatch.setattr(server_metrics, "scrape", lambda urls: (next(scrapes), []))
+    monkeypatch.setattr(server_metrics.time, "sleep", lambda s: None)
+    assert server_metrics.scrape_settled(["u"], before, answered=104) == (after, [])
+    assert next(scrapes) == after  # the third scrape was the one returned
+    # other traffic may keep a server from settling: the last scrape after the timeout
+    monkeypatch.setattr(server_metrics, "scrape", lambda urls: (busy, []))
+    assert server_metrics.scrape_settled(["u"], before, 104, timeout_s=0.05) == (busy, [])
+    assert server_metrics.scrape_settled([], before, 104, timeout_s=60) == (busy, [])  # no URL
 
 
 def test_histogram_quantile_edges():

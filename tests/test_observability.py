@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from loadtest.cli import main as loadtest_main
-from loadtest.server_metrics import Snapshot, fetch, parse
+from loadtest.server_metrics import Snapshot, fetch, parse, scrape_settled
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from tests.support import tools
@@ -99,7 +99,8 @@ def test_counters_and_histograms_move_by_exact_amounts(stub, metrics_url):
     replies = generate(stub, 10, 5, "exact")
     with pytest.raises(grpc.RpcError):
         stub.Generate(pb.GenerateRequest(prompt="hi", temperature=-1.0))
-    after = parse(fetch(metrics_url))
+    # the last step's figures are published just after it delivered its tokens
+    after, _ = scrape_settled([metrics_url], before, answered=11, timeout_s=5)
 
     assert all(len(r.token_ids) == 5 for r in replies)
     moved = lambda name, **labels: delta(before, after, name, **labels)  # noqa: E731

@@ -26,7 +26,7 @@ async def streams_then(
     target: str, new_tokens: int, after_first_tokens, all_started: bool = True, n: int = STREAMS
 ) -> list[tuple]:
     """Open n streams; once each has a token (or, not `all_started`, any one has one and
-    the rest had time to queue), run `after_first_tokens()` beside them.
+    the rest had time to queue), run `after_first_tokens(channel, calls)` beside them.
 
     "Any one", not stream 0: the server may admit stream 0 last, and waiting for it would
     send the signals when nearly all the work is done.
@@ -60,7 +60,7 @@ async def streams_then(
         else:
             await first.wait()
             await asyncio.sleep(0.05)
-        await after_first_tokens(channel)
+        await after_first_tokens(channel, calls)
         return await asyncio.gather(*calls)
 
 
@@ -68,7 +68,7 @@ def test_sigterm_drains_64_streams_in_flight(tiny_artifact, tmp_path):
     server = start(tiny_artifact, tmp_path, "--max-batch-size", "64", "--grace-seconds", "20")
     seen: dict = {}
 
-    async def during_drain(channel) -> None:
+    async def during_drain(channel, calls) -> None:
         health = health_pb2_grpc.HealthStub(channel)
         stub = pb_grpc.GenerationStub(channel)
         server.process.send_signal(signal.SIGTERM)
@@ -78,6 +78,7 @@ def test_sigterm_drains_64_streams_in_flight(tiny_artifact, tmp_path):
         ):
             await asyncio.sleep(0.001)
         seen["not_serving_s"] = time.monotonic() - seen["sigterm"]
+        seen["finished_by_then"] = sum(call.done() for call in calls)
         try:
             await stub.Generate(pb.GenerateRequest(prompt="late", max_new_tokens=2))
             seen["new"] = "OK"
@@ -91,7 +92,9 @@ def test_sigterm_drains_64_streams_in_flight(tiny_artifact, tmp_path):
         f"\ndrain: NOT_SERVING {seen['not_serving_s'] * 1e3:.1f} ms after SIGTERM; "
         f"64 streams finished and the process exited in {drained:.2f} s"
     )
-    assert seen["not_serving_s"] < 0.5
+    # NOT_SERVING at once: while most streams were still running (an order, not a time: a
+    # health that waited for the drain would see them all done; the bound is a loose one)
+    assert seen["finished_by_then"] < STREAMS // 2 and seen["not_serving_s"] < 2.0
     assert seen["new"] == "UNAVAILABLE"
     assert results == [("OK", 110, pb.FINISH_REASON_LENGTH)] * STREAMS
     assert code == 0
@@ -104,7 +107,7 @@ def test_a_drain_cut_short_stops_at_once(tiny_artifact, tmp_path, how):
     server = start(tiny_artifact, tmp_path, "--max-batch-size", "1", "--grace-seconds", grace)
     seen: dict = {}
 
-    async def signals(_channel) -> None:
+    async def signals(_channel, _calls) -> None:
         server.process.send_signal(signal.SIGTERM)
         seen["first"] = time.monotonic()
         if how == "second_sigterm":
@@ -119,5 +122,7 @@ def test_a_drain_cut_short_stops_at_once(tiny_artifact, tmp_path, how):
     cut = [r for r in results if r[0] != "OK"]
     print(f"\n{how}: exited {stopped:.2f} s after the last signal; {len(cut)} of 128 streams cut")
     assert code == 0
-    assert stopped < (2.0 if how == "second_sigterm" else 2.5)
-    assert cut and all(r[0] in ("CANCELLED", "UNAVAILABLE") for r in cut)
+    # stopped, not drained: most of the queue was cut (a drain to the end cuts none, and takes
+    # 128 x 110 steps); the time bound is a loose one, far under the 30 s grace
+    assert len(cut) > 64 and all(r[0] in ("CANCELLED", "UNAVAILABLE") for r in cut)
+    assert stopped < 5.0

@@ -7,6 +7,7 @@ Figures (printed; run with -s to see them) go into the issue's closing note.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import signal
 import subprocess
@@ -243,6 +244,8 @@ def test_half_of_200_streams_cancelled_mid_generation(server):
     # the server counts each as it was: every stream once, OK or CANCELLED. A cancel that
     # lands after the server sent its last token (the tiny model is fast; seen: 39 of 100
     # on a busy machine) is an OK stream there, so only the sum is exact
+    with contextlib.suppress(AssertionError):  # a cancel is counted when the server sees it
+        wait_until(lambda: count("OK") + count("CANCELLED") >= sum(before) + 200, timeout=5)
     ok, gone = count("OK") - before[0], count("CANCELLED") - before[1]
     assert ok + gone == 200 and ok >= 100 and gone > 0, (ok, gone)
 
@@ -340,6 +343,10 @@ def test_memory_and_threads_flat_over_requests_with_cancellations(server):
     outcomes = asyncio.run(churn(server.target, 1500, concurrency=32))
     wait_until(lambda: engine_idle(server.metrics_url), timeout=5)
     time.sleep(0.2)
+    # a pool thread that served the last calls may take a moment to go back: wait for the
+    # count, rather than reading it once (a thread that never goes back still fails)
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: server.status().threads <= warm.threads, timeout=5)
     after = server.status()
     growth = after.rss_bytes / warm.rss_bytes - 1
     print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Callable
@@ -125,6 +126,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
     return time.monotonic() - start
+
+
+def counted(url: str, expected: float, name: str, timeout: float = 5.0, **labels: str) -> float:
+    """`metric(url, name, **labels)` once it has reached `expected` (or after `timeout`), for
+    the caller to assert equal: an HTTP call is counted as its handler ends, a moment after
+    the client read its last byte, and a cancelled one when the server sees the cancel, so a
+    count read at once may be short. Too many still fails the caller's equality."""
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: metric(url, name, **labels) >= expected, timeout)
+    return metric(url, name, **labels)
 
 
 def engine_idle(metrics_url: str) -> bool:
