@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import time
 from collections.abc import Callable
@@ -118,13 +117,22 @@ def metric(url: str, name: str, **labels: str) -> float:
     return parse(fetch(url)).get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    """Wait until `predicate()` holds, `timeout` at most; whether it did (for a caller that then
+    asserts on what it reads, so that a failure shows the values)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> float:
     """Seconds until `predicate()` held; AssertionError after `timeout`."""
     start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
+    if not wait_for(predicate, timeout, interval):
+        raise AssertionError(f"condition not met within {timeout}s")
     return time.monotonic() - start
 
 
@@ -133,8 +141,7 @@ def counted(url: str, expected: float, name: str, timeout: float = 5.0, **labels
     the caller to assert equal: an HTTP call is counted as its handler ends, a moment after
     the client read its last byte, and a cancelled one when the server sees the cancel, so a
     count read at once may be short. Too many still fails the caller's equality."""
-    with contextlib.suppress(AssertionError):
-        wait_until(lambda: metric(url, name, **labels) >= expected, timeout)
+    wait_for(lambda: metric(url, name, **labels) >= expected, timeout)
     return metric(url, name, **labels)
 
 
