@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test lint format proto clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py kernels/paged_attention.cpp
 	@echo "==> bootstrapping $(VENV) (first time: a few minutes)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip

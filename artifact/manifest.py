@@ -2,6 +2,11 @@
 
 export/ writes it, server/ reads it. The server trusts nothing but this file: every artifact
 file is listed with its sha256, and any mismatch is a clear startup error.
+
+Format versions: "1" is one fused graph (interface gqa-slots-v1, `model_file`); "2" adds the
+paged interface (artifact/graph.py: `pieces`, the attention's `kv_cache` dtype, its int8
+`kv_scales_file`, `shared_weights`). Both are read; any other version is refused with one
+line saying to re-export.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from artifact.graph import PAGED_INTERFACE
 from artifact.prompt import PromptTemplate
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+READABLE_VERSIONS = ("1", "2")
 MANIFEST_NAME = "manifest.json"
 
 
@@ -29,6 +36,29 @@ class Architecture:
     hidden_size: int
     vocab_size: int
     max_positions: int
+
+
+@dataclass(frozen=True)
+class SharedWeight:
+    """One initializer several dense pieces read (the token table), stored once in `file` as
+    ONNX external data that each of those pieces points at."""
+
+    name: str
+    file: str
+    offset: int  # bytes into `file`
+    dtype: str  # numpy dtype name
+    shape: tuple[int, ...]
+    pieces: tuple[int, ...]  # indices of the pieces that read it
+
+    @property
+    def nbytes(self) -> int:
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count * _ITEM_BYTES[self.dtype]
+
+
+_ITEM_BYTES = {"float32": 4, "float16": 2, "int8": 1, "uint8": 1, "int32": 4, "int64": 8}
 
 
 @dataclass
@@ -51,6 +81,11 @@ class Manifest:
     format_version: str = FORMAT_VERSION
     interface: str = ""  # the graph's calling convention, e.g. "gqa-slots-v1"
     graph: dict = field(default_factory=dict)  # export facts: logits "last", fused ops, tied
+    # paged-v1 (format 2): the dense pieces in call order, and what the attention kernel needs
+    pieces: list[str] = field(default_factory=list)
+    kv_cache: str = ""  # the attention's KV cache element type: float32 | float16 | int8
+    kv_scales_file: str = ""  # int8 KV cache: float32 [num_layers, 2, heads * head_dim]
+    shared_weights: list[SharedWeight] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -62,7 +97,20 @@ class Manifest:
         data = dict(data)
         data["architecture"] = Architecture(**data["architecture"])
         data["prompt_template"] = PromptTemplate.from_dict(data["prompt_template"])
+        data["shared_weights"] = [
+            SharedWeight(**{**w, "shape": tuple(w["shape"]), "pieces": tuple(w["pieces"])})
+            for w in data.get("shared_weights", [])
+        ]
         return cls(**data)
+
+    def required_files(self) -> list[str]:
+        """The files this artifact cannot be served without (each must be listed and hashed)."""
+        if self.interface == PAGED_INTERFACE:
+            graph = [*self.pieces, *([self.kv_scales_file] if self.kv_scales_file else [])]
+            graph += sorted({w.file for w in self.shared_weights})
+        else:
+            graph = [self.model_file]
+        return [*graph, self.tokenizer_file]
 
 
 def sha256_file(path: Path) -> str:
@@ -99,21 +147,25 @@ def read_manifest(directory: Path, verify: bool = True) -> Manifest:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ManifestError(f"{path}: not valid JSON ({e})") from None
     version = str(data.get("format_version", "")) if isinstance(data, dict) else ""
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
+        readable = " and ".join(repr(v) for v in READABLE_VERSIONS)
         raise ManifestError(
-            f"{path}: unknown format_version {version!r} (this server reads {FORMAT_VERSION!r})"
+            f"{path}: unknown format_version {version!r} (this server reads {readable}): "
+            "re-export the model with this version of kvserve-export"
         )
     try:
         manifest = Manifest.from_dict(data)
     except (KeyError, TypeError) as e:
         raise ManifestError(f"{path}: malformed ({e})") from None
+    if manifest.interface == PAGED_INTERFACE and not manifest.pieces:
+        raise ManifestError(f"{path}: interface {PAGED_INTERFACE!r} lists no pieces")
     if verify:
         verify_files(directory, manifest)
     return manifest
 
 
 def verify_files(directory: Path, manifest: Manifest) -> None:
-    for required in (manifest.model_file, manifest.tokenizer_file):
+    for required in manifest.required_files():
         if required not in manifest.files:
             raise ManifestError(f"{directory / MANIFEST_NAME}: does not list {required}")
     for name, expected in manifest.files.items():

@@ -146,13 +146,30 @@ def export(checkpoint: Path, out: Path, precision: str, *extra: str) -> Path:
     return out
 
 
-def make_jobs(checkpoint: Path, n: int, seed: int, longest: int = 256) -> list[Job]:
+def make_jobs(
+    checkpoint: Path,
+    n: int,
+    seed: int,
+    longest: int = 256,
+    *,
+    prompt_tokens: tuple[int, int] | None = None,
+    new_tokens: tuple[int, int] | None = None,
+) -> list[Job]:
     """Prompts cut from the bundled text to exact token lengths (they re-tokenize the same);
-    prompt and output lengths uniform in 16-`longest` tokens."""
+    prompt and output lengths uniform in 16-`longest` tokens, or in the inclusive
+    (low, high) ranges `prompt_tokens` and `new_tokens` where given."""
     rng = np.random.default_rng(seed)
     cut = PromptCutter(checkpoint)
-    size = longest + 1
-    return [cut(int(rng.integers(16, size)), rng, int(rng.integers(16, size))) for _ in range(n)]
+    prompt_low, prompt_high = prompt_tokens or (16, longest)
+    new_low, new_high = new_tokens or (16, longest)
+    jobs = []
+    for _ in range(n):
+        # drawn in this order (prompt length, output length, then the cut) so a seed gives
+        # the same jobs as before the ranges were options
+        length = int(rng.integers(prompt_low, prompt_high + 1))
+        new = int(rng.integers(new_low, new_high + 1))
+        jobs.append(cut(length, rng, new))
+    return jobs
 
 
 class PromptCutter:

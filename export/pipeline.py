@@ -1,5 +1,5 @@
-"""One export, start to finish: checkpoint -> ONNX -> (fp16 / quantized) -> gate -> OUT_DIR,
-and the manifest built from what it learned (checkpoint, graph, gate)."""
+"""One export, start to finish: checkpoint -> ONNX -> (fp16 / quantized) -> (cut at attention)
+-> gate -> OUT_DIR, and the manifest built from what it learned (checkpoint, graph, gate)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,18 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from artifact import GRAPH_INTERFACE, Manifest, write_manifest
+from artifact import (
+    GRAPH_INTERFACE,
+    PAGED_INTERFACE,
+    Manifest,
+    piece_inputs,
+    piece_outputs,
+    write_manifest,
+)
 from export import ExportError, ExportFailed
 from export.checkpoint import Checkpoint, load_checkpoint
 from export.config import ExportOptions
+from export.cut import CutResult, cut_at_attention
 from export.gate import failures, format_table
 from export.graph_facts import describe_graph
 from export.heldout import DEFAULT_DATA, load_calibration, load_heldout
@@ -54,22 +62,33 @@ def run_export(options: ExportOptions) -> ExportResult:
             file=sys.stderr,
         )
     recipe = options.recipe
-    steps = Steps(total=4 + recipe.fp16 + (recipe.weights != "float"))
+    kernel = recipe.attention == "kernel"
+    steps = Steps(total=4 + recipe.fp16 + (recipe.weights != "float") + kernel)
     with Staging(options.out, options.force) as stage:
         model = build_graph(checkpoint, recipe, stage.scratch, steps, options.gate.data)
         signature = read_signature(model)
-        move_into(model_files(model), stage.path)
+        facts = describe_graph(model, checkpoint.architecture)
+        cut = None
+        if kernel:
+            layers = checkpoint.architecture.num_layers
+            with steps.step(f"Cutting the graph at attention into {layers + 1} dense pieces"):
+                cut = cut_at_attention(model, stage.scratch / "pieces", layers)
+            move_into(cut.files, stage.path)
+            facts |= cut_facts(cut)
+        else:
+            move_into(model_files(model), stage.path)
         shutil.copyfile(checkpoint.tokenizer_file, stage.path / "tokenizer.json")
-        model = stage.path / MODEL_FILE
-        run = GateRun(model, gate_provider(recipe), samples, options.gate.max_new_tokens)
+        interface = PAGED_INTERFACE if kernel else GRAPH_INTERFACE
+        run = GateRun(
+            stage.path, interface, gate_provider(recipe), samples, options.gate.max_new_tokens
+        )
         with steps.step(f"Quality gate: {len(samples)} held-out questions vs PyTorch fp32"):
             report = measure(run, checkpoint)
         print(format_table(report, options.thresholds))
         if problems := failures(report, options.thresholds):
             raise ExportFailed("quality gate failed, nothing written: " + "; ".join(problems))
         with steps.step("Writing manifest (hashing files)"):
-            facts = describe_graph(model, checkpoint.architecture)
-            manifest = build_manifest(checkpoint, signature, options, report, facts)
+            manifest = build_manifest(checkpoint, signature, options, report, facts, cut)
             write_manifest(stage.path, manifest)
         sizes = file_sizes(stage.path)
         out = stage.publish()
@@ -145,19 +164,48 @@ TOOLS = (
 )
 
 
+def cut_facts(cut: CutResult) -> dict:
+    """What the manifest's `graph` section adds for dense pieces: their bytes, and the bytes
+    stored once for several pieces (the token table) rather than in each."""
+    shared = sum(w.nbytes for w in cut.shared)
+    extra = sum(w.nbytes * (len(w.pieces) - 1) for w in cut.shared)
+    return {
+        "attention": "kernel",
+        "pieces": len(cut.pieces),
+        "weight_bytes": sum(cut.piece_bytes.values()) + shared,
+        "shared_weight_bytes": shared,
+        "bytes_saved_by_sharing": extra,
+    }
+
+
 def build_manifest(
     checkpoint: Checkpoint,
     signature: GraphSignature,
     options: ExportOptions,
     quality: QualityReport,
     graph: dict,
+    cut: CutResult | None = None,
 ) -> Manifest:
+    """The manifest of the fused graph (`signature`), or of its dense pieces when `cut`."""
     recipe = options.recipe
+    paged: dict = {"kv_cache": graph.get("kv_cache", "")}
+    inputs, outputs = signature.input_names, signature.output_names
+    if cut is not None:
+        layers = checkpoint.architecture.num_layers
+        inputs = _unique(n for k in range(layers + 1) for n in piece_inputs(k, layers))
+        outputs = _unique(n for k in range(layers + 1) for n in piece_outputs(k, layers))
+        paged |= {
+            "model_file": "",
+            "pieces": cut.pieces,
+            "kv_cache": cut.kv_cache,
+            "kv_scales_file": cut.kv_scales_file,
+            "shared_weights": cut.shared,
+        }
     return Manifest(
         model_name=checkpoint.name,
         architecture=checkpoint.architecture,
-        inputs=signature.input_names,
-        outputs=signature.output_names,
+        inputs=inputs,
+        outputs=outputs,
         dtype=recipe.dtype,  # int8-dynamic and int4 on cpu keep float32 activations and cache
         quantization=recipe.quantization,
         validated_providers=[quality.provider],
@@ -165,16 +213,22 @@ def build_manifest(
         eos_token_id=checkpoint.eos_token_id,
         pad_token_id=checkpoint.pad_token_id,
         parity=gate_record(quality, options),
-        interface=GRAPH_INTERFACE,
+        interface=GRAPH_INTERFACE if cut is None else PAGED_INTERFACE,
         graph=graph,
         source={
             "checkpoint": str(checkpoint.path),
             "precision": options.precision,
             "target": options.target,
             "opset": signature.opset,
+            "attention": recipe.attention,
             "tools": tool_versions(),
         },
+        **paged,
     )
+
+
+def _unique(names) -> list[str]:
+    return list(dict.fromkeys(names))
 
 
 def gate_record(quality: QualityReport, options: ExportOptions) -> dict:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from export import ExportFailed, onnx_side, torch_side
 from export.checkpoint import Checkpoint
 from export.heldout import Encoded, QASample, encode_sample
+from server.paged_runner import open_runner
 from server.runner import OnnxRunner, RunnerConfig
 
 CHUNK = 16  # questions per batch: bounds the [rows, steps, vocab] logits held at once
@@ -85,9 +86,10 @@ class QualityReport:
 
 @dataclass(frozen=True)
 class GateRun:
-    """What to measure: the graph, the provider to run it on, and the questions."""
+    """What to measure: the artifact dir's graph, the provider to run it on, the questions."""
 
-    model: Path
+    model_dir: Path  # the graph files as they will be published (model.onnx or the pieces)
+    interface: str  # artifact/graph.py's calling convention: picks the server's runner
     provider: str  # cpu | cuda
     samples: list[QASample]
     max_new_tokens: int = 32
@@ -97,7 +99,7 @@ class GateRun:
 class Sides:
     """The two models compared, and how answers end."""
 
-    runner: OnnxRunner
+    runner: OnnxRunner  # or the paged runner: new_cache, prefill, decode_step alike
     model: object  # transformers' GPT2LMHeadModel, fp32, eval mode
     eos: int
     pad: int
@@ -113,9 +115,9 @@ def measure(run: GateRun, checkpoint: Checkpoint) -> QualityReport:
     threads = gate_threads()
     try:
         config = RunnerConfig(run.provider, threads, spin=True)
-        runner = OnnxRunner(run.model, checkpoint.architecture, config)
+        runner = open_runner(run.model_dir, run.interface, checkpoint.architecture, config)
     except Exception as e:  # onnxruntime raises its own types; the user needs one line
-        raise ExportFailed(f"ONNX Runtime cannot load {run.model}: {e}") from e
+        raise ExportFailed(f"ONNX Runtime cannot load {run.model_dir}: {e}") from e
     model = GPT2LMHeadModel.from_pretrained(checkpoint.path, dtype=torch.float32).eval()
     sides = Sides(
         runner, model, checkpoint.eos_token_id, checkpoint.pad_token_id, run.max_new_tokens

@@ -12,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TARGETS = ("cpu", "cuda")
+ATTENTIONS = ("kernel", "fused")
+# --attention's default per target. cpu goes to "kernel" once the server serves the pieces
+# (server/paged_runner.py; the quality gate opens them there too); cuda keeps the fused graph.
+DEFAULT_ATTENTION = {"cpu": "kernel", "cuda": "fused"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class Recipe:
     weights: str  # "float" | "dynamic-int8" | "nbits"
     nbits: NBits | None = None
     kv_cache: str = "float"  # "float" (the graph's dtype) | "int8" (export/kv_scales.py): opt-in
+    attention: str = "fused"  # "fused" (one graph) | "kernel" (dense pieces, export/cut.py)
 
 
 HEAD_INT8 = NBits(bits=8, block_size=128, accuracy_level=4, symmetric=True)  # tied lm_head, CPU

@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 from artifact import (
     GRAPH_INTERFACE,
     MANIFEST_NAME,
+    PAGED_INTERFACE,
     Manifest,
     ManifestError,
     read_manifest,
@@ -25,13 +26,16 @@ from artifact import (
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server import logs
+from server.blocks import default_kv_memory_bytes, machine_memory_bytes
 from server.config import ServeConfig, grpc_server_options
 from server.drain import wait_until_idle, wait_until_quiet
-from server.engine import Engine
+from server.engine import Engine, execute, execute_chunks
 from server.generation import Generator
 from server.http_app import HttpDoor, create_app
 from server.http_server import HttpServer
 from server.metrics import Metrics
+from server.paged_runner import PagedRunner, open_paged_runner
+from server.paged_scheduler import PagedScheduler
 from server.runner import OnnxRunner
 from server.scheduler import Scheduler
 from server.security import ServerSecurity, load_security
@@ -57,7 +61,7 @@ BURST_OPTIONS = [
 class LoadedModel:
     manifest: Manifest
     tokenizer: Tokenizer
-    runner: OnnxRunner
+    runner: OnnxRunner | PagedRunner
 
 
 def load_model(config: ServeConfig) -> LoadedModel:
@@ -68,24 +72,42 @@ def load_model(config: ServeConfig) -> LoadedModel:
         tokenizer = Tokenizer.from_file(str(config.model / manifest.tokenizer_file))
     except Exception as e:
         raise ManifestError(f"{config.model / manifest.tokenizer_file}: unreadable ({e})") from None
-    if manifest.interface != GRAPH_INTERFACE:
+    if manifest.interface not in (GRAPH_INTERFACE, PAGED_INTERFACE):
         raise ManifestError(
             f"{config.model / MANIFEST_NAME}: graph interface {manifest.interface!r}, this "
-            f"server runs {GRAPH_INTERFACE!r} (re-export with this version of kvserve-export)"
+            f"server runs {GRAPH_INTERFACE!r} and {PAGED_INTERFACE!r} (re-export with this "
+            "version of kvserve-export)"
         )
     try:
-        runner = OnnxRunner(model_path, manifest.architecture, config.runner_config())
+        if manifest.interface == PAGED_INTERFACE:
+            model_path = config.model / manifest.pieces[0]
+            runner = open_paged_runner(
+                config.model, manifest.architecture, config.runner_config(), config.kv_block_size
+            )
+        else:
+            runner = OnnxRunner(model_path, manifest.architecture, config.runner_config())
     except Exception as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
         raise ManifestError(f"{model_path}: ONNX Runtime cannot load it ({first_line})") from None
     return LoadedModel(manifest, tokenizer, runner)
 
 
-def warm_up(runner: OnnxRunner, token: int) -> None:
+def warm_up(runner: OnnxRunner | PagedRunner, token: int) -> None:
     """One prefill and one decode, so the first real request does not pay for allocation."""
     cache = runner.new_cache(max_rows=1)
     logits = runner.prefill(cache, [[token, token]])
     runner.decode_step(cache, logits.argmax(axis=1))
+
+
+def engine_parts(config: ServeConfig, runner: OnnxRunner | PagedRunner):
+    """The scheduler and plan execution that fit the runner's cache: token budget over
+    paged blocks (kernel attention), or slots (the fused graph: CUDA, older artifacts)."""
+    if hasattr(runner, "new_pool"):  # a PagedRunner, or a test's wrapper of one
+        memory = config.kv_cache_memory or default_kv_memory_bytes(machine_memory_bytes())
+        cache = runner.new_pool(memory, config.prefix_caching)
+        return PagedScheduler(config.paged_scheduler_config(), cache), execute_chunks
+    cache = runner.new_cache(config.max_batch_size)
+    return Scheduler(config.scheduler_config(), cache), execute
 
 
 class Server:
@@ -97,15 +119,15 @@ class Server:
         manifest = model.manifest
         self.metrics = Metrics()
         self.metrics.set_model(manifest.model_name, manifest.quantization, model.runner.provider)
-        scheduler = Scheduler(
-            config.scheduler_config(), model.runner.new_cache(config.max_batch_size)
-        )
+        scheduler, run_plan = engine_parts(config, model.runner)
         updater = Updater(
             eos_token_id=manifest.eos_token_id,
             max_context=manifest.architecture.max_positions,
             detokenize=detokenizer(model.tokenizer),
         )
-        self.engine = Engine(model.runner, scheduler, updater, on_step=self.metrics.observe_step)
+        self.engine = Engine(
+            model.runner, scheduler, updater, on_step=self.metrics.observe_step, execute=run_plan
+        )
         limits = config.limits(manifest.architecture.vocab_size)
         self.generator = Generator(self.engine, model.tokenizer, manifest, limits)
         info = ServiceInfo(model.runner.provider, config.max_batch_size, limits)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -83,6 +85,7 @@ def build_parser() -> Parser:
         "prompt tokens prefilled per step, so decoding rows are not held up (0 = no limit)",
         type=int,
     )
+    _paged_options(p, d)
     option(
         p,
         "--max-queue",
@@ -125,6 +128,54 @@ def build_parser() -> Parser:
     )
     _security_options(p, d)
     return p
+
+
+def _paged_options(p: Parser, d: ServeConfig) -> None:
+    """The paged KV cache and the token budget (artifacts exported with --attention kernel)."""
+    g = p.add_argument_group("paged KV cache (kernel-attention artifacts)")
+    option(
+        g,
+        "--kv-cache-memory",
+        d.kv_cache_memory,
+        "memory for keys and values, e.g. 2GiB, 512MiB or bytes (0 = a share of this "
+        "machine's memory); admission waits for free blocks",
+        type=memory_size,
+        metavar="SIZE",
+    )
+    option(g, "--kv-block-size", d.kv_block_size, "tokens per KV cache block", type=int)
+    option(
+        g,
+        "--max-step-tokens",
+        d.max_step_tokens,
+        "tokens per engine step: one per decoding sequence plus prompt chunks (long prompts "
+        "are cut so decoding sequences never wait for a whole prefill)",
+        type=int,
+    )
+    option(
+        g,
+        "--prefix-caching",
+        d.prefix_caching,
+        "reuse the KV blocks of prompt prefixes already computed (shared templates, system "
+        "prompts)",
+        type=boolean,
+        metavar="BOOL",
+    )
+
+
+UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3, "mb": 10**6}
+UNITS["gb"] = 10**9
+
+
+def memory_size(text: str) -> int:
+    """An argparse `type`: bytes from '2GiB', '512MiB', '1.5GB' or a plain number."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([a-z]*)\s*", text.lower())
+    try:
+        size = float(match[1]) * UNITS[match[2]]
+    except (TypeError, KeyError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 2GiB, 512MiB or a number of bytes, got {text!r}"
+        ) from None
+    return int(size)
 
 
 def _security_options(p: Parser, d: ServeConfig) -> None:

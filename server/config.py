@@ -9,12 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.paged_scheduler import PagedSchedulerConfig
 from server.runner import RunnerConfig
 from server.scheduler import SchedulerConfig
 from server.validation import Limits
 
 AT_LEAST_ONE = (
     "max_batch_size",
+    "kv_block_size",
+    "max_step_tokens",
     "max_batch_tokens",
     "max_queue",
     "default_max_new_tokens",
@@ -37,6 +40,11 @@ class ServeConfig:
     max_batch_tokens: int = 16384  # sum over running rows of prompt + max_new_tokens
     max_queue: int = 256
     max_prefill_tokens: int = 0
+    # paged artifacts (kvserve's attention kernel): memory in blocks, one token budget a step
+    kv_cache_memory: int = 0  # bytes of key/value blocks; 0 = a share of the machine's memory
+    kv_block_size: int = 16  # tokens per block
+    max_step_tokens: int = 512  # decoding tokens + prompt chunks run in one step
+    prefix_caching: bool = True
     default_max_new_tokens: int = 64
     max_new_tokens_limit: int = 1024
     grace_seconds: float = 30.0
@@ -58,6 +66,13 @@ class ServeConfig:
             max_prefill_tokens=self.max_prefill_tokens,
         )
 
+    def paged_scheduler_config(self) -> PagedSchedulerConfig:
+        return PagedSchedulerConfig(
+            max_batch_size=self.max_batch_size,
+            max_queue=self.max_queue,
+            max_step_tokens=self.max_step_tokens,
+        )
+
     def limits(self, vocab_size: int) -> Limits:
         return Limits(
             default_max_new_tokens=self.default_max_new_tokens,
@@ -76,6 +91,10 @@ class ServeConfig:
         for name in AT_LEAST_ONE:
             if getattr(self, name) < 1:
                 return f"--{name.replace('_', '-')} must be >= 1"
+        if self.threads < 0:
+            return "--threads must be >= 0 (0 = one per core)"
+        if self.kv_cache_memory < 0:
+            return "--kv-cache-memory must be >= 0 (0 = a share of this machine's memory)"
         if self.max_prefill_tokens < 0:
             return "--max-prefill-tokens must be >= 0"
         if self.max_connection_age_seconds < 0:

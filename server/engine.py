@@ -1,10 +1,14 @@
 """The engine: one step is schedule -> execute -> update -> deliver, run in its own thread.
 
-    plan = scheduler.schedule()              who leaves, who joins, which rows decode
-    output = execute(runner, plan, cache)    prefill each group, one decode step: logits
+    plan = scheduler.schedule()              who leaves, who joins, which tokens run
+    output = execute(runner, plan, cache)    the model calls: logits
     result = updater.update(plan, output)    sample, detokenize, stop, finish: events + stats
     deliver(result.events)                   hand each event to its request's sink
-    scheduler.end_step(output.prefilled)     new rows join the batch, finished rows leave
+    scheduler.finish_step(plan, output)      what was computed is kept, finished ones leave
+
+Two caches, two executions of a plan: the slot cache (`execute`: each prefill group, then
+one decode step over the running rows; the CUDA graph) and the paged cache
+(`execute_chunks`: every sequence's tokens of the step flattened into one call).
 
 The data between the stages is in server/step.py. The loop runs steps while there is work
 and sleeps when there is none. ONNX Runtime releases the GIL, so the asyncio service thread
@@ -20,14 +24,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 
 from server.kv_cache import CacheLost, SlotCache
+from server.paged_scheduler import PagedScheduler
 from server.request import Request, StreamEvent
 from server.scheduler import Scheduler
-from server.step import Batch, ModelOutput, StepPlan, StepStats
+from server.step import Batch, Chunk, ModelOutput, StepPlan, StepStats
 from server.update import Updater
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,42 @@ def execute(runner: Runner, plan: StepPlan, cache: SlotCache) -> ModelOutput:
     return ModelOutput(prefills, _call(runner.decode_step, cache, plan.decode, tokens))
 
 
+def execute_chunks(runner, plan: StepPlan, cache) -> ModelOutput:
+    """Run a paged plan: all chunks in one call (server/paged_runner.py).
+
+    A call that raises is retried one chunk at a time, so a failure stays with the sequence
+    that causes it and the rest of the step goes on (a chunk run again rewrites the same
+    positions with the same values). The failed ones' writes are not kept: the scheduler
+    commits nothing of theirs."""
+    if not plan.chunks:
+        return ModelOutput()
+    try:
+        return _sampled(plan.chunks, runner.run_chunks(cache, plan.chunks))
+    except CacheLost:
+        raise
+    except Exception as error:  # one bad sequence must not fail its whole step
+        if len(plan.chunks) == 1:
+            return ModelOutput(failed=(Batch((plan.chunks[0].request,), error=error),))
+    done, logits, failed = [], [], []
+    for chunk in plan.chunks:
+        try:
+            rows = runner.run_chunks(cache, (chunk,))
+        except CacheLost:
+            raise
+        except Exception as error:
+            failed.append(Batch((chunk.request,), error=error))
+            continue
+        done.append(chunk)
+        logits.append(rows.copy())  # the runner's buffer is reused by the next call
+    output = _sampled(tuple(done), np.concatenate(logits) if logits else None)
+    return replace(output, failed=tuple(failed))
+
+
+def _sampled(chunks: tuple[Chunk, ...], logits: np.ndarray | None) -> ModelOutput:
+    sampled = tuple(chunk.request for chunk in chunks if chunk.sample)
+    return ModelOutput(sampled=Batch(sampled, logits) if sampled else None)
+
+
 def _call(model_call: Callable, cache: SlotCache, requests: tuple[Request, ...], inputs) -> Batch:
     try:
         return Batch(requests, model_call(cache, inputs))
@@ -84,11 +126,13 @@ class Engine:
     def __init__(
         self,
         runner: Runner,
-        scheduler: Scheduler,
+        scheduler: Scheduler | PagedScheduler,
         updater: Updater,
         on_step: Callable[[StepStats], None] | None = None,
+        execute: Callable[..., ModelOutput] = execute,
     ) -> None:
         self.runner = runner
+        self.execute = execute
         self.scheduler = scheduler
         self.updater = updater
         self.on_step = on_step
@@ -116,21 +160,21 @@ class Engine:
     def step(self) -> StepStats:
         start = time.monotonic()
         plan = self.scheduler.schedule(start)
-        output = execute(self.runner, plan, self.scheduler.cache)
+        output = self.execute(self.runner, plan, self.scheduler.cache)
         result = self.updater.update(plan, output)
         deliver(result.events)  # first: if anything after this fails, no finished request hangs
-        self.scheduler.end_step(output.prefilled)
+        self.scheduler.finish_step(plan, output)
         stats = result.stats
         stats.seconds = time.monotonic() - start
         stats.running, stats.waiting = len(self.scheduler.running), len(self.scheduler.waiting)
         stats.kv_cache_bytes = self.scheduler.cache.nbytes
+        self.scheduler.observe(stats)
         return stats
 
     def _recover(self, error: Exception) -> None:
         """Last resort when a step raised: fail every request, start over with an empty cache
         (the server goes on serving new requests)."""
-        fresh = self.runner.new_cache(self.scheduler.config.max_batch_size)
-        requests = self.scheduler.abandon_all(fresh)
+        requests = self.scheduler.start_over(self.runner)
         ids = [r.request_id for r in requests]
         log.error("engine step crashed; failing requests %s", ids, exc_info=error)
         deliver(self.updater.fail_all(requests, error))

@@ -78,6 +78,28 @@ class Metrics:
         self.kv_cache_bytes = Gauge(
             "kvserve_kv_cache_bytes", "Bytes held by the batch's KV cache.", registry=r
         )
+        self.kv_blocks = Gauge(
+            "kvserve_kv_cache_blocks",
+            "Paged KV cache blocks by state: used (held by sequences) or free.",
+            ["state"],
+            registry=r,
+        )
+        self.prefix_queried = Counter(
+            "kvserve_prefix_cache_queried_tokens",
+            "Prompt tokens looked up in the prefix cache (paged cache).",
+            registry=r,
+        )
+        self.prefix_hits = Counter(
+            "kvserve_prefix_cache_hit_tokens",
+            "Prompt tokens found in the prefix cache, not computed again; hit rate = "
+            "rate(hit) / rate(queried).",
+            registry=r,
+        )
+        self.preemptions = Counter(
+            "kvserve_preemptions",
+            "Sequences sent back to the queue for lack of KV blocks (recomputed later).",
+            registry=r,
+        )
         self.model_info = Gauge(
             "kvserve_model_info",
             "The served model (value is always 1).",
@@ -107,6 +129,11 @@ class Metrics:
         self.running.set(stats.running)
         self.waiting.set(stats.waiting)
         self.kv_cache_bytes.set(stats.kv_cache_bytes)
+        self.kv_blocks.labels(state="used").set(stats.kv_blocks_used)
+        self.kv_blocks.labels(state="free").set(stats.kv_blocks_free)
+        self.prefix_queried.inc(stats.prefix_queried_tokens)
+        self.prefix_hits.inc(stats.prefix_hit_tokens)
+        self.preemptions.inc(stats.preemptions)
 
     def serve(self, host: str, port: int, path: str = "/metrics") -> WSGIServer:
         """Expose the series at `path` on their own HTTP port (any other path: 404); returns

@@ -11,11 +11,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from server.sampling import SamplingParams
 from server.text_stream import TextStream
+
+if TYPE_CHECKING:
+    from server.blocks import BlockTable
 
 
 class RequestStatus(Enum):
@@ -69,9 +73,18 @@ class Request:
     last_token_at: float | None = None
     rng: np.random.Generator = field(init=False)  # this request's own: seeds hold in any batch
     text: TextStream | None = field(default=None, init=False)  # opened by the update stage
+    # paged cache (server/paged_scheduler.py): tokens whose keys/values are in the cache, and
+    # the blocks that hold them; the scheduler's alone
+    computed: int = field(default=0, init=False)
+    blocks: BlockTable | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.params.seed)
+
+    @property
+    def token_ids(self) -> list[int]:
+        """Prompt then generated tokens: what the cache holds once all are computed."""
+        return self.prompt_ids + self.output_ids
 
     @property
     def seen_tokens(self) -> np.ndarray:

@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from artifact import CACHE_TYPES, CONTROL_INPUTS, LOGITS, Architecture, layer_names
+from artifact import (
+    CACHE_TYPES,
+    CONTROL_INPUTS,
+    LOGITS,
+    Architecture,
+    layer_names,
+)
 from server.kv_cache import SlotCache
 from server.memory import memory_for
 
@@ -155,3 +161,6 @@ class OnnxRunner:
         binding.bind_output(LOGITS)
         self.session.run_with_iobinding(binding)
         return binding.get_outputs()[-1].numpy()  # [n, V]; the cache stays where it is
+
+
+MODEL_FILE = "model.onnx"  # the fused graph's file in an artifact dir (gqa-slots-v1)

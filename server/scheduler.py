@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from server.kv_cache import SlotCache
 from server.request import FinishReason, Request, RequestStatus
-from server.step import StepPlan
+from server.step import ModelOutput, StepPlan, StepStats
 
 PREFILL_PADDING = 0.25  # padded prompt tokens allowed per batched prefill, over the real ones
 
@@ -85,6 +85,17 @@ class Scheduler:
         rows after the decoding ones; finished rows leave, so their slots are free next step."""
         self.running, self.prefilling = self.running + prefilled, []
         self._keep([i for i, r in enumerate(self.running) if r.status is RequestStatus.RUNNING])
+
+    def finish_step(self, plan: StepPlan, output: ModelOutput) -> None:
+        """The engine's hand-back after a step (the paged scheduler's twin)."""
+        self.end_step(output.prefilled)
+
+    def observe(self, stats: StepStats) -> None:
+        """The paged scheduler reports its blocks here; slots have nothing more to say."""
+
+    def start_over(self, runner) -> list[Request]:
+        """After a step that crashed: every request leaves, with a fresh cache from `runner`."""
+        return self.abandon_all(runner.new_cache(self.config.max_batch_size))
 
     def abandon_all(self, cache: SlotCache) -> list[Request]:
         """After a step that crashed: every request leaves (the caller fails them) and `cache`,

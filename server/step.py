@@ -1,8 +1,10 @@
 """The plain data one engine step hands from stage to stage (vLLM v1's SchedulerOutput and
 ModelRunnerOutput, smaller).
 
-    plan = scheduler.schedule(now)           StepPlan      server/scheduler.py
+    plan = scheduler.schedule(now)           StepPlan      server/scheduler.py (slots) or
+                                                           server/paged_scheduler.py (blocks)
     output = execute(runner, plan, cache)    ModelOutput   server/engine.py over server/runner.py
+                                                           (or server/paged_runner.py)
     result = updater.update(plan, output)    StepResult    server/update.py
     deliver(result.events)                                 server/engine.py
     on_step(result.stats)                    StepStats     server/metrics.py observe_step
@@ -20,17 +22,39 @@ from server.request import FinishReason, Request, StreamEvent
 
 
 @dataclass(frozen=True)
+class Chunk:
+    """One sequence's share of a token-budget step (paged cache): its tokens at positions
+    `start .. start + length - 1` (prompt then generated ids) run in the step's one call."""
+
+    request: Request
+    start: int  # tokens already in the cache: the chunk's first position
+    length: int
+    sample: bool  # the chunk ends at the sequence's last token: its logits pick the next one
+
+
+@dataclass(frozen=True)
 class StepPlan:
-    """What one step does, decided before any model work."""
+    """What one step does, decided before any model work.
+
+    A slot-cache plan fills `prefill_groups` and `decode`; a paged plan fills `chunks` (every
+    running sequence's tokens of this step, decoding ones first, flattened into one call)."""
 
     dropped: tuple[tuple[Request, FinishReason], ...] = ()  # cancelled or expired: leave now
     # admitted requests by prompt length, one prefill each; rows appended in this order
     prefill_groups: tuple[tuple[Request, ...], ...] = ()
     decode: tuple[Request, ...] = ()  # the running rows 0..n-1, one new token each
+    chunks: tuple[Chunk, ...] = ()
+    joined: tuple[Request, ...] = ()  # paged: requests admitted this step (first chunk)
 
     @property
     def admitted(self) -> list[Request]:
-        return [request for group in self.prefill_groups for request in group]
+        grouped = [request for group in self.prefill_groups for request in group]
+        return grouped + list(self.joined)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the step's model call runs (paged plans)."""
+        return sum(chunk.length for chunk in self.chunks)
 
 
 @dataclass(frozen=True)
@@ -48,6 +72,10 @@ class ModelOutput:
 
     prefills: tuple[Batch, ...] = ()
     decode: Batch | None = None  # None when no row was decoding
+    # paged: the requests whose chunk ended at their last token, with its logits; and those
+    # whose chunk failed, with the error (their cache writes are not kept)
+    sampled: Batch | None = None
+    failed: tuple[Batch, ...] = ()  # one per failed chunk: its request and the error
 
     @property
     def prefilled(self) -> list[Request]:
@@ -67,6 +95,12 @@ class StepStats:
     running: int = 0
     waiting: int = 0
     kv_cache_bytes: int = 0
+    # paged cache: blocks now, and this step's prefix-cache lookups and preemptions
+    kv_blocks_used: int = 0
+    kv_blocks_free: int = 0
+    prefix_queried_tokens: int = 0
+    prefix_hit_tokens: int = 0
+    preemptions: int = 0
     queue_seconds: list[float] = field(default_factory=list)
     ttft_seconds: list[float] = field(default_factory=list)
     itl_seconds: list[float] = field(default_factory=list)

@@ -49,6 +49,13 @@ class Updater:
             self._next_tokens(batch, result)
         if output.decode is not None:
             self._next_tokens(output.decode, result)
+        for batch in output.failed:  # paged: a chunk that failed fails its request alone
+            self._next_tokens(batch, result)
+        if output.sampled is not None:  # paged: a first token opens the request's text
+            for request in output.sampled.requests:
+                if request.text is None:
+                    request.text = TextStream(self.detokenize, request.params.stop)
+            self._next_tokens(output.sampled, result)
         return result
 
     def fail_all(

@@ -55,6 +55,17 @@ def tiny_artifact(tiny_checkpoint, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_fused_artifact(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The same model as one fused graph (ONNX Runtime's attention, the slot cache): what the
+    CUDA target serves, tested here on the CPU provider."""
+    out = tmp_path_factory.mktemp("export-fused") / "artifact"
+    run_module(
+        "export", str(tiny_checkpoint), str(out), "--precision", "fp32", "--attention", "fused"
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
 def served(tiny_artifact, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "server.log"
     with serving(tiny_artifact, log, ["--max-batch-size", "8"]) as server:

@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from artifact import read_manifest
+from artifact import piece_file, read_manifest
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from tests.support.servers import serving
@@ -143,7 +143,8 @@ def test_serve_refuses_a_broken_artifact_with_one_line(tiny_artifact, tmp_path):
 
     broken = tmp_path / "broken"
     shutil.copytree(tiny_artifact, broken)
-    (broken / "model.onnx").write_bytes(b"not a graph")
+    graph = piece_file(0)  # the CPU artifact's first graph file
+    (broken / graph).write_bytes(b"not a graph")
     result = subprocess.run(
         [sys.executable, "-m", "server", "--model", str(broken)],
         capture_output=True,
@@ -152,7 +153,7 @@ def test_serve_refuses_a_broken_artifact_with_one_line(tiny_artifact, tmp_path):
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "model.onnx" in lines[0] and "sha256" in lines[0]
+    assert len(lines) == 1 and graph in lines[0] and "sha256" in lines[0]
     assert "Traceback" not in result.stderr
     assert json.loads((broken / "manifest.json").read_text())["files"]
 

@@ -1,4 +1,7 @@
-"""kvserve-export end to end on a tiny random GPT-2: artifact files, manifest, graph, gate."""
+"""kvserve-export end to end on a tiny random GPT-2: artifact files, manifest, graph, gate.
+
+The fused graph (`--attention fused`: one model.onnx, ONNX Runtime's attention) is tested
+here; the CPU default, the graph cut at attention, in tests/test_export_cut.py."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from export import cli
 from tests.support.export import GATE, LOOSE, TEMPLATE
 
 ARTIFACT_FILES = {"model.onnx", "tokenizer.json", "manifest.json"}
+FUSED = ("--attention", "fused")
 
 
 def fake_checkpoint(directory: Path) -> Path:
@@ -41,13 +45,13 @@ def export(checkpoint: Path, out: Path, *args: str) -> Path:
 
 @pytest.fixture(scope="module")
 def fp32(random_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export(random_checkpoint, tmp_path_factory.mktemp("fp32") / "artifact")
+    return export(random_checkpoint, tmp_path_factory.mktemp("fp32") / "artifact", *FUSED)
 
 
 @pytest.fixture(scope="module")
 def int8(random_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("int8") / "artifact"
-    return export(random_checkpoint, out, "--quantize", "int8", *LOOSE)
+    return export(random_checkpoint, out, "--quantize", "int8", *LOOSE, *FUSED)
 
 
 def ops(artifact: Path) -> list[str]:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from artifact import MANIFEST_NAME, sha256_file
-from server.runner import gpu_present
+from artifact import MANIFEST_NAME, piece_file, sha256_file
 
 pytestmark = pytest.mark.slow
+GRAPH = piece_file(0)  # the CPU artifact's first graph file (dense pieces cut at attention)
 
 
 def damage(artifact: Path, how: str) -> None:
@@ -26,13 +26,13 @@ def damage(artifact: Path, how: str) -> None:
     elif how == "missing_manifest":
         manifest_path.unlink()
     elif how == "corrupt_onnx":  # garbage whose hash is right: ONNX Runtime must refuse it
-        (artifact / "model.onnx").write_bytes(b"\x08\x07garbage, not a protobuf graph")
-        manifest["files"]["model.onnx"] = sha256_file(artifact / "model.onnx")
+        (artifact / GRAPH).write_bytes(b"\x08\x07garbage, not a protobuf graph")
+        manifest["files"][GRAPH] = sha256_file(artifact / GRAPH)
         manifest_path.write_text(json.dumps(manifest))
     elif how == "truncated_onnx":
-        data = (artifact / "model.onnx").read_bytes()
-        (artifact / "model.onnx").write_bytes(data[: len(data) // 2])
-        manifest["files"]["model.onnx"] = sha256_file(artifact / "model.onnx")
+        data = (artifact / GRAPH).read_bytes()
+        (artifact / GRAPH).write_bytes(data[: len(data) // 2])
+        manifest["files"][GRAPH] = sha256_file(artifact / GRAPH)
         manifest_path.write_text(json.dumps(manifest))
     elif how == "hash_mismatch":
         with open(artifact / "tokenizer.json", "a") as f:
@@ -49,12 +49,16 @@ def damage(artifact: Path, how: str) -> None:
 CASES = {  # case -> (extra flags, words the one line must hold)
     "missing_tokenizer": ([], ["tokenizer.json", "missing"]),
     "missing_manifest": ([], [MANIFEST_NAME, "missing"]),
-    "corrupt_onnx": ([], ["model.onnx", "ONNX Runtime cannot load it"]),
-    "truncated_onnx": ([], ["model.onnx", "ONNX Runtime cannot load it"]),
+    "corrupt_onnx": ([], [GRAPH, "ONNX Runtime cannot load it"]),
+    "truncated_onnx": ([], [GRAPH, "ONNX Runtime cannot load it"]),
     "hash_mismatch": ([], ["tokenizer.json", "sha256 does not match"]),
     "unknown_version": ([], [MANIFEST_NAME, "unknown format_version '99'"]),
     "manifest_not_json": ([], [MANIFEST_NAME, "not valid JSON"]),
-    "no_gpu_for_cuda": (["--provider", "cuda"], ["model.onnx", "--provider cuda", "no GPU"]),
+    # a CPU artifact: its attention is kvserve's CPU kernel, so no GPU would serve it either
+    "cuda_for_a_cpu_artifact": (
+        ["--provider", "cuda"],
+        [GRAPH, "--provider cuda", "--target cuda"],
+    ),
     "missing_dir": ([], ["nowhere", "not a directory"]),
     "missing_token_file": (
         ["--auth-token-file", "/nonexistent/tokens"],
@@ -67,8 +71,6 @@ CASES = {  # case -> (extra flags, words the one line must hold)
 def test_each_loading_error_is_exit_2_and_one_line(tiny_artifact, tmp_path):
     procs = {}
     for case, (flags, _) in CASES.items():
-        if case == "no_gpu_for_cuda" and gpu_present():
-            continue  # a GPU here: --provider cuda is right
         artifact = tmp_path / case
         if case == "missing_dir":
             artifact = tmp_path / "nowhere"

@@ -118,7 +118,12 @@ def test_counters_and_histograms_move_by_exact_amounts(stub, metrics_url):
     assert moved("kvserve_time_to_first_token_seconds_bucket", le="+Inf") == 10
     gauge = lambda name: delta({}, after, name)  # noqa: E731
     assert gauge("kvserve_requests_running") == 0 and gauge("kvserve_requests_waiting") == 0
-    assert gauge("kvserve_kv_cache_bytes") > 0
+    # the paged cache holds memory for tokens held: every finished sequence gave its blocks back
+    blocks = lambda state: delta({}, after, "kvserve_kv_cache_blocks", state=state)  # noqa: E731
+    assert gauge("kvserve_kv_cache_bytes") == 0 and blocks("used") == 0 and blocks("free") > 0
+    queried = moved("kvserve_prefix_cache_queried_tokens_total")  # every prompt looked up once
+    assert queried == moved("kvserve_prompt_tokens_total")
+    assert 0 <= moved("kvserve_prefix_cache_hit_tokens_total") <= queried
     assert delta({}, after, "kvserve_model_info", provider="CPUExecutionProvider") == 1
 
 

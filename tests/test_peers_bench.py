@@ -1,7 +1,9 @@
-"""The peers benchmark's own machinery (bench/peers/): the RSS poller, the worker protocol.
+"""The peers benchmark's own machinery: the RSS poller and the worker protocol (bench/peers/),
+and bench/peers.py's choices that need no engine (workloads, server flags, the export cache,
+issue 20's ratios).
 
 The engines themselves live in venvs under runs/ and are exercised by `bench/peers.py`;
-these tests need only the standard library, so they run everywhere.
+these tests need only the project's venv, so they run everywhere.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ def load(name: str):
 
 rss_tree = load("rss_tree")
 worker_io = load("worker_io")
+_spec = importlib.util.spec_from_file_location("peers_bench", PEERS.parent / "peers.py")
+peers = importlib.util.module_from_spec(_spec)
+sys.modules["peers_bench"] = peers
+_spec.loader.exec_module(peers)
 
 
 def test_parent_is_read_past_a_command_name_with_spaces_and_parentheses():
@@ -128,3 +134,128 @@ def test_worker_waits_for_the_go_and_keeps_engine_prints_off_the_handshake(tmp_p
     result = worker_io.WorkerResult.read(out)
     assert [sum(n for _, n in s.arrivals) for s in result.streams] == [3, 4]
     assert result.engine == "fake 0" and result.seconds >= 0
+
+
+def test_poller_measures_the_client_alone_apart_from_the_served_tree():
+    # the server holds 64 MB; the client is small but starts a child holding 96 MB, which
+    # must count neither for the client (alone) nor for the server's tree
+    server = subprocess.Popen(
+        [sys.executable, "-c", "x = bytearray(64 * 2**20); import time; time.sleep(4)"]
+    )
+    child = "x = bytearray(96 * 2**20); import time; time.sleep(4)"
+    client = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])",
+        ]
+    )
+    try:
+        time.sleep(1.5)  # both have touched their memory
+        poller = subprocess.Popen(
+            [sys.executable, str(PEERS / "rss_tree.py"), str(server.pid), "--interval", "0.05"]
+            + ["--alone", str(client.pid)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.0)
+        poller.send_signal(signal.SIGTERM)
+        report = json.loads(poller.communicate(timeout=10)[0])
+    finally:
+        for process in (server, client):
+            process.kill()
+            process.wait()
+    assert 64 * 2**20 < report["peak_rss_bytes"] < 150 * 2**20
+    assert 0 < report["client_peak_rss_bytes"] < 64 * 2**20
+
+
+def fake_run(tokens_per_s: float, ttft_p99: float, itl_p99: float, rss_mb: int, client_mb=None):
+    ms = peers.Distribution
+    result = peers.SystemResult(
+        "x", int(tokens_per_s * 10), 10.0, ms(1.0, ttft_p99, 1.0, 1), ms(1.0, itl_p99, 1.0, 1)
+    )
+    client = client_mb * 2**20 if client_mb else None
+    memory = peers.Memory(rss_mb * 2**20, 10, 0.1, client)
+    return peers.Run(result, 100, "e", 1.0, memory)
+
+
+def test_bars_pick_the_best_of_each_side_and_judge_memory_by_the_server_alone():
+    medians = {
+        "kvserve-fp32": fake_run(440, 500, 40, 900, client_mb=5000),
+        "kvserve-fp32-fused": fake_run(300, 900, 50, 3000),
+        "kvserve-int8kv": fake_run(800, 400, 30, 800, client_mb=5000),
+        "vllm-fp32": fake_run(400, 600, 35, 7000),
+        "ov-fp32": fake_run(380, 800, 45, 1000),
+        "ov-int8": fake_run(640, 300, 20, 700),
+    }
+    found = {b.name: b for b in peers.bars(medians)}
+    best = found["best kvserve (kvserve-int8kv) / best peer (ov-int8) tok/s"]
+    assert best.value == 800 / 640 and "met" in best.verdict and "NOT" not in best.verdict
+    ttft = found["best kvserve (kvserve-int8kv) / best peer (ov-int8) TTFT p99"]
+    assert ttft.value == 400 / 300 and "NOT met" in ttft.verdict  # a ceiling, exceeded
+    assert found["kvserve-fp32 / vllm-fp32 tok/s"].value == 1.1
+    assert found["kvserve-fp32 / kvserve-fp32-fused tok/s"].verdict == ""  # no bar
+    assert "kvserve-int8kv / kvserve-int8kv-fused tok/s" not in found  # fused int8 not run
+    fp32_rss = found["kvserve-fp32 / ov-fp32 serving peak RSS"]
+    assert fp32_rss.value == 0.9 and "NOT" not in fp32_rss.verdict  # the client left out
+    assert "NOT met" in found["kvserve-int8kv / ov-int8 serving peak RSS"].verdict
+
+
+def settings(step_tokens=None):
+    return peers.Settings(2, 64, Path("w"), False, 0.2, 60.0, step_tokens)
+
+
+def test_step_tokens_reach_only_the_kernel_systems_and_system_flags_come_last():
+    kernel, fused = peers.SYSTEMS["kvserve-fp32"], peers.SYSTEMS["kvserve-fp32-fused"]
+    assert "--max-step-tokens" not in peers.kvserve_flags(kernel, settings())
+    assert peers.kvserve_flags(kernel, settings(256))[-2:] == ["--max-step-tokens", "256"]
+    assert "--max-step-tokens" not in peers.kvserve_flags(fused, settings(256))
+    own = peers.System("k", "kvserve", {"attention": "kernel"}, ("--prefix-caching", "false"))
+    assert peers.kvserve_flags(own, settings(256))[-2:] == ["--prefix-caching", "false"]
+    assert peers.kvserve_flags(kernel, settings())[:2] == ["--max-batch-size", "64"]
+
+
+def test_an_artifact_of_the_other_attention_is_exported_again(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_export(checkpoint, out, precision, *extra):
+        calls.append((out, precision, extra))
+        if not (out / "manifest.json").exists():  # engine_bench.export skips a manifest
+            attention = extra[extra.index("--attention") + 1]
+            interface = peers.ATTENTION_INTERFACES[attention]
+            out.mkdir(exist_ok=True)
+            (out / "manifest.json").write_text(json.dumps({"interface": interface}))
+        return out
+
+    monkeypatch.setattr(peers, "export", fake_export)
+    out = tmp_path / "kvserve-int8kv"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({"interface": "gqa-slots-v1"}))
+    peers.prepare(peers.SYSTEMS["kvserve-int8kv"], tmp_path / "ckpt", tmp_path)
+    assert calls == [(out, "int8", ("--attention", "kernel", "--kv-cache", "int8"))]
+    assert peers.manifest_interface(out) == "paged-v1"
+    peers.prepare(peers.SYSTEMS["kvserve-int8kv"], tmp_path / "ckpt", tmp_path)
+    assert peers.manifest_interface(out) == "paged-v1"  # the right kind is kept
+    fused = peers.SYSTEMS["kvserve-fp32-fused"]
+    peers.prepare(fused, tmp_path / "ckpt", tmp_path)
+    assert calls[-1][2] == ("--attention", "fused")
+    assert peers.manifest_interface(tmp_path / fused.name) == "gqa-slots-v1"
+
+
+def test_workload_defaults_and_report_paths(tmp_path, monkeypatch):
+    vocab = tmp_path / "vocab"
+    vocab.mkdir()
+    (vocab / "vocab.json").write_text("{}")
+    monkeypatch.setattr(peers, "VOCAB", vocab)
+    kv = ["--systems", "kvserve-fp32", "--workdir", str(tmp_path)]
+    results = peers.ROOT / "bench" / "results"
+    mixed = peers.parse_args(kv)
+    assert (mixed.requests, mixed.longest, mixed.concurrency) == (64, 256, 64)
+    assert mixed.out == results / "peers.json"
+    short = peers.parse_args([*kv, "--workload", "short"])
+    assert (short.requests, short.concurrency, short.out) == (512, 64, results / "peers-short.json")
+    smoke = peers.parse_args([*kv, "--workload", "short", "--requests", "16"])
+    assert smoke.out == tmp_path / "peers-short-smoke.json"
+    assert peers.parse_args([*kv, "--longest", "24"]).out == tmp_path / "peers-smoke.json"
+    shape = peers.WORKLOADS["short"]
+    assert (shape.prompt_tokens, shape.new_tokens) == ((16, 48), (8, 48))

@@ -1,8 +1,11 @@
 """Engine faults and deadlines, with the real server in this process over a fake runner.
 
-`FaultyRunner` wraps the real ONNX runner: armed, its next prefill or decode makes ONNX
-Runtime itself fail (a session run with no inputs), and it can slow every call down so a
-deadline passes mid-generation. Production code is untouched; only the runner is swapped.
+`FaultyRunner` wraps the real ONNX runner: armed, its next prefill or decode (the fused
+graph's slot engine) or any step holding a chosen request (the paged engine) makes ONNX
+Runtime itself fail (a session run with inputs of the wrong type), and it can slow every call
+down so a deadline passes mid-generation. Production code is untouched; only the runner is
+swapped. The paged engine is the default artifact's (`tiny_artifact`), the slot engine the
+fused one's (`tiny_fused_artifact`).
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ pytestmark = pytest.mark.slow
 class FaultyRunner:
     def __init__(self, inner) -> None:
         self.inner = inner
-        self.fail_next: str | None = None  # "prefill" | "decode"
+        self.fail_next: str | None = None  # "prefill" | "decode" (slot engine)
+        self.fail_request: str | None = None  # any step holding this request (paged engine)
         self.delay = 0.0  # seconds added to every call
         self.prefills: list[int] = []  # prompts per prefill call
-        self.decodes: list[float] = []  # when each decode step began (monotonic)
+        self.decodes: list[float] = []  # when each decode step (paged: each step) began
+        self.seen: set[str] = set()  # request ids any paged step held
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
@@ -46,12 +51,20 @@ class FaultyRunner:
         self._call("decode")
         return self.inner.decode_step(cache, tokens)
 
-    def _call(self, kind: str) -> None:
+    def run_chunks(self, cache, chunks):
+        self.decodes.append(time.monotonic())
+        ids = {chunk.request.request_id for chunk in chunks}
+        self.seen |= ids
+        self._call("step", fail=self.fail_request in ids)
+        return self.inner.run_chunks(cache, chunks)
+
+    def _call(self, kind: str, fail: bool = False) -> None:
         time.sleep(self.delay)
-        if self.fail_next == kind:
+        if fail or self.fail_next == kind:
             self.fail_next = None
             # a genuine ONNX Runtime error from its C++ side: every input of the wrong type
-            session = self.inner.session
+            inner = self.inner
+            session = inner.dense.sessions[0] if hasattr(inner, "dense") else inner.session
             wrong = {i.name: np.zeros((1, 1), dtype=np.int8) for i in session.get_inputs()}
             session.run(None, wrong)
 
@@ -103,9 +116,9 @@ def decoding_both_with_c_queued(scheduler) -> bool:
     return both and bool(scheduler.waiting)
 
 
-def test_decode_error_fails_only_that_steps_requests(tiny_artifact, caplog):
+def test_decode_error_fails_only_that_steps_requests(tiny_fused_artifact, caplog):
     async def scenario():
-        async with serving(tiny_artifact, max_batch_size=2) as (server, runner, stub):
+        async with serving(tiny_fused_artifact, max_batch_size=2) as (server, runner, stub):
             runner.delay = 0.005
             a, b = (
                 stub.GenerateStream(stream_request("req-a")),
@@ -130,9 +143,9 @@ def test_decode_error_fails_only_that_steps_requests(tiny_artifact, caplog):
     assert "req-b" in failed[0].getMessage() and "req-c" not in failed[0].getMessage()
 
 
-def test_prefill_error_fails_only_the_new_request(tiny_artifact):
+def test_prefill_error_fails_only_the_new_request(tiny_fused_artifact):
     async def scenario():
-        async with serving(tiny_artifact) as (_server, runner, stub):
+        async with serving(tiny_fused_artifact) as (_server, runner, stub):
             runner.delay = 0.003
             running = stub.GenerateStream(stream_request("steady", 30))
             seen = await first_token(running)
@@ -144,9 +157,12 @@ def test_prefill_error_fails_only_the_new_request(tiny_artifact):
     assert steady == ("OK", 30) and newcomer[0] == "INTERNAL"
 
 
-def test_deadline_mid_generation_frees_the_slot(tiny_artifact):
+@pytest.mark.parametrize("engine", ["paged", "slots"])
+def test_deadline_mid_generation_frees_the_slot(engine, tiny_artifact, tiny_fused_artifact):
+    artifact = tiny_artifact if engine == "paged" else tiny_fused_artifact
+
     async def scenario():
-        async with serving(tiny_artifact, max_batch_size=1) as (server, runner, stub):
+        async with serving(artifact, max_batch_size=1) as (server, runner, stub):
             runner.delay = 0.01  # 40 tokens take 40 steps of >= 10 ms; the deadline is 0.15 s
             await stub.Generate(stream_request("warm", 2), timeout=5)
             runner.decodes.clear()
@@ -178,9 +194,12 @@ def test_deadline_mid_generation_frees_the_slot(tiny_artifact):
     assert len(reply.token_ids) == 3
 
 
-def test_deadline_in_the_queue_never_reaches_the_model(tiny_artifact):
+@pytest.mark.parametrize("engine", ["paged", "slots"])
+def test_deadline_in_the_queue_never_reaches_the_model(engine, tiny_artifact, tiny_fused_artifact):
+    artifact = tiny_artifact if engine == "paged" else tiny_fused_artifact
+
     async def scenario():
-        async with serving(tiny_artifact, max_batch_size=1) as (_server, runner, stub):
+        async with serving(artifact, max_batch_size=1) as (_server, runner, stub):
             runner.delay = 0.01
             long = stub.GenerateStream(stream_request("long", 30))
             await first_token(long)
@@ -191,10 +210,54 @@ def test_deadline_in_the_queue_never_reaches_the_model(tiny_artifact):
             except grpc.aio.AioRpcError as error:
                 code = error.code().name
             await outcome(long)
-            return code, len(runner.prefills) - prefills
+            return code, len(runner.prefills) - prefills, runner.seen
 
-    code, prefills = asyncio.run(scenario())
-    assert code == "DEADLINE_EXCEEDED" and prefills == 0
+    code, prefills, seen = asyncio.run(scenario())
+    assert code == "DEADLINE_EXCEEDED" and prefills == 0 and "queued" not in seen
+
+
+def test_a_failing_sequence_fails_alone_and_its_step_goes_on(tiny_artifact, caplog):
+    """Paged engine: a step is one call for every sequence; when it fails, each chunk runs
+    again alone, so only the sequence that fails is failed."""
+
+    async def scenario():
+        async with serving(tiny_artifact, max_batch_size=2) as (server, runner, stub):
+            runner.delay = 0.005
+            a, b = (
+                stub.GenerateStream(stream_request("req-a")),
+                stub.GenerateStream(stream_request("req-b")),
+            )
+            await first_token(a)
+            seen_b = await first_token(b)
+            c = stub.GenerateStream(stream_request("req-c", 5))  # waits: the batch is full
+            while not decoding_both_with_c_queued(server.engine.scheduler):
+                await asyncio.sleep(0.001)
+            runner.fail_request = "req-a"
+            results = await asyncio.gather(outcome(a), outcome(b, seen_b), outcome(c))
+            after = await stub.Generate(stream_request("req-d", 4))
+            return results, after
+
+    with caplog.at_level(logging.ERROR):
+        results, after = asyncio.run(scenario())
+    assert [r[0] for r in results] == ["INTERNAL", "OK", "OK"]
+    assert results[1][1] == 40 and results[2][1] == 5 and len(after.token_ids) == 4
+    failed = [r for r in caplog.records if "engine step failed" in r.getMessage()]
+    assert len(failed) == 1 and "req-a" in failed[0].getMessage()
+    assert "req-b" not in failed[0].getMessage()
+
+
+def test_a_failing_prompt_fails_only_the_new_request(tiny_artifact):
+    async def scenario():
+        async with serving(tiny_artifact) as (_server, runner, stub):
+            runner.delay = 0.003
+            running = stub.GenerateStream(stream_request("steady", 30))
+            seen = await first_token(running)
+            runner.fail_request = "newcomer"
+            newcomer = stub.GenerateStream(stream_request("newcomer", 5))
+            return await asyncio.gather(outcome(running, seen), outcome(newcomer))
+
+    steady, newcomer = asyncio.run(scenario())
+    assert steady == ("OK", 30) and newcomer[0] == "INTERNAL"
 
 
 def test_tasks_and_threads_return_to_idle(tiny_artifact):

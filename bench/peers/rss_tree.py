@@ -1,9 +1,12 @@
-"""Peak resident memory of a process tree: `python rss_tree.py PID [--interval 0.2]`.
+"""Peak resident memory of a process tree: `python rss_tree.py PID [--interval 0.2] [--alone
+CLIENT_PID]`.
 
 Samples until SIGTERM or until PID is gone, then prints one JSON line: the peak of the summed
 RSS over the tree (shared pages count in every process that maps them), the number of
 samples, and this poller's own CPU seconds, since on a 2-core machine even a light poller
-slows the system it watches.
+slows the system it watches. With --alone, also the peak RSS of CLIENT_PID by itself, its
+children left out (`client_peak_rss_bytes`): the load client of a server, measured apart
+from the serving tree in the same samples.
 
 Kept light on purpose (psutil would walk every process's status each time): each sample reads
 /proc/<pid>/statm of the pids already known; the tree itself (no /proc/<pid>/task/*/children
@@ -73,6 +76,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("pid", type=int)
     p.add_argument("--interval", type=float, default=0.2, help="seconds between samples")
+    p.add_argument(
+        "--alone", type=int, metavar="CLIENT_PID", help="also this process by itself (no children)"
+    )
     args = p.parse_args()
     stopping = False
 
@@ -81,15 +87,19 @@ def main() -> int:
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
-    peak = samples = 0
+    peak = client_peak = samples = 0
     pids: list[int] = []
     while not stopping and alive(args.pid):
         if samples % REDISCOVER == 0:
             pids = tree(args.pid)
         peak = max(peak, resident_bytes(pids))
+        if args.alone is not None:
+            client_peak = max(client_peak, resident_bytes([args.alone]))
         samples += 1
         time.sleep(args.interval)
     report = {"peak_rss_bytes": peak, "samples": samples, "cpu_s": time.process_time()}
+    if args.alone is not None:
+        report["client_peak_rss_bytes"] = client_peak
     print(json.dumps(report), flush=True)
     return 0
 

@@ -28,8 +28,8 @@ def load(work: Workload) -> LLM:
         max_model_len=MAX_MODEL_LEN,
         max_num_seqs=work.max_batch,
         seed=0,
-        # kvserve has no prefix cache; these prompts share no prefixes anyway, beyond the
-        # warm-up request's
+        # off: these prompts share no prefixes beyond the warm-up request's, so a prefix
+        # cache would only cost its hashing (kvserve keeps its own on, its default)
         enable_prefix_caching=False,
     )
 

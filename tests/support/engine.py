@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 
 import server.update
+from server.blocks import BlockManager
 from server.config import ServeConfig
-from server.engine import Engine
+from server.engine import Engine, execute_chunks
 from server.kv_cache import SlotCache
+from server.paged_scheduler import PagedScheduler
 from server.request import Request, RequestStatus, StreamEvent
 from server.sampling import SamplingParams
 from server.scheduler import Scheduler, SchedulerConfig
@@ -147,3 +149,78 @@ def break_sampling_for_seed(monkeypatch, seed: int) -> None:
         return real(logits, params, seen, uniforms)
 
     monkeypatch.setattr(server.update, "select_tokens", picky)
+
+
+class TokenPagedCache:
+    """A paged cache whose one "layer" holds a token id per position `[blocks, block_size]`,
+    so a test can check that every sequence's blocks hold exactly its own tokens."""
+
+    def __init__(self, num_blocks: int = 64, block_size: int = 4, prefix_caching: bool = True):
+        self.prefix_caching = prefix_caching
+        self.blocks = BlockManager(num_blocks, block_size, prefix_caching)
+        self.tokens = np.full((num_blocks, block_size), -1, dtype=np.int64)
+
+    @property
+    def nbytes(self) -> int:
+        return self.blocks.used_blocks * self.tokens[0].nbytes
+
+    def reset(self) -> None:
+        size = self.blocks.block_size
+        self.blocks = BlockManager(self.blocks.num_blocks, size, self.prefix_caching)
+        self.tokens[:] = -1
+
+
+class TokenEchoPagedRunner:
+    """The paged runner's fake: writes each chunk's token ids into its blocks (never below
+    the sequence's computed tokens, never into another's block) and answers (last + 1) % VOCAB
+    for the chunks that sample."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, int]] = []  # (tokens, sampled) per call
+
+    def run_chunks(self, cache: TokenPagedCache, chunks) -> np.ndarray:
+        size = cache.blocks.block_size
+        last = []
+        for chunk in chunks:
+            request, table = chunk.request, chunk.request.blocks
+            assert chunk.start == request.computed, "a chunk starts where the cache ends"
+            assert chunk.start >= table.cached_tokens, "shared prefix blocks are never written"
+            ids = request.token_ids[chunk.start : chunk.start + chunk.length]
+            for position, token in enumerate(ids, chunk.start):
+                cache.tokens[table.blocks[position // size], position % size] = token
+            if chunk.sample:
+                last.append(ids[-1])
+        self.steps.append((sum(c.length for c in chunks), len(last)))
+        return echo_logits(np.array(last, dtype=np.int64))
+
+
+def paged_engine(
+    cache: TokenPagedCache | None = None, eos: int = EOS, max_context: int = 64, **options
+) -> Engine:
+    """The paged scheduler and the real update stage over TokenEchoPagedRunner."""
+    config = replace(ServeConfig(model=Path(".")).paged_scheduler_config(), **options)
+    scheduler = PagedScheduler(config, cache or TokenPagedCache())
+    updater = make_updater(eos, max_context)
+    return Engine(TokenEchoPagedRunner(), scheduler, updater, execute=execute_chunks)
+
+
+def check_blocks(scheduler: PagedScheduler) -> None:
+    """Every running sequence's blocks hold its computed tokens, in order."""
+    cache = scheduler.cache
+    size = cache.blocks.block_size
+    for request in scheduler.running:
+        held = [
+            int(cache.tokens[request.blocks.blocks[p // size], p % size])
+            for p in range(request.computed)
+        ]
+        assert held == request.token_ids[: request.computed], request.request_id
+
+
+def run_paged_to_end(engine: Engine, max_steps: int = 500) -> None:
+    """Step until no work is left, checking the blocks after every step."""
+    for _ in range(max_steps):
+        if not engine.scheduler.has_work():
+            return
+        engine.step()
+        check_blocks(engine.scheduler)
+    raise AssertionError("engine did not finish")

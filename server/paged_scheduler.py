@@ -1,0 +1,191 @@
+"""Token-budget scheduling over a paged KV cache (vLLM v1's scheduler, in one screen).
+
+Policy only: no model, no sampling, no text. Every step has one budget of tokens
+(`max_step_tokens`). `schedule()` drops cancelled and expired requests (their blocks are free
+for this very step), then gives each running sequence its next tokens in admission order:
+a decoding sequence its one new token, a sequence still prefilling its next prompt chunk,
+then admits waiting requests first come first served while the budget and the free blocks
+last. A long prompt is cut into chunks, so no decoding sequence waits for all of it; the
+tokens of all chunks run as one flattened call (server/step.py `Chunk`).
+
+Memory is blocks (server/blocks.py, the only owner of their bookkeeping): a request is
+admitted when the blocks for its whole prompt are free (after prefix-cache hits); a running
+sequence that needs a block when none is free preempts the most recently admitted one, which
+goes back to the front of the queue and is recomputed later (vLLM's preemption by
+recompute). `end_step` records what the step computed (full blocks enter the prefix cache)
+and frees finished sequences' blocks.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+from server.blocks import BlockManager
+from server.request import FinishReason, Request, RequestStatus
+from server.scheduler import QueueFull, _abandon_reason, _abandoned
+from server.step import Chunk, ModelOutput, StepPlan, StepStats
+
+
+@dataclass(frozen=True)
+class PagedSchedulerConfig:
+    max_batch_size: int  # running sequences at most
+    max_queue: int
+    max_step_tokens: int  # tokens per step: decoding sequences' plus prefill chunks'
+
+
+class PagedScheduler:
+    def __init__(self, config: PagedSchedulerConfig, cache) -> None:
+        """`cache`: a PagedCache (server/paged_runner.py); its `blocks` is the BlockManager."""
+        self.config = config
+        self.cache = cache
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []  # admission order; each holds a block table
+        self.preempted = 0  # sequences sent back to the queue for lack of blocks, in all
+        self._reported = (0, 0, 0)  # (queried, hit, preempted) at the last `observe`
+        self._lock = threading.Lock()  # `add` comes from the service thread
+
+    @property
+    def blocks(self) -> BlockManager:
+        return self.cache.blocks
+
+    def add(self, request: Request) -> None:
+        with self._lock:
+            if len(self.waiting) >= self.config.max_queue:
+                raise QueueFull(f"waiting queue is full ({self.config.max_queue} requests)")
+            self.waiting.append(request)
+
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def schedule(self, now: float) -> StepPlan:
+        dropped = self._drop_abandoned(now)
+        budget = self.config.max_step_tokens
+        chunks: list[Chunk] = []
+        # in admission order: sequences still prefilling are the newest (a request joins only
+        # once the one before it got its whole prompt), so decoding ones come first, and a
+        # victim taken from the end has no chunk yet
+        for request in list(self.running):
+            if budget <= 0:
+                break
+            if request not in self.running:
+                break  # preempted for an earlier sequence: so are the rest
+            length = min(_uncomputed(request), budget)
+            if not self._reserve(request, request.computed + length):
+                break  # it had to go itself
+            chunks.append(_chunk(request, length))
+            budget -= length
+        joined = self._admit(now, budget, chunks)
+        return StepPlan(dropped=dropped, chunks=tuple(chunks), joined=tuple(joined))
+
+    def finish_step(self, plan: StepPlan, output: ModelOutput) -> None:
+        """After the update stage: what the step computed is in the cache (its full blocks
+        enter the prefix cache); finished sequences free their blocks."""
+        failed = {id(batch.requests[0]) for batch in output.failed}
+        for chunk in plan.chunks:
+            request = chunk.request
+            if id(request) not in failed and request.blocks is not None:
+                request.computed = chunk.start + chunk.length
+                self.blocks.commit(request.blocks, request.token_ids, request.computed)
+        for request in [r for r in self.running if r.status is RequestStatus.FINISHED]:
+            self._leave(request)
+
+    def observe(self, stats: StepStats) -> None:
+        """Blocks in use now; prefix-cache lookups and preemptions since the last step."""
+        blocks = self.blocks
+        stats.kv_blocks_used, stats.kv_blocks_free = blocks.used_blocks, blocks.free_blocks
+        now = (blocks.queried_tokens, blocks.hit_tokens, self.preempted)
+        queried, hit, preempted = (a - b for a, b in zip(now, self._reported, strict=True))
+        stats.prefix_queried_tokens, stats.prefix_hit_tokens, stats.preemptions = (
+            max(queried, 0),  # a reset cache starts its counts over
+            max(hit, 0),
+            preempted,
+        )
+        self._reported = now
+
+    def start_over(self, runner) -> list[Request]:
+        """After a step that crashed: every request leaves (the caller fails them) and the
+        cache starts over empty."""
+        return self.abandon_all()
+
+    def abandon_all(self) -> list[Request]:
+        """After a step that crashed: every request leaves (the caller fails them) and the
+        cache starts over empty."""
+        with self._lock:
+            waiting, self.waiting = list(self.waiting), deque()
+        requests = self.running + waiting
+        self.running = []
+        self.cache.reset()
+        for request in requests:
+            request.blocks, request.computed = None, 0
+        return requests
+
+    def _admit(self, now: float, budget: int, chunks: list[Chunk]) -> list[Request]:
+        joined: list[Request] = []
+        with self._lock:
+            while self.waiting and budget > 0 and len(self.running) < self.config.max_batch_size:
+                request = self.waiting[0]
+                tokens = request.token_ids  # a preempted request recomputes its answer too
+                table = self.blocks.admit(tokens)
+                # the whole prompt's blocks now, so a prefill in chunks cannot run dry midway
+                if not self.blocks.can_reserve(table, len(tokens)):
+                    self.blocks.release(table)
+                    break
+                self.waiting.popleft()
+                request.blocks, request.computed = table, table.cached_tokens
+                length = min(len(tokens) - request.computed, budget)
+                self.blocks.reserve(table, len(tokens))
+                if request.scheduled_at is None:  # not a preempted one coming back
+                    request.scheduled_at = now
+                    joined.append(request)
+                request.status = RequestStatus.RUNNING
+                self.running.append(request)
+                chunks.append(_chunk(request, length))
+                budget -= length
+        return joined
+
+    def _reserve(self, request: Request, tokens: int) -> bool:
+        """Blocks for `request` to hold `tokens`, preempting the newest sequences as needed;
+        False when `request` itself had to go."""
+        while not self.blocks.reserve(request.blocks, tokens):
+            victim = self.running[-1]
+            self._preempt(victim)
+            if victim is request:
+                return False
+        return True
+
+    def _preempt(self, request: Request) -> None:
+        """Back to the front of the queue, its blocks freed: recomputed when readmitted."""
+        self._leave(request)
+        request.computed, request.status = 0, RequestStatus.WAITING
+        with self._lock:
+            self.waiting.appendleft(request)
+        self.preempted += 1
+
+    def _leave(self, request: Request) -> None:
+        self.running.remove(request)
+        if request.blocks is not None:
+            self.blocks.release(request.blocks)
+            request.blocks = None
+
+    def _drop_abandoned(self, now: float) -> tuple[tuple[Request, FinishReason], ...]:
+        """Cancelled or past-deadline requests leave before any work is spent on them."""
+        with self._lock:
+            gone = [r for r in self.waiting if _abandoned(r, now)]
+            for request in gone:
+                self.waiting.remove(request)
+        leaving = [r for r in self.running if _abandoned(r, now)]  # `cancelled` may change
+        for request in leaving:
+            self._leave(request)
+        return tuple((r, _abandon_reason(r)) for r in gone + leaving)
+
+
+def _uncomputed(request: Request) -> int:
+    """Tokens not in the cache yet: 1 for a decoding sequence, the rest of a prompt."""
+    return len(request.prompt_ids) + len(request.output_ids) - request.computed
+
+
+def _chunk(request: Request, length: int) -> Chunk:
+    total = len(request.prompt_ids) + len(request.output_ids)
+    return Chunk(request, request.computed, length, request.computed + length == total)
