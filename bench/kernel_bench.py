@@ -5,11 +5,12 @@ Decode: rows x context (1 new token per row), GPT-2 small's 12 heads x 64, --lay
 pools (block ids shuffled, as a long-running block pool leaves them) read in turn, so the
 cache comes from memory rather than L3; ms per layer and GB/s of cache read (rows x
 (context + 1) positions x K and V), against a large numpy copy (1 and 2 threads, bytes
-copied per second). Prefill: 4 sequences x 144 tokens from context 0, and one 256-token
-chunk after 512 cached tokens, against one GroupQueryAttention node at the same shape
-(bench/attention_bench.py's node, prompt-shaped). Wake-up: a 1 sequence x 1 token call with
-1 thread against the same with --threads (the pool threads sleep between calls), at a
-context too short to share and at one worth sharing.
+copied per second) timed in rounds alternating with the kernel's. Prefill: 4 sequences x
+144 tokens from context 0, and one 256-token chunk after 512 cached tokens, against one
+GroupQueryAttention node at the same shape (bench/attention_bench.py's node,
+prompt-shaped). Wake-up: a 1 sequence x 1 token call with 1 thread against the same with
+--threads (the pool threads sleep between calls), at a context too short to share and at
+one worth sharing.
 
 Kinds and systems alternate round after round; medians printed. A busy machine moves every
 figure: read them beside `uptime`'s load, printed first.
@@ -118,27 +119,35 @@ def kernel_timer(
     return run
 
 
-def copy_speed_gbs(threads: int, size_bytes: int = 512 << 20, rounds: int = 5) -> float:
-    """A large numpy copy, split over `threads` Python threads (numpy drops the GIL for it):
-    GB copied per second, best of `rounds`."""
+COPY_BYTES = 512 << 20
+
+
+def copy_timer(threads: int, size_bytes: int = COPY_BYTES) -> Callable[[int], float]:
+    """A large numpy copy split over `threads` Python threads (numpy drops the GIL for it):
+    a function that times `calls` copies, in ms per copy."""
     src = np.ones(size_bytes // 8, np.float64)
     dst = np.zeros_like(src)
-    parts = np.array_split(np.arange(src.size), threads)
-    spans = [(p[0], p[-1] + 1) for p in parts]
+    spans = [(p[0], p[-1] + 1) for p in np.array_split(np.arange(src.size), threads)]
 
     def copy(span: tuple[int, int]) -> None:
         np.copyto(dst[span[0] : span[1]], src[span[0] : span[1]])
 
-    best = float("inf")
-    for _ in range(rounds):
-        workers = [threading.Thread(target=copy, args=(s,)) for s in spans]
+    def run(calls: int) -> float:
         start = time.perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        best = min(best, time.perf_counter() - start)
-    return size_bytes / best / 1e9
+        for _ in range(calls):
+            workers = [threading.Thread(target=copy, args=(s,)) for s in spans]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+        return (time.perf_counter() - start) * 1000 / calls
+
+    run(1)
+    return run
+
+
+def gbs(size_bytes: float, ms: float) -> float:
+    return size_bytes / ms / 1e6
 
 
 def ort_prefill_timer(kind: str, chunk: int, context: int, rows: int, threads: int):
@@ -237,20 +246,29 @@ def shape_arg(text: str) -> tuple[int, int]:
     return int(rows), int(context)
 
 
-def bench_decode(args, copy_gbs: float) -> None:
+def bench_decode(args) -> None:
+    """Each kind's rounds alternate with rounds of the memory copy, so both see the same
+    machine; medians of each."""
+    copies = {f"copy {t}": copy_timer(t) for t in sorted({1, args.threads})}
     for rows, context in args.decode:
         batch = make_batch(np.random.default_rng(0), [1] * rows, [context] * rows, args.block)
         timers = {
             k: kernel_timer(k, batch, args.layers, args.block, args.threads) for k in args.kinds
         }
-        ms = alternate(timers, args.rounds, args.steps)
-        print(f"decode {rows} rows x context {context} (+1), {args.layers} layers in turn:")
+        ms = alternate(timers | copies, args.rounds, args.steps)
+        copy_gbs = {name: gbs(COPY_BYTES, ms[name]) for name in copies}
+        same = copy_gbs[f"copy {args.threads}"]
+        print(f"decode {rows} rows x context {context} (+1), {args.layers} layers in turn;", end="")
+        print(
+            " memory copy "
+            + ", ".join(f"{n[5:]} thread(s) {g:.1f} GB/s" for n, g in copy_gbs.items())
+        )
         for kind in args.kinds:
             read = rows * (context + 1) * HIDDEN * 2 * np.dtype(DTYPES[kind]).itemsize
-            gbs = read / ms[kind] / 1e6
+            rate = gbs(read, ms[kind])
             print(
-                f"  {kind:5s} {ms[kind]:6.3f} ms/layer  {gbs:5.1f} GB/s of cache read"
-                f"  ({gbs / copy_gbs:4.0%} of the {args.threads}-thread copy)"
+                f"  {kind:5s} {ms[kind]:6.3f} ms/layer  {rate:5.1f} GB/s of cache read"
+                f"  ({rate / same:4.0%} of the {args.threads}-thread copy)"
             )
         del timers
 
@@ -318,10 +336,8 @@ def main() -> int:
     kernels.set_isa(args.isa)
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; kernel path {kernels.isa()}")
-    copies = {t: copy_speed_gbs(t) for t in sorted({1, args.threads})}
-    print("memory copy: " + ", ".join(f"{t} thread(s) {g:.1f} GB/s" for t, g in copies.items()))
     if args.decode:
-        bench_decode(args, copies[args.threads])
+        bench_decode(args)
     if args.prefill:
         bench_prefill(args)
     if args.wakeup:

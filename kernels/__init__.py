@@ -3,9 +3,9 @@
 
 The work is C++ (kernels/paged_attention.cpp, built by `pip install`): AVX-512 (and VNNI)
 chosen at run time, a portable path otherwise, its own sleeping thread pool, the GIL
-released. Hand-written
-because ONNX Runtime's GroupQueryAttention wants one contiguous cache per call and
-dequantises int8 slowly, and no installable library runs attention over block tables on CPU.
+released. Hand-written because ONNX Runtime's GroupQueryAttention wants one contiguous
+cache per call and dequantises int8 slowly, and no installable library runs attention over
+block tables on CPU.
 kernels.reference is the numpy spec; docs/kernel.md has the layout, dispatch and figures.
 """
 
