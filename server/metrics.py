@@ -106,6 +106,8 @@ class Metrics:
             ["model", "quantization", "provider"],
             registry=r,
         )
+        for state in ("used", "free"):  # exported from the start, before any step
+            self.kv_blocks.labels(state=state)
 
     def set_model(self, model: str, quantization: str, provider: str) -> None:
         self.model_info.labels(model=model, quantization=quantization, provider=provider).set(1)
