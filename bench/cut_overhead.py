@@ -10,16 +10,19 @@ weights, GPT-2's 50257-token vocabulary) it builds, once, in --workdir:
 - pieces/: the graph cut at attention (export/cut.py), as `kvserve-export --attention
   kernel` writes it.
 Then per step shape (decode steps of N one-token rows; a prefill of P prompts x L tokens)
-it times each call, alternating the ways within each round (the median of every call and
-the fastest call, the one least disturbed by other work on a shared machine):
-- one: dense.onnx, one session;
-- cut: the L+1 pieces, Python calling them in turn, the stand-in attention copying q into
-  the attention buffer (a memcpy of [T, C]);
-with ONNX Runtime's pools spinning and not, and, in a second process, on ONNX Runtime's
-global (process-wide) intra-op pool. With --fused it also runs model.onnx itself (decode
-rows at --context; profiled) for the step as it is today and its GroupQueryAttention share.
+it times one call of each way per round, alternating their order (overheads are medians
+of the per-round differences, so load from other work on a shared machine mostly cancels):
+- one: dense.onnx, one session, then the step's 12 attention calls;
+- cut: the L+1 pieces (DenseModel), Python calling them in turn, attention between them;
+the attention being a copy of q into the attention buffer (the cut alone) or kvserve's
+kernel over a block pool (with the kernel's threads in the picture); ONNX Runtime's pools
+spinning or not, one shared memory arena or one per session, through
+IOBinding or session.run, and, in a second process, on ONNX Runtime's global (process-wide)
+intra-op pool. With --fused it also profiles model.onnx itself (decode rows at --context)
+for the step as it is today and its GroupQueryAttention share; with --memory, the resident
+memory of each way of loading.
 
-    python bench/cut_overhead.py --threads 2 --rounds 3
+    python bench/cut_overhead.py --threads 2 --rounds 30
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from artifact import Architecture, piece_files  # noqa: E402
-from server.runner import CPU, RunnerConfig, session_options  # noqa: E402
+from server.runner import RunnerConfig, session_options  # noqa: E402
 
 HIDDEN = 768
 
@@ -79,6 +82,8 @@ class Row:
     cut_min_ms: float
     cpu_overhead_ms: float  # median paired difference of the process's CPU time
     run_extra_ms: float  # session.run instead of IOBinding: median extra wall ms per step
+    own_overhead_ms: float  # the overhead with an arena per session (arena="session")
+    own_cpu_overhead_ms: float
 
     @property
     def min_overhead_ms(self) -> float:
@@ -363,6 +368,11 @@ def measure_pool(args, pool: str) -> list[Row]:
                 config = RunnerConfig("cpu", args.threads, spin=spin != "off")
                 one = one_session_call(art / "dense.onnx", shape, config, pool, spin)
                 dense = DenseModel(art / "pieces", piece_files(12), config, pool=pool, spin=spin)
+                own = None  # the same with an arena per session
+                if pool == "session" and spin == "off" and args.own_arenas:
+                    own = DenseModel(
+                        art / "pieces", piece_files(12), config, spin=spin, arena="session"
+                    )
                 for kind in args.attention:
                     attention = (
                         KernelAttention(shape, precision, art, args.threads)
@@ -375,11 +385,19 @@ def measure_pool(args, pool: str) -> list[Row]:
                     }
                     if pool == "session" and spin == "off":
                         calls["run"] = plain_run_call(dense, shape, attention)
+                    if own is not None:
+                        calls["own"] = cut_call(own, shape, attention)
                     wall, cpu = paired(calls, rounds_for(shape, args))
                     rows.append(summary(precision, shape, pool, spin, kind, wall, cpu))
                     del attention, calls
-                del one, dense
+                del one, dense, own
     return rows
+
+
+def _paired(times: dict[str, list[float]], name: str) -> float:
+    if name not in times:
+        return float("nan")
+    return statistics.median(a - b for a, b in zip(times[name], times["one"], strict=True))
 
 
 def summary(precision, shape, pool, spin, kind, wall, cpu) -> Row:
@@ -400,10 +418,13 @@ def summary(precision, shape, pool, spin, kind, wall, cpu) -> Row:
         statistics.median(wall["run"]) - statistics.median(wall["cut"])
         if "run" in wall
         else float("nan"),
+        _paired(wall, "own"),
+        _paired(cpu, "own"),
     )
     print(
         f"  {precision} {shape.name} {pool} spin={spin} {kind}: {row.one_ms:.2f} vs "
-        f"{row.cut_ms:.2f} ms, paired {row.overhead_ms:+.2f}, min {row.min_overhead_ms:+.2f}",
+        f"{row.cut_ms:.2f} ms, paired {row.overhead_ms:+.2f}, min {row.min_overhead_ms:+.2f}, "
+        f"own arenas {row.own_overhead_ms:+.2f}",
         file=sys.stderr,
         flush=True,
     )
@@ -476,28 +497,33 @@ def fused_call(runner, shape: Shape, args):
 
 
 def rss_child(args) -> None:
-    """Resident MB after loading one way (run in a fresh process)."""
-    import onnxruntime as ort
+    """Resident MB after loading one way, and after a prefill step (a fresh process)."""
+    import ctypes
 
     from artifact import SharedWeight
     from server.dense import DenseModel
 
     art = args.workdir / args.rss_precision
     config = RunnerConfig("cpu", args.threads, spin=False)
+    trim = ctypes.CDLL("libc.so.6").malloc_trim  # freed load-time buffers back to the system
+    shape = prefill_shape(4, 144)
     before = _rss_mb()
-    if args.rss_of == "fused":
-        options = session_options(config)
-        keep = ort.InferenceSession(str(art / "model.onnx"), options, providers=[CPU])
-    elif args.rss_of == "pieces":
-        keep = DenseModel(art / "pieces", piece_files(12), config)
+    if args.rss_of == "one":
+        step = one_session_call(art / "dense.onnx", shape, config, "session", "off")
+    elif args.rss_of in ("pieces", "own-arenas"):
+        arena = "shared" if args.rss_of == "pieces" else "session"
+        dense = DenseModel(art / "pieces", piece_files(12), config, arena=arena)
+        step = cut_call(dense, shape, CopyAttention())
     else:  # one mapped copy of each shared weight handed to every session that reads it
         shared = [SharedWeight(**w) for w in json.loads((art / "shared.json").read_text())]
-        keep = shared_sessions(art / "pieces", shared, config)
-    import ctypes
-
-    ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed load-time buffers back to the system
-    print(json.dumps({"rss_mb": _rss_mb() - before}))
-    del keep
+        keep = shared_sessions(art / "pieces", shared, config)  # noqa: F841
+        step = None
+    trim(0)
+    loaded = _rss_mb() - before
+    if step is not None:
+        step()
+        trim(0)
+    print(json.dumps({"loaded_mb": loaded, "stepped_mb": _rss_mb() - before}))
 
 
 def shared_sessions(pieces: Path, shared: list, config: RunnerConfig) -> list:
@@ -530,10 +556,11 @@ def _rss_mb() -> float:
 
 def memory_table(args) -> None:
     print(
-        "\nresident MB added by loading (a fresh process each, after malloc_trim): fused = "
-        "model.onnx; pieces = "
-        "DenseModel (each session loads its own copy of the shared table); mapped = one "
-        "mapping of the shared table handed to both sessions (add_initializer)"
+        "\nresident MB a fresh process adds by loading -> after one 576-token prefill step "
+        "(malloc_trim'd): one = dense.onnx, one session; pieces = DenseModel (one shared "
+        "arena; each session loads its own copy of the token table); own-arenas = DenseModel "
+        "with an arena per session; mapped = the pieces with one mapping of the table handed "
+        "to both sessions (add_initializer; loading only)"
     )
     for precision in args.precisions:
         _write_shared_json(args.workdir / precision)
@@ -542,24 +569,15 @@ def memory_table(args) -> None:
         pieces = sum(v for k, v in sizes.items() if k.endswith(".onnx"))
         model = (args.workdir / precision / "model.onnx").stat().st_size
         line = [
-            f"  {precision}: files fused {model / 1e6:.0f} MB, pieces {pieces / 1e6:.0f} MB"
-            f" + shared {shared / 1e6:.0f} MB;"
+            f"  {precision}: files model.onnx {model / 1e6:.0f} MB, pieces {pieces / 1e6:.0f} MB"
+            f" + token table {shared / 1e6:.0f} MB;"
         ]
-        for how in ("fused", "pieces", "mapped"):
-            cmd = [
-                sys.executable,
-                __file__,
-                "--workdir",
-                str(args.workdir),
-                "--rss-of",
-                how,
-                "--rss-precision",
-                precision,
-                "--threads",
-                str(args.threads),
-            ]
+        for how in ("one", "pieces", "own-arenas", "mapped"):
+            cmd = [sys.executable, __file__, "--workdir", str(args.workdir), "--rss-of", how]
+            cmd += ["--rss-precision", precision, "--threads", str(args.threads)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            line.append(f"{how} {json.loads(out.splitlines()[-1])['rss_mb']:.0f}")
+            mb = json.loads(out.splitlines()[-1])
+            line.append(f"{how} {mb['loaded_mb']:.0f} -> {mb['stepped_mb']:.0f}")
         print(" ".join(line))
 
 
@@ -602,9 +620,10 @@ def print_table(rows: list[Row], fused: dict) -> None:
         "of one, and of today's fused step (GroupQueryAttention's share of it in brackets)."
     )
     head = "| artifact | step | pool | spin | attention | one | cut | overhead ms | "
-    head += "% of one | fused step today (GQA) | % of fused | CPU ms | run() extra |"
+    head += "% of one | fused step today (GQA) | % of fused | CPU ms | run() extra | "
+    head += "arena per session: overhead, CPU ms |"
     print(head)
-    print("|" + "---|" * 13)
+    print("|" + "---|" * 14)
     for r in rows:
         wall, gqa = fused.get((r.precision, r.shape), (float("nan"), float("nan")))
         share, min_share = r.overhead_ms / r.one_ms, r.min_overhead_ms / r.one_min_ms
@@ -613,7 +632,8 @@ def print_table(rows: list[Row], fused: dict) -> None:
             f"{r.one_ms:.2f} ({r.one_min_ms:.2f}) | {r.cut_ms:.2f} ({r.cut_min_ms:.2f}) | "
             f"{r.overhead_ms:+.2f} ({r.min_overhead_ms:+.2f}) | {share:+.1%} ({min_share:+.1%})"
             f" | {wall:.1f} ({gqa:.1f}) | {r.overhead_ms / wall:+.1%} | "
-            f"{r.cpu_overhead_ms:+.2f} | {r.run_extra_ms:+.2f} |"
+            f"{r.cpu_overhead_ms:+.2f} | {r.run_extra_ms:+.2f} | "
+            f"{r.own_overhead_ms:+.2f}, {r.own_cpu_overhead_ms:+.2f} |"
         )
 
 
@@ -633,6 +653,13 @@ def main() -> int:
     p.add_argument("--prefill", default="4x144", help="PROMPTSxTOKENS, 0x0 for none")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=30, help="timed steps of each way (prefill: 1/6)")
+    p.add_argument(
+        "--own-arenas",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the pieces with a memory arena per session (DenseModel's default is "
+        "one shared arena); session pools, no spinning",
+    )
     p.add_argument(
         "--attention",
         default="copy,kernel",

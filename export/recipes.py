@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 TARGETS = ("cpu", "cuda")
 ATTENTIONS = ("kernel", "fused")
-# --attention's default per target. cpu goes to "kernel" once the server serves the pieces
-# (server/paged_runner.py; the quality gate opens them there too); cuda keeps the fused graph.
+# --attention's default per target: cpu cuts the graph at attention for kvserve's kernel
+# (server/paged_runner.py serves the pieces, the quality gate opens them there too); cuda
+# keeps the fused graph.
 DEFAULT_ATTENTION = {"cpu": "kernel", "cuda": "fused"}
 
 

@@ -4,7 +4,11 @@ around kvserve's own attention kernel (artifact/graph.py has the contract).
 One ONNX Runtime session per piece, with the served graph's session options
 (server/runner.py) but no spinning: after its run a spinning pool keeps its threads busy
 waiting for work that now goes to the next session's pool (or to the attention kernel), and
-on a few cores 13 pools starve each other (docs: PERF-NOTES, "What a graph cut costs").
+on a few cores 13 pools starve each other (a step 2-4x as long, bench/cut_overhead.py).
+The sessions share one memory arena (ONNX Runtime's environment allocator): with an arena
+each, every piece keeps its own intermediate tensors, 13 sets of them (after a 576-token
+prefill ~280 MB more than one shared arena), and each piece's come in cold from memory;
+with one, piece k+1 reuses what piece k just freed, as layers do inside one graph.
 Every call writes into buffers this class owns, bound by address (IOBinding), so a step
 allocates nothing: `embed` and `layer` return views of them, valid until the next call that
 writes the same buffer; the attention kernel reads `qkv` in place and writes into
@@ -15,7 +19,7 @@ L) is stored once on disk (manifest `shared_weights`) but each session loads its
 handing both sessions one mapped copy (SessionOptions.add_initializer) was measured to cost a
 table more (bench/cut_overhead.py): ONNX Runtime prepacks the lm_head's weight into a copy of
 its own and frees the loaded one only when it owns it, so per-session loading holds the raw
-table once (piece 0's embedding) and the packed one once (piece L), as the fused graph does.
+table once (piece 0's embedding) and the packed one once (piece L).
 Hand-written: ONNX Runtime has no API for running a chain of graphs; this is that chain.
 """
 
@@ -36,6 +40,9 @@ POOLS = ("session", "global")  # one intra-op pool per session | ONNX Runtime's 
 # off: pool threads sleep as soon as they run out of work; run: they spin while a run lasts
 # and stop when it returns (session.force_spinning_stop); on: they keep spinning after it
 SPINS = ("off", "run", "on")
+# shared: one arena registered with ONNX Runtime's environment for every session that asks
+# (session.use_env_allocators); session: each session's own
+ARENAS = ("shared", "session")
 
 
 class DenseModel:
@@ -49,21 +56,22 @@ class DenseModel:
         *,
         pool: str = "session",
         spin: str = "off",
+        arena: str = "shared",
     ) -> None:
         """`pool`: "global" runs every piece on ONNX Runtime's one process-wide intra-op pool
         (sized once per process by the first DenseModel; it spins whatever `spin` says: the
         Python API exposes no spinning control for it). `spin` (SPINS): for benchmarks;
-        `config.spin` is not used (see the module's docstring)."""
+        `config.spin` is not used (see the module's docstring). `arena` (ARENAS)."""
         if len(piece_files) < 2:
             raise ValueError(f"a dense model has at least 2 pieces, not {len(piece_files)}")
-        if pool not in POOLS or spin not in SPINS:
-            raise ValueError(f"pool must be one of {POOLS} and spin of {SPINS}")
+        if pool not in POOLS or spin not in SPINS or arena not in ARENAS:
+            raise ValueError(f"pool must be one of {POOLS}, spin of {SPINS}, arena of {ARENAS}")
         if config.provider == "cuda":
             raise ValueError("dense pieces run on the CPU provider (cuda keeps the fused graph)")
         model_dir = Path(model_dir)
         self.sessions = [
             ort.InferenceSession(
-                str(model_dir / name), self._options(config, pool, spin), providers=[CPU]
+                str(model_dir / name), self._options(config, pool, spin, arena), providers=[CPU]
             )
             for name in piece_files
         ]
@@ -86,8 +94,11 @@ class DenseModel:
         return cls(model_dir, manifest.pieces, config, **kw)
 
     @staticmethod
-    def _options(config: RunnerConfig, pool: str, spin: str) -> ort.SessionOptions:
+    def _options(config: RunnerConfig, pool: str, spin: str, arena: str) -> ort.SessionOptions:
         options = session_options(replace(config, spin=spin != "off"))
+        if arena == "shared":
+            use_shared_arena()
+            options.add_session_config_entry("session.use_env_allocators", "1")
         if spin == "run":
             options.add_session_config_entry("session.force_spinning_stop", "1")
         if pool == "global":
@@ -172,6 +183,20 @@ def _int64(array: np.ndarray) -> np.ndarray:
 
 def _float(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
+
+
+_shared_arena = False
+
+
+def use_shared_arena() -> None:
+    """Register one CPU arena with ONNX Runtime's environment (once per process)."""
+    global _shared_arena
+    if not _shared_arena:
+        cpu = ort.OrtMemoryInfo(
+            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+        )
+        ort.create_and_register_allocator(cpu, ort.OrtArenaCfg({}))
+        _shared_arena = True
 
 
 _global_pool_threads: int | None = None
