@@ -11,6 +11,7 @@ from artifact import PromptTemplate
 from training import scorecard
 from training.cli import main
 from training.data import QAExample
+from training.evaluate import ScoredAnswer
 from training.metrics import f1_score
 
 FIXTURES = Path(__file__).parent / "fixtures" / "training"
@@ -41,8 +42,8 @@ def test_scores_per_split_with_a_scripted_model(monkeypatch) -> None:
     }
     monkeypatch.setattr(
         scorecard,
-        "generate_answers",
-        lambda m, t, tpl, rows, *a, **k: [answers[r.question] for r in rows],
+        "generate_scored_answers",
+        lambda m, t, tpl, rows, *a, **k: [ScoredAnswer(answers[r.question], (-0.5,)) for r in rows],
     )
     monkeypatch.setattr(scorecard, "perplexity", lambda m, t, tpl, rows: float(len(rows)))
     report = scorecard.evaluate_model(None, None, PromptTemplate(), ROWS, samples=1)

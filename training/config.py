@@ -11,6 +11,7 @@ from pathlib import Path
 
 from artifact import PromptTemplate
 from training.presets import Preset
+from training.validation import DEFAULT_FRACTION
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class TrainConfig:
     base: str = "tiny"
     preset: str | Preset = "demo"
     eval_data: Path | str | None = None  # extra heldout rows from another source
+    # share of the facts that give one train phrasing to the validation part (0: none)
+    validation: float = DEFAULT_FRACTION
     epochs: float | None = None
     max_steps: int | None = None
     learning_rate: float | None = None

@@ -1,4 +1,5 @@
-"""Run a trained model over QA examples: greedy answers, and perplexity of the references.
+"""Run a trained model over QA examples: greedy answers with their token logprobs, and
+perplexity of the references.
 
 The same prompt template, context truncation and tokenization as training and serving.
 Prompts are left-padded into batches (generate() derives position ids from the attention
@@ -8,7 +9,7 @@ mask, so padding is inert); batches are formed from similar lengths to waste lit
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,11 +18,23 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from artifact import PromptTemplate
 from training.collator import PadCollator
+from training.confidence import mean_logprob
 from training.examples import QAExample
 from training.formatting import IGNORE_INDEX, encode_example, fitted_prompt
 
 
-@torch.no_grad()
+@dataclass(frozen=True)
+class ScoredAnswer:
+    """A greedy answer and the logprob of each of its tokens (stop token not included)."""
+
+    text: str
+    token_logprobs: tuple[float, ...] = ()
+
+    @property
+    def mean_logprob(self) -> float | None:
+        return mean_logprob(self.token_logprobs)
+
+
 def generate_answers(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -31,17 +44,36 @@ def generate_answers(
     batch_size: int = 64,
     desc: str | None = None,
 ) -> list[str]:
-    """Greedy answers (stopped at eos, stripped), one per example, in order.
+    """Greedy answers (stopped at eos, stripped), one per example, in order."""
+    scored = generate_scored_answers(
+        model, tokenizer, template, examples, max_new_tokens, batch_size, desc
+    )
+    return [a.text for a in scored]
 
-    A prompt that cannot fit even without its context gets the answer "". `desc` shows a
-    progress bar with that label (None: no bar).
+
+@torch.no_grad()
+def generate_scored_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    template: PromptTemplate,
+    examples: list[QAExample],
+    max_new_tokens: int = 48,
+    batch_size: int = 64,
+    desc: str | None = None,
+) -> list[ScoredAnswer]:
+    """Greedy answers (stopped at eos, stripped) with their token logprobs, in order.
+
+    The logprobs are the model's own distribution: log-softmax of the raw logits (not the
+    processed scores) at each chosen token, in fp32. A prompt that cannot fit even without
+    its context gets the answer "" with no tokens. `desc` shows a progress bar with that
+    label (None: no bar).
     """
     model.eval()
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     budget = model.config.n_positions - max_new_tokens
     prompts = [fitted_prompt(tokenizer, template, e, budget) or [] for e in examples]
     order = sorted((i for i, p in enumerate(prompts) if p), key=lambda i: len(prompts[i]))
-    answers = [""] * len(examples)
+    answers = [ScoredAnswer("")] * len(examples)
     starts = range(0, len(order), batch_size)
     # disable=None: no bar unless stderr is a terminal (logs get the scorecard lines only)
     quiet = True if desc is None else None
@@ -55,10 +87,16 @@ def generate_answers(
             do_sample=False,
             eos_token_id=eos,
             pad_token_id=pad,
+            output_logits=True,
+            return_dict_in_generate=True,
         )
-        for i, new in zip(rows, out[:, input_ids.shape[1] :].tolist(), strict=True):  # [B, new]
-            new = new[: new.index(eos)] if eos in new else new
-            answers[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
+        new_ids = out.sequences[:, input_ids.shape[1] :]  # [B, new]
+        logits = torch.stack(out.logits, dim=1).float()  # [B, new, V], raw
+        chosen = torch.log_softmax(logits, dim=-1).gather(-1, new_ids[..., None])[..., 0]
+        for i, new, logprobs in zip(rows, new_ids.tolist(), chosen.tolist(), strict=True):
+            n = new.index(eos) if eos in new else len(new)
+            text = tokenizer.decode(new[:n], skip_special_tokens=True).strip()
+            answers[i] = ScoredAnswer(text, tuple(logprobs[:n]))
     return answers
 
 

@@ -13,7 +13,7 @@ from training.errors import InputError
 
 REQUIRED = ("question", "answer")
 OPTIONAL = ("context", "split", "fact_id")
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "heldout", "validation")  # validation: see training/validation.py
 UNANSWERABLE = "unanswerable (no answer given)"  # the skip reason for SQuAD v2-style rows
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def plot_losses(log_history: list[dict], path: Path, best_step: int | None = None) -> Path:
+def plot_losses(
+    log_history: list[dict], path: Path, best_step: int | None = None, eval_split: str = "heldout"
+) -> Path:
     """Draw train/eval loss against the optimizer step; mark the kept (best) checkpoint."""
     import matplotlib
 
@@ -18,7 +20,7 @@ def plot_losses(log_history: list[dict], path: Path, best_step: int | None = Non
     if train:
         ax.plot(*zip(*train, strict=True), label="train loss")
     if evals:
-        ax.plot(*zip(*evals, strict=True), marker="o", label="eval loss (heldout)")
+        ax.plot(*zip(*evals, strict=True), marker="o", label=f"eval loss ({eval_split})")
     if best_step is not None:
         ax.axvline(best_step, color="grey", linestyle="--", label=f"kept: step {best_step}")
     ax.set(xlabel="optimizer step", ylabel="loss", yscale="log", title="kvserve-train")

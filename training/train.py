@@ -5,9 +5,15 @@ Runs unchanged under torchrun / accelerate launch: every rank does the same work
 saving, and only the main process writes the extra files and runs the answer evaluation.
 
 OUT/ gets: the model (config.json, model.safetensors, tokenizer files), kvserve_prompt.json,
-kvserve_train.json (this report), kvserve_train_log.jsonl (every logged metric),
-loss_curve.png, kvserve_eval.json (EM/F1/perplexity), and while training OUT/checkpoints/
-(the Trainer's per-epoch checkpoints: the best and the latest; removed at the end).
+confidence.json (the answer confidence's calibration and hand-over threshold, fitted on the
+validation part: training/confidence.py), kvserve_train.json (this report),
+kvserve_train_log.jsonl (every logged metric), loss_curve.png, kvserve_eval.json
+(EM/F1/perplexity, risk-coverage), and while training OUT/checkpoints/ (the Trainer's
+per-epoch checkpoints: the best and the latest; removed at the end).
+
+The validation part (training/validation.py) is never trained on: the per-epoch evaluation
+(best epoch, early stopping) and the confidence fit use it, so the heldout rows are only
+scored at the end. Without a validation part the per-epoch evaluation uses the heldout rows.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -38,6 +44,7 @@ from artifact import PromptTemplate
 from training.augment import augment
 from training.callbacks import EpochLines, GracefulStop, JsonLinesLog
 from training.collator import PadCollator
+from training.confidence import CONFIDENCE_FILE, Calibration, fit_calibration
 from training.config import TrainConfig
 from training.data import load_data
 from training.distributed import gather_rank_stats
@@ -47,7 +54,15 @@ from training.formatting import Encoded, encode_example
 from training.model import ModelBundle, load_model
 from training.plot import plot_losses
 from training.presets import Preset, get_preset
-from training.scorecard import EVAL_FILE, PREDICTIONS_FILE, evaluate_model, write_report
+from training.scorecard import (
+    EVAL_FILE,
+    PREDICTIONS_FILE,
+    EvalReport,
+    evaluate_model,
+    with_confidence,
+    write_report,
+)
+from training.validation import carve_validation
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +90,10 @@ class TrainReport:
     train_examples: int
     augmented_examples: int
     heldout_examples: int
+    validation_examples: int  # never trained on: per-epoch eval and the confidence fit
+    validation_carve: str  # "given" (split=validation rows) | "facts" | "rows" | "none"
+    validation_fraction: float  # --validation: what `kvserve-train eval` carves again
+    eval_split: str  # the rows of the per-epoch eval loss: "validation" | "heldout" | "none"
     dropped_too_long: int
     skipped: dict[str, int]
     final_train_loss: float | None
@@ -87,6 +106,7 @@ class TrainReport:
     f1_train: float | None
     f1_heldout: float | None
     perplexity_heldout: float | None
+    confidence: dict | None  # confidence.json's content (None: no validation part)
     train_runtime_s: float
     wall_time_s: float
     device: str
@@ -102,17 +122,28 @@ class EncodedRows:
 
     train: list[Encoded]
     heldout: list[Encoded]
+    validation: list[Encoded]
     dropped: int
+
+    @property
+    def eval_rows(self) -> tuple[str, list[Encoded]]:
+        """The rows of the per-epoch eval: validation when there are any, else heldout."""
+        if self.validation:
+            return "validation", self.validation
+        return ("heldout", self.heldout) if self.heldout else ("none", [])
 
 
 @dataclass
 class Rows:
-    """The run's data: train rows, augmentation, heldout rows, and what was skipped."""
+    """The run's data: train rows, augmentation, heldout and validation rows, what was
+    skipped, and how the validation rows were found."""
 
     train: list[QAExample]
     extra: list[QAExample]
     heldout: list[QAExample]
     skipped: dict[str, int]
+    validation: list[QAExample] = field(default_factory=list)
+    validation_carve: str = "none"
 
 
 class EncodedDataset(Dataset):
@@ -175,9 +206,9 @@ def train(config: TrainConfig) -> Path:
 
     config.template.save(out)
     report = _report(config, preset, trainer, result, rows, encoded, ranks, resume_from)
-    plot_losses(trainer.state.log_history, out / CURVE_FILE, report.best_step)
-    if preset.exact_match:
-        _score(report, trainer.model, bundle, config, rows, out)
+    plot_losses(trainer.state.log_history, out / CURVE_FILE, report.best_step, report.eval_split)
+    if preset.exact_match or rows.validation:
+        _score(report, trainer.model, bundle, config, rows, out, preset.exact_match)
     report.wall_time_s = round(time.perf_counter() - start, 2)
     (out / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2) + "\n")
     if not config.keep_checkpoints:
@@ -217,11 +248,16 @@ def load_rows(config: TrainConfig, preset: Preset) -> Rows:
         skipped.update({f"{k} ({extra.source})": v for k, v in extra.skipped.items()})
     for reason, count in skipped.items():
         log.warning("skipped %d rows: %s", count, reason)
-    train_rows, heldout_rows = split_examples(examples)
+    _, heldout_rows = split_examples(examples)
+    carve = carve_validation(examples, config.validation)
+    train_rows = carve.train
     if not train_rows:
         raise DataError(f"{data.source}: no rows with split 'train' (nothing to train on)")
+    # Augmentation only copies train rows: validation phrasings stay unseen, as heldout ones.
     extra_rows = augment(train_rows, preset.augment, config.seed) if preset.augment.enabled else []
-    return Rows(train_rows, extra_rows, heldout_rows, skipped)
+    if carve.validation:
+        log.info("validation part: %d rows (%s)", len(carve.validation), carve.how)
+    return Rows(train_rows, extra_rows, heldout_rows, skipped, carve.validation, carve.how)
 
 
 def _training_args(
@@ -266,16 +302,18 @@ def _training_args(
 def encode_rows(
     bundle: ModelBundle, template: PromptTemplate, rows: Rows, max_length: int, source: str
 ) -> EncodedRows:
-    """Tokenize train (+ augmented) and heldout rows; drop those whose question can't fit."""
+    """Tokenize train (+ augmented), heldout and validation rows; drop those whose question
+    can't fit."""
     max_length = min(max_length, bundle.model.config.n_positions)
     train, dropped = _encode(bundle, template, rows.train + rows.extra, max_length)
     heldout, dropped_heldout = _encode(bundle, template, rows.heldout, max_length)
+    validation, dropped_validation = _encode(bundle, template, rows.validation, max_length)
     if not train:
         raise DataError(f"{source}: every train question is longer than {max_length} tokens")
-    if dropped or dropped_heldout:
-        n = dropped + dropped_heldout
+    n = dropped + dropped_heldout + dropped_validation
+    if n:
         log.warning("dropped %d rows whose question alone is over %d tokens", n, max_length)
-    return EncodedRows(train, heldout, dropped + dropped_heldout)
+    return EncodedRows(train, heldout, validation, n)
 
 
 def _encode(
@@ -294,7 +332,8 @@ def _build_trainer(
     encoded: EncodedRows,
     stop: GracefulStop,
 ) -> Trainer:
-    has_eval = bool(encoded.heldout)
+    _, eval_rows = encoded.eval_rows
+    has_eval = bool(eval_rows)
     callbacks: list[TrainerCallback] = [JsonLinesLog(out / LOG_FILE), EpochLines(), stop]
     if has_eval and preset.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(preset.early_stopping_patience))
@@ -302,7 +341,7 @@ def _build_trainer(
         model=bundle.model,
         args=_training_args(preset, config, out, has_eval),
         train_dataset=EncodedDataset(encoded.train),
-        eval_dataset=EncodedDataset(encoded.heldout) if has_eval else None,
+        eval_dataset=EncodedDataset(eval_rows) if has_eval else None,
         data_collator=PadCollator(bundle.tokenizer.pad_token_id),
         processing_class=bundle.tokenizer,  # so checkpoints carry the tokenizer files
         callbacks=callbacks,
@@ -322,7 +361,8 @@ def _report(
     resume_from: Path | None,
 ) -> TrainReport:
     """The report of a finished run, answer scores still empty (see _score)."""
-    state, has_eval = trainer.state, bool(encoded.heldout)
+    eval_split, eval_rows = encoded.eval_rows
+    state, has_eval = trainer.state, bool(eval_rows)
     return TrainReport(
         preset=preset.name,
         base=config.base,
@@ -333,6 +373,10 @@ def _report(
         train_examples=len(rows.train),
         augmented_examples=len(rows.extra),
         heldout_examples=len(encoded.heldout),
+        validation_examples=len(encoded.validation),
+        validation_carve=rows.validation_carve,
+        validation_fraction=config.validation,
+        eval_split=eval_split,
         dropped_too_long=encoded.dropped,
         skipped=rows.skipped,
         final_train_loss=_last_logged(trainer, "loss"),
@@ -345,6 +389,7 @@ def _report(
         f1_train=None,
         f1_heldout=None,
         perplexity_heldout=None,
+        confidence=None,
         train_runtime_s=round(result.metrics.get("train_runtime", 0.0), 2),
         wall_time_s=0.0,
         device=str(trainer.args.device),
@@ -362,16 +407,22 @@ def _score(
     config: TrainConfig,
     rows: Rows,
     out: Path,
+    exact_match: bool,
 ) -> None:
-    """Generate every seen and heldout answer, write kvserve_eval.json, copy scores over."""
+    """Fit the confidence on the validation answers (confidence.json); with `exact_match`,
+    also generate every seen and heldout answer, write kvserve_eval.json with the held-out
+    risk-coverage table, and copy the scores over."""
+    scored = rows.validation + (rows.train + rows.heldout if exact_match else [])
     scores = evaluate_model(
-        model,
-        bundle.tokenizer,
-        config.template,
-        rows.train + rows.heldout,
-        str(out),
-        str(config.data),
+        model, bundle.tokenizer, config.template, scored, str(out), str(config.data)
     )
+    calibration = _fit_confidence(scores) if rows.validation else None
+    if calibration is not None:
+        calibration.save(out)
+        report.confidence = calibration.to_dict()
+        scores = with_confidence(scores, calibration)
+    if not exact_match:
+        return
     write_report(scores, out)
     seen, heldout = scores.splits.get("seen"), scores.splits.get("heldout")
     if seen:
@@ -379,6 +430,21 @@ def _score(
     if heldout:
         report.exact_match_heldout, report.f1_heldout = heldout.exact_match, heldout.f1
         report.perplexity_heldout = heldout.perplexity
+
+
+def _fit_confidence(scores: EvalReport) -> Calibration | None:
+    validation = [p for p in scores.predictions if p.split == "validation"]
+    if all(p.mean_logprob is None for p in validation):
+        log.warning("no confidence fitted: no validation answer has a token")
+        return None
+    calibration = fit_calibration([p.mean_logprob for p in validation], [p.f1 for p in validation])
+    log.info(
+        "confidence: threshold %.3f answers %.0f%% of validation questions with F1 %s",
+        calibration.threshold,
+        100 * calibration.validation_coverage,
+        calibration.validation_answered_f1,
+    )
+    return calibration
 
 
 def _last_logged(trainer: Trainer, key: str) -> float | None:
@@ -406,7 +472,7 @@ def _clear_old_outputs(out: Path, keep_checkpoints: bool) -> None:
     """
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    for name in (REPORT_FILE, EVAL_FILE, PREDICTIONS_FILE, CURVE_FILE):
+    for name in (REPORT_FILE, EVAL_FILE, PREDICTIONS_FILE, CURVE_FILE, CONFIDENCE_FILE):
         (out / name).unlink(missing_ok=True)
     if keep_checkpoints:
         return
