@@ -17,3 +17,27 @@ def test_prefill_budget_is_off_by_default_and_never_negative():
     assert parse_args(["--model", "m", "--max-prefill-tokens", "512"]).max_prefill_tokens == 512
     with pytest.raises(SystemExit):
         parse_args(["--model", "m", "--max-prefill-tokens", "-1"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--threads", "-1"], "--threads must be >= 0"),
+        (["--kv-cache-memory", "-5"], "--kv-cache-memory: expected a size"),
+        (["--kv-cache-memory", "lots"], "expected a size such as 2GiB"),
+        (["--kv-block-size", "0"], "--kv-block-size must be >= 1"),
+        (["--max-step-tokens", "0"], "--max-step-tokens must be >= 1"),
+    ],
+)
+def test_bad_engine_values_are_one_line_naming_the_option(argv, says, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--model", "m", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and says in err[-1] and "Traceback" not in "".join(err)
+
+
+def test_paged_cache_options_reach_the_config():
+    config = parse_args(["--model", "m", "--kv-cache-memory", "512MiB", "--kv-block-size", "32"])
+    assert config.kv_cache_memory == 512 << 20 and config.kv_block_size == 32
+    assert config.paged_scheduler_config().max_step_tokens == 512  # the default budget
+    assert parse_args(["--model", "m", "--prefix-caching", "off"]).prefix_caching is False
