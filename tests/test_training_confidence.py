@@ -204,7 +204,8 @@ def test_training_never_sees_validation_rows() -> None:
     from training.presets import get_preset
     from training.train import load_rows
 
-    rows = load_rows(TrainConfig(data=DATA, out=Path("unused")), get_preset("quality"))
+    config = TrainConfig(data=DATA, out=Path("unused"), validation=0.5)  # the carve is opt-in
+    rows = load_rows(config, get_preset("quality"))
     validation = {e.question for e in rows.validation}
     assert len(validation) == 94 and not validation & {e.question for e in rows.heldout}
     assert not validation & {e.question for e in rows.train}
