@@ -122,7 +122,7 @@ class PagedRunner:
         sequences = [
             Sequence(
                 c.request.blocks,
-                c.request.token_ids[c.start : c.start + c.length],
+                c.request.tokens_at(c.start, c.length),
                 c.start,
                 c.sample,
             )

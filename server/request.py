@@ -86,6 +86,14 @@ class Request:
         """Prompt then generated tokens: what the cache holds once all are computed."""
         return self.prompt_ids + self.output_ids
 
+    def tokens_at(self, start: int, length: int) -> list[int]:
+        """`token_ids[start : start + length]` without joining the two lists (a decode step
+        reads one generated token)."""
+        cut = len(self.prompt_ids)
+        if start >= cut:
+            return self.output_ids[start - cut : start - cut + length]
+        return self.token_ids[start : start + length]
+
     @property
     def seen_tokens(self) -> np.ndarray:
         return np.asarray(self.prompt_ids + self.output_ids, dtype=np.int64)

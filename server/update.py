@@ -44,17 +44,12 @@ class Updater:
         for request, reason in plan.dropped:
             self._finish(request, reason, now, result)
         for batch in output.prefills:
-            for request in batch.requests:
-                request.text = TextStream(self.detokenize, request.params.stop)
             self._next_tokens(batch, result)
         if output.decode is not None:
             self._next_tokens(output.decode, result)
         for batch in output.failed:  # paged: a chunk that failed fails its request alone
             self._next_tokens(batch, result)
-        if output.sampled is not None:  # paged: a first token opens the request's text
-            for request in output.sampled.requests:
-                if request.text is None:
-                    request.text = TextStream(self.detokenize, request.params.stop)
+        if output.sampled is not None:
             self._next_tokens(output.sampled, result)
         return result
 
@@ -72,6 +67,9 @@ class Updater:
         if batch.error is not None:
             self._fail(batch.requests, batch.error, result)
             return
+        for request in batch.requests:  # a first token opens the request's text
+            if request.text is None:
+                request.text = TextStream(self.detokenize, request.params.stop)
         try:
             self._append_tokens(batch.requests, batch.logits, result)
         except Exception as error:  # sampling bugs or odd knobs fail these requests only
