@@ -6,11 +6,17 @@
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# g++ builds kvserve's C++ kernels (kernels/, setup.py) inside `pip install`; the runtime
+# stage needs only libstdc++, which the base image has
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/kvserve
 ENV PATH=/opt/kvserve/bin:$PATH
 WORKDIR /src
 # Only what the serving packages need (.dockerignore keeps the context to these too).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
+COPY kernels/ kernels/
 COPY proto/ proto/
 COPY artifact/ artifact/
 COPY envopts/ envopts/

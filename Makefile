@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test lint format proto clean
 
-$(STAMP): pyproject.toml setup.py kernels/paged_attention.cpp
+$(STAMP): pyproject.toml setup.py kernels/paged_attention.cpp kernels/top_logprobs.cpp
 	@echo "==> bootstrapping $(VENV) (first time: a few minutes)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
@@ -23,6 +23,7 @@ demo: venv
 
 test: venv
 	@scripts/test_deps.sh $(BIN)/python
+	@scripts/lm_eval_venv.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

@@ -3,10 +3,12 @@
 Standard library only, so a serving image (no torch) and a training run read it the same way:
 - `manifest`: `manifest.json`, the self-describing artifact (architecture, dtype, hashes ...);
 - `prompt`: the prompt template, identical in training, evaluation, export checks and `Answer`;
+- `confidence`: the answer confidence's calibration (training fits it, the server evaluates it);
 - `graph`: the serving graphs' calling conventions (input/output names, dtypes, cache layout):
   one fused graph (gqa-slots-v1) or dense pieces cut at attention (paged-v1).
 """
 
+from artifact.confidence import CONFIDENCE_FILE, Calibration, CalibrationError
 from artifact.graph import (
     CACHE_LAYOUT,
     CACHE_TYPES,
@@ -42,6 +44,7 @@ from artifact.prompt import PROMPT_FILE, PromptTemplate
 __all__ = [
     "CACHE_LAYOUT",
     "CACHE_TYPES",
+    "CONFIDENCE_FILE",
     "CONTROL_INPUTS",
     "FORMAT_VERSION",
     "GRAPH_INTERFACE",
@@ -53,6 +56,8 @@ __all__ = [
     "READABLE_VERSIONS",
     "SHARED_WEIGHTS_FILE",
     "Architecture",
+    "Calibration",
+    "CalibrationError",
     "Manifest",
     "ManifestError",
     "PromptTemplate",

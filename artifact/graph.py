@@ -64,7 +64,9 @@ def graph_outputs(num_layers: int) -> list[str]:
 #                       hidden [T, C] -> hidden_out [T, C] (after layer k-1's c_proj,
 #                          residual, MLP, residual), qkv [T, 3C] (layer k's)
 #   piece L:            attn [T, C], hidden [T, C], logit_index [S] int64 (rows of T whose
-#                       logits are wanted) -> logits [S, V] float32
+#                       logits are wanted) -> logits [S, V] float32. Any rows: each sampling
+#                       sequence's last token when generating, every position of a prompt
+#                       being scored (prompt_logprobs, echo); the quality gate checks both
 # The residual stream's input and output need two names (an ONNX graph cannot take and give
 # one name): a piece's `hidden_out` is the next piece's `hidden`.
 PAGED_INTERFACE = "paged-v1"

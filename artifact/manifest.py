@@ -6,7 +6,9 @@ file is listed with its sha256, and any mismatch is a clear startup error.
 Format versions: "1" is one fused graph (interface gqa-slots-v1, `model_file`); "2" adds the
 paged interface (artifact/graph.py: `pieces`, the attention's `kv_cache` dtype, its int8
 `kv_scales_file`, `shared_weights`). Both are read; any other version is refused with one
-line saying to re-export.
+line saying to re-export. The optional `confidence` (the answer confidence's calibration and
+default hand-over threshold, artifact/confidence.py) came later within format 2: a manifest
+without it reads as None (no confidence, never handed over).
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from artifact.confidence import Calibration, CalibrationError
 from artifact.graph import PAGED_INTERFACE
 from artifact.prompt import PromptTemplate
 
-FORMAT_VERSION = "2"
-READABLE_VERSIONS = ("1", "2")
+# "1" the fused graph; "2" + the paged-v1 pieces; "3" + `confidence` (the answer calibration),
+# so a server too old for it says so instead of failing on an unknown key
+FORMAT_VERSION = "3"
+READABLE_VERSIONS = ("1", "2", "3")
 MANIFEST_NAME = "manifest.json"
 
 
@@ -86,10 +91,13 @@ class Manifest:
     kv_cache: str = ""  # the attention's KV cache element type: float32 | float16 | int8
     kv_scales_file: str = ""  # int8 KV cache: float32 [num_layers, 2, heads * head_dim]
     shared_weights: list[SharedWeight] = field(default_factory=list)
+    # the checkpoint's confidence.json: answer confidence and default hand-over threshold
+    confidence: Calibration | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["prompt_template"] = self.prompt_template.to_dict()
+        data["confidence"] = self.confidence.to_dict() if self.confidence else None
         return data
 
     @classmethod
@@ -101,6 +109,11 @@ class Manifest:
             SharedWeight(**{**w, "shape": tuple(w["shape"]), "pieces": tuple(w["pieces"])})
             for w in data.get("shared_weights", [])
         ]
+        if data.get("confidence") is not None:
+            try:
+                data["confidence"] = Calibration.from_dict(data["confidence"])
+            except CalibrationError as e:
+                raise CalibrationError(f"confidence: {e}") from None
         return cls(**data)
 
     def required_files(self) -> list[str]:
@@ -148,15 +161,19 @@ def read_manifest(directory: Path, verify: bool = True) -> Manifest:
         raise ManifestError(f"{path}: not valid JSON ({e})") from None
     version = str(data.get("format_version", "")) if isinstance(data, dict) else ""
     if version not in READABLE_VERSIONS:
-        readable = " and ".join(repr(v) for v in READABLE_VERSIONS)
+        readable = ", ".join(repr(v) for v in READABLE_VERSIONS)
+        fix = "re-export the model with this version of kvserve-export"
+        if version.isdigit() and int(version) > int(FORMAT_VERSION):
+            fix = "it was written by a newer kvserve-export: upgrade this server"
         raise ManifestError(
-            f"{path}: unknown format_version {version!r} (this server reads {readable}): "
-            "re-export the model with this version of kvserve-export"
+            f"{path}: unknown format_version {version!r} (this server reads {readable}): {fix}"
         )
     try:
         manifest = Manifest.from_dict(data)
     except (KeyError, TypeError) as e:
         raise ManifestError(f"{path}: malformed ({e})") from None
+    except CalibrationError as e:
+        raise ManifestError(f"{path}: bad {e}") from None
     if manifest.interface == PAGED_INTERFACE and not manifest.pieces:
         raise ManifestError(f"{path}: interface {PAGED_INTERFACE!r} lists no pieces")
     if verify:

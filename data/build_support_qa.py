@@ -2,9 +2,12 @@
 
 The product is fictional: the Lumo Hearth smart thermostat made by Vellmont Labs. Every fact
 below was written for this project (CC0 1.0, no third-party text). Each fact is one canonical
-answer plus exactly four question phrasings. Fact ids follow list order (f001, f002, ...).
-For fact number i (0-based) the phrasing at index i % 4 is "heldout" and the other three are
-"train", so the heldout phrasings rotate through the styles.
+answer plus exactly four question phrasings and a fifth, validation phrasing. Fact ids follow
+list order (f001, f002, ...). For fact number i (0-based) the phrasing at index i % 4 of the
+four is "heldout" and the other three are "train", so the heldout phrasings rotate through
+the styles. The fifth is "validation": never trained on, it is what training fits the answer
+confidence and its hand-over threshold on (training/validation.py, docs/confidence.md), so
+that no train phrasing has to be set aside for it and the heldout rows are only ever scored.
 
 Usage:
     python data/build_support_qa.py [OUTPUT_PATH]
@@ -19,13 +22,15 @@ import sys
 from pathlib import Path
 
 DEFAULT_OUTPUT = Path(__file__).resolve().with_name("support_qa.jsonl")
-PHRASINGS_PER_FACT = 4
+PHRASINGS_PER_FACT = 4  # train and heldout phrasings; the validation one comes after them
 MIN_FACTS = 160
 MIN_ANSWER_WORDS = 4
 MAX_ANSWER_WORDS = 20
+SPLITS = ("train", "heldout", "validation")
 
-# Each fact: (answer, question 1, question 2, question 3, question 4).
-FACTS: list[tuple[str, str, str, str, str]] = [
+# Each fact: (answer, question 1, question 2, question 3, question 4, validation question).
+Fact = tuple[str, str, str, str, str, str]
+FACTS: list[Fact] = [
     # --- Company and product basics ---
     (
         "The Lumo Hearth is made by Vellmont Labs, based in Duluth, Minnesota.",
@@ -33,6 +38,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What company is behind the Lumo Hearth?",
         "Lumo Hearth manufacturer",
         "Which brand produces this thermostat?",
+        "Which company built my thermostat and where are they located?",
     ),
     (
         "The Lumo Hearth retail price is 179 US dollars.",
@@ -40,6 +46,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What's the price of a Lumo Hearth thermostat?",
         "Lumo Hearth price",
         "How much will I pay for one thermostat?",
+        "Is the Lumo Hearth expensive?",
     ),
     (
         "The Lumo Hearth comes in Chalk, Graphite, and Brass finishes.",
@@ -47,6 +54,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Which finishes are available for the thermostat?",
         "Lumo Hearth colour options",
         "Can I get the thermostat in a different color?",
+        "Is there a brass version of the thermostat?",
     ),
     (
         "The Lumo Hearth has a 2.4-inch round color display inside a rotating dial.",
@@ -54,6 +62,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What kind of display does the thermostat have?",
         "screen size",
         "What are the display dimensions on the Lumo Hearth?",
+        "display size and shape",
     ),
     (
         "The current Lumo Hearth model number is LH-2, printed on the back plate.",
@@ -61,6 +70,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Where do I find the Lumo Hearth model number?",
         "model number",
         "Which model of Lumo Hearth is the current one?",
+        "Which version of the thermostat do I have?",
     ),
     (
         "The serial number is in the app under Settings, Device Info, or on the back plate.",
@@ -68,6 +78,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I look up the thermostat's serial number?",
         "serial number location",
         "What's the way to see my device serial?",
+        "I need my serial number for support, where is it?",
     ),
     (
         "The box has the thermostat, base plate, trim plate, Power Link, screws, and labels.",
@@ -75,6 +86,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What's included with the thermostat?",
         "box contents",
         "Which parts are shipped in the retail package?",
+        "What should I find when I unbox it?",
     ),
     (
         "The Lumo Hearth measures 84 millimetres across and weighs 190 grams.",
@@ -82,6 +94,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What are the Lumo Hearth's dimensions?",
         "thermostat weight",
         "How heavy is the Lumo Hearth?",
+        "size and weight",
     ),
     (
         "Vellmont Labs was founded in 2019 and released the first Lumo Hearth in 2021.",
@@ -89,6 +102,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How long has Vellmont been around?",
         "Vellmont founding year",
         "What year did the company start?",
+        "How old is Vellmont Labs?",
     ),
     (
         "Vellmont estimates the Lumo Hearth saves about 10 percent on heating and cooling bills.",
@@ -96,6 +110,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Will the Lumo Hearth lower my bills?",
         "estimated savings",
         "What percentage can I save on heating and cooling?",
+        "Does this thermostat actually save money?",
     ),
     # --- App ---
     (
@@ -104,6 +119,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Where do I get the thermostat app?",
         "app download",
         "What's the name of the Lumo Hearth companion app?",
+        "Is the thermostat app free?",
     ),
     (
         "The Vellmont Home app needs iOS 16 or later, or Android 11 or later.",
@@ -111,6 +127,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Minimum iOS or Android version for the app?",
         "app system requirements",
         "Will the app run on my older phone?",
+        "iOS version needed",
     ),
     (
         "In the app tap Add Device, then scan the QR code on the back of the display.",
@@ -118,6 +135,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What's the way to pair the Lumo Hearth with my phone?",
         "add device to app",
         "Can I set up the thermostat using the app?",
+        "How do I get my new thermostat to show up in the app?",
     ),
     (
         "Setup uses Bluetooth Low Energy, so keep your phone within 10 feet of the thermostat.",
@@ -125,6 +143,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How close does my phone need to be during setup?",
         "setup bluetooth range",
         "Why does the app say to stay near the thermostat while pairing?",
+        "Can I set it up from another room?",
     ),
     (
         "One Vellmont Home account can control up to 10 thermostats in a home.",
@@ -132,6 +151,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I manage several Lumo Hearth units from the same app?",
         "max thermostats per account",
         "Is there a limit on devices per account?",
+        "How many units can I have on one login?",
     ),
     (
         "The app offers home screen widgets on both iOS and Android.",
@@ -139,6 +159,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I add a thermostat widget to my phone?",
         "widgets",
         "Is there a widget for quick temperature changes?",
+        "Is there an Android widget?",
     ),
     (
         "Turn notifications on or off in the app under Settings, Notifications.",
@@ -146,6 +167,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Where do I change alert settings?",
         "notification settings",
         "Can I turn off app alerts?",
+        "mute app notifications",
     ),
     (
         "The app is available in English, French, and Spanish.",
@@ -153,6 +175,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Is the app available in French?",
         "app languages",
         "Can I switch the app to Spanish?",
+        "Can I use the app in something other than English?",
     ),
     (
         "Switch units in the app under Settings, Display, Temperature Units.",
@@ -160,6 +183,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can the thermostat show Celsius?",
         "celsius setting",
         "What's the way to switch temperature units?",
+        "How do I show the temperature in degrees C?",
     ),
     # --- Subscription plans ---
     (
@@ -168,6 +192,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Which plans does Vellmont offer?",
         "subscription tiers",
         "How many plan options are there?",
+        "What are my options for paying for extra features?",
     ),
     (
         "Hearth Plus costs 4 dollars per month or 40 dollars per year.",
@@ -175,6 +200,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What does the Hearth Plus plan cost?",
         "Hearth Plus price",
         "Is Hearth Plus cheaper if I pay yearly?",
+        "Hearth Plus yearly cost",
     ),
     (
         "Hearth Pro costs 9 dollars per month or 90 dollars per year.",
@@ -182,6 +208,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What's the monthly fee for Hearth Pro?",
         "Hearth Pro pricing",
         "What does the annual Hearth Pro plan cost?",
+        "Is Hearth Pro billed monthly or yearly?",
     ),
     (
         "The Free plan includes schedules, remote control, and 7 days of temperature history.",
@@ -189,6 +216,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What's included in the Free plan?",
         "free plan features",
         "Does the thermostat work without paying monthly?",
+        "Is there a plan that costs nothing?",
     ),
     (
         "Hearth Plus adds energy reports, 2 years of history, and a 4-year warranty.",
@@ -196,6 +224,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Why should I upgrade to Hearth Plus?",
         "Hearth Plus features",
         "What extra features come with the Plus plan?",
+        "Is Hearth Plus worth paying for?",
     ),
     (
         "Hearth Pro adds everything in Plus, up to 5 homes, and HVAC fault alerts.",
@@ -203,6 +232,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What's the difference between Plus and Pro?",
         "Hearth Pro features",
         "What do I get with Hearth Pro that Plus lacks?",
+        "What would I get by going up to Pro?",
     ),
     (
         "New accounts get a 30-day free trial of Hearth Plus.",
@@ -210,6 +240,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I try Hearth Plus before paying?",
         "free trial length",
         "How long is the Hearth Plus trial?",
+        "trial period for new accounts",
     ),
     (
         "Cancel anytime in the app under Settings, Subscription, Cancel Plan.",
@@ -217,6 +248,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Where can I cancel Hearth Plus?",
         "cancel plan",
         "What's the way to end my subscription?",
+        "I want to stop paying for Hearth Plus, how?",
     ),
     (
         "After cancelling, paid features stay active until the end of the current billing period.",
@@ -224,6 +256,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Do I lose features right away if I cancel?",
         "access after cancellation",
         "Can I keep using Plus until my billing period ends?",
+        "If I cancel today, when do the paid features stop?",
     ),
     (
         "Upgrades take effect immediately and the price difference is prorated.",
@@ -231,6 +264,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Is an upgrade from Plus to Pro prorated?",
         "plan upgrade proration",
         "When does a plan upgrade start?",
+        "Will I be charged the full price if I upgrade mid-month?",
     ),
     (
         "Downgrades take effect at the start of your next billing period.",
@@ -238,6 +272,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "If I move from Pro to Plus, when does it change?",
         "downgrade timing",
         "Can I downgrade my plan mid-cycle?",
+        "Switching to a cheaper plan, when does it apply?",
     ),
     (
         "One subscription covers the whole home, including every invited household member.",
@@ -245,6 +280,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Is one subscription enough for my whole family?",
         "subscription sharing household",
         "Do shared users get Plus features?",
+        "Does my wife need her own Hearth Plus?",
     ),
     # --- Billing ---
     (
@@ -253,6 +289,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I pay with PayPal?",
         "accepted cards",
         "Which credit cards work for ordering?",
+        "Do you take Amex?",
     ),
     (
         "Subscriptions renew on the same calendar day you first subscribed.",
@@ -260,6 +297,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What day does my subscription renew?",
         "renewal date",
         "How is my billing date decided?",
+        "subscription billing day",
     ),
     (
         "Invoices are in the app under Settings, Subscription, Billing History.",
@@ -267,6 +305,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I download a receipt for my subscription?",
         "billing history",
         "Can I see past charges in the app?",
+        "Where can I get a copy of an old bill?",
     ),
     (
         "Update your card in the app under Settings, Subscription, Payment Method.",
@@ -274,6 +313,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "My card expired, how do I update it?",
         "update payment method",
         "What's the way to add a new credit card?",
+        "change credit card on file",
     ),
     (
         "After a failed payment we retry for 7 days before pausing paid features.",
@@ -281,6 +321,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Will I lose Hearth Plus if my card is declined?",
         "failed payment retry",
         "How long do you retry a declined charge?",
+        "My payment didn't go through, will my plan stop?",
     ),
     (
         "Annual plans cancelled within 14 days of renewal get a full refund.",
@@ -288,6 +329,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Is the yearly subscription refundable?",
         "annual plan refund",
         "I forgot to cancel before renewal, can I get my money back?",
+        "Do you refund annual renewals?",
     ),
     (
         "Customers are charged in US dollars in the US and Canadian dollars in Canada.",
@@ -295,6 +337,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Are prices in Canadian dollars for Canada?",
         "billing currency",
         "Do Canadian customers pay in USD?",
+        "I'm in Toronto, which currency are prices in?",
     ),
     (
         "Sales tax is calculated at checkout based on your shipping address.",
@@ -302,6 +345,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How is tax calculated on my order?",
         "sales tax",
         "Is tax included in the listed price?",
+        "Will I pay tax on my order?",
     ),
     (
         "Vellmont gift cards come in 25, 50, and 100 dollar amounts.",
@@ -309,6 +353,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What gift card amounts are available?",
         "gift cards",
         "Can I buy a Vellmont gift card for someone?",
+        "gift card values",
     ),
     (
         "Enter promo codes in the Discount Code box on the checkout page.",
@@ -316,6 +361,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I use a discount code?",
         "coupon code",
         "Can I apply a coupon when ordering?",
+        "I have a discount code, where does it go?",
     ),
     # --- Shipping ---
     (
@@ -324,6 +370,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Do you offer free shipping?",
         "free shipping threshold",
         "How much do I need to spend for free delivery?",
+        "How much is delivery?",
     ),
     (
         "Standard shipping takes 3 to 5 business days.",
@@ -331,6 +378,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "When will my order arrive with standard delivery?",
         "standard delivery time",
         "How many days for regular shipping?",
+        "How soon will my order get here?",
     ),
     (
         "Express shipping costs 15 dollars and arrives in 1 to 2 business days.",
@@ -338,6 +386,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How much is faster delivery?",
         "express shipping cost",
         "Can I get my thermostat in two days?",
+        "Can I pay for quicker shipping?",
     ),
     (
         "Orders placed before 2 pm Eastern on business days ship the same day.",
@@ -345,6 +394,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What's the same-day shipping cutoff?",
         "order cutoff time",
         "If I order this morning, does it ship today?",
+        "same day dispatch",
     ),
     (
         "We ship to the United States and Canada only.",
@@ -352,6 +402,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Do you ship internationally?",
         "shipping destinations",
         "Can I order from the UK?",
+        "Can you deliver to Mexico?",
     ),
     (
         "A tracking link is emailed as soon as your order ships.",
@@ -359,6 +410,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Where is my tracking number?",
         "order tracking",
         "Will I get a shipping confirmation email?",
+        "How will I know when my package ships?",
     ),
     (
         "We can ship to PO boxes using standard shipping only.",
@@ -366,6 +418,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can express orders go to a PO box?",
         "PO box shipping",
         "Is it possible to ship to a post office box?",
+        "I only have a PO box, can I still order?",
     ),
     (
         "You can change the shipping address within 1 hour of placing the order.",
@@ -373,6 +426,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How long do I have to edit my delivery address?",
         "change address after order",
         "I entered the wrong address, can I fix it?",
+        "Is it too late to update where my order is going?",
     ),
     (
         "Canadian orders ship from Winnipeg, so there are no customs duties.",
@@ -380,6 +434,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Are there import fees for Canadian orders?",
         "Canada duties",
         "Where do Canadian orders ship from?",
+        "Do Canadians have to pay extra at the border?",
     ),
     (
         "Report a lost package within 30 days of the ship date for a free replacement.",
@@ -387,6 +442,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What if my order is lost in transit?",
         "lost package",
         "How long do I have to report a missing delivery?",
+        "missing package replacement",
     ),
     (
         "Send photos of damaged items to support within 7 days of delivery.",
@@ -394,6 +450,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What if the box was crushed in shipping?",
         "damaged delivery",
         "How do I report a broken item on arrival?",
+        "What do I do if my order shows up broken?",
     ),
     # --- Returns ---
     (
@@ -402,6 +459,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How long do I have to return the thermostat?",
         "return window",
         "Can I return it after a month?",
+        "Can I return it if I don't like it?",
     ),
     (
         "Start a return in the app or on the website under Orders, Return Item.",
@@ -409,6 +467,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Where do I request a return?",
         "start return",
         "What's the way to send my thermostat back?",
+        "I want to return my order, where do I go?",
     ),
     (
         "Return shipping is free using the prepaid label we email you.",
@@ -416,6 +475,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Is the return label free?",
         "return shipping cost",
         "Who covers the cost of sending it back?",
+        "Will returning it cost me anything?",
     ),
     (
         "Refunds reach your original payment method within 5 to 7 business days of receipt.",
@@ -423,6 +483,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "When will I get my money back?",
         "refund timing",
         "How many days until my refund shows up?",
+        "How soon is my card credited after you get the return?",
     ),
     (
         "Opened and installed units can be returned, and there is no restocking fee.",
@@ -430,6 +491,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Is there a restocking fee?",
         "opened box returns",
         "I already installed it, can I still return it?",
+        "Can I send it back once it's on the wall?",
     ),
     (
         "To exchange for another finish, return the original and place a new order.",
@@ -437,6 +499,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I swap my Chalk unit for Graphite?",
         "color exchange",
         "Do you do direct exchanges?",
+        "Can I trade my thermostat for another finish?",
     ),
     (
         "Items bought from other retailers must be returned to that retailer.",
@@ -444,6 +507,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can you process returns for retailer purchases?",
         "third-party store returns",
         "Where do I return a Lumo Hearth bought elsewhere?",
+        "Who handles returns if I didn't buy from Vellmont directly?",
     ),
     (
         "Accessories can be returned unopened within 30 days of delivery.",
@@ -451,6 +515,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What's the return window for accessories?",
         "accessory returns",
         "How long do I have to return a trim plate?",
+        "Can I send back an extra Power Link I didn't use?",
     ),
     # --- Warranty ---
     (
@@ -459,6 +524,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What warranty comes with the thermostat?",
         "warranty length",
         "Is the Lumo Hearth covered by a warranty?",
+        "How many years is the thermostat guaranteed for?",
     ),
     (
         "Active Hearth Plus or Pro subscribers get the warranty extended to 4 years.",
@@ -466,6 +532,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Does a subscription lengthen the warranty?",
         "extended warranty",
         "How do I get a 4-year warranty?",
+        "Does Hearth Plus change my warranty?",
     ),
     (
         "The warranty covers defects in materials and workmanship, not accidental damage.",
@@ -473,6 +540,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Is accidental damage covered?",
         "warranty coverage",
         "Will the warranty pay for a cracked screen I caused?",
+        "Does the warranty cover me if I drop it?",
     ),
     (
         "File a warranty claim in the app under Help, Warranty Claim, with your serial number.",
@@ -480,6 +548,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Where do I file a warranty request?",
         "warranty claim",
         "What do I need to submit a warranty claim?",
+        "My thermostat is faulty, how do I get it replaced under warranty?",
     ),
     (
         "Approved claims get a replacement unit shipped free within 3 business days.",
@@ -487,6 +556,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How fast will I get a warranty replacement?",
         "warranty replacement shipping",
         "Do I pay shipping for a warranty replacement?",
+        "When will my replacement ship once the claim goes through?",
     ),
     (
         "Units bought from retailers need a receipt as proof of purchase for warranty service.",
@@ -494,6 +564,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What proof of purchase is required?",
         "warranty receipt",
         "I bought mine at a shop, what do I need for a claim?",
+        "Do I need to keep my store receipt?",
     ),
     (
         "Installing the thermostat yourself does not void the warranty.",
@@ -501,6 +572,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Will the warranty stay valid if I install it myself?",
         "self install warranty",
         "Do I need a pro install to keep coverage?",
+        "If I wire it myself, am I still covered?",
     ),
     (
         "Accessories such as the Room Sensor carry a 1-year limited warranty.",
@@ -508,6 +580,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How long is the Room Sensor warranty?",
         "accessory warranty",
         "Are sensors covered under warranty?",
+        "How long are accessories guaranteed?",
     ),
     # --- Compatibility and installation ---
     (
@@ -516,6 +589,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What HVAC systems does it work with?",
         "system compatibility",
         "Does it support low-voltage systems?",
+        "Will it work with my furnace and AC?",
     ),
     (
         "It is not compatible with 120 or 240 volt line-voltage baseboard heaters.",
@@ -523,6 +597,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I use it with line-voltage heating?",
         "baseboard heater compatibility",
         "Will the thermostat run electric baseboard heat?",
+        "Can I use it with my 240 volt wall heaters?",
     ),
     (
         "Use the compatibility checker in the app before buying to confirm your wiring.",
@@ -530,6 +605,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Is there a wiring compatibility tool?",
         "compatibility checker",
         "What's the way to confirm my wires will work?",
+        "Is there a way to find out if it fits my home before purchasing?",
     ),
     (
         "A C-wire is recommended; without one, install the included Power Link adapter.",
@@ -537,6 +613,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What if I don't have a common wire?",
         "c-wire requirement",
         "Can I install it without a C-wire?",
+        "common wire needed",
     ),
     (
         "The Power Link adapter connects at your furnace control board, not at the thermostat.",
@@ -544,6 +621,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I install the Power Link?",
         "power link placement",
         "Does the Power Link attach behind the thermostat?",
+        "Do I install the Power Link at the furnace or the wall?",
     ),
     (
         "Most do-it-yourself installations take about 30 minutes.",
@@ -551,6 +629,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How much time do I need to install it?",
         "install time",
         "Can I install it in under an hour?",
+        "Is installing it a quick job?",
     ),
     (
         "You only need a Phillips screwdriver, plus a drill if you need new wall anchors.",
@@ -558,6 +637,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Do I need a drill?",
         "installation tools",
         "Which screwdriver should I use?",
+        "Do I need special tools?",
     ),
     (
         "Turn off power to your HVAC system at the breaker before removing the old thermostat.",
@@ -565,6 +645,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Do I need to cut the power first?",
         "safety before install",
         "Should I switch off the breaker?",
+        "Is it safe to remove the old thermostat with the power on?",
     ),
     (
         "The app asks you to photograph your old wiring for reference before disconnecting it.",
@@ -572,6 +653,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I remember which wire went where?",
         "old wiring photo",
         "Why does the app ask for a photo of my wiring?",
+        "Do I need to label my old wires?",
     ),
     (
         "The base plate has 10 push-in terminals: R, Rc, C, W1, W2, Y1, Y2, G, O/B, and ACC.",
@@ -579,6 +661,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Which wires can I connect?",
         "terminal list",
         "How many wire terminals does it have?",
+        "Is there a terminal for W2?",
     ),
     (
         "No jumper is needed; the base plate links R and Rc automatically when one is empty.",
@@ -586,6 +669,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What if I only have one R wire?",
         "R and Rc jumper",
         "Should I connect a wire to Rc?",
+        "My old thermostat had a jumper between R and Rc, do I keep it?",
     ),
     (
         "It supports up to 2 heating stages and 2 cooling stages.",
@@ -593,6 +677,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Does it support two-stage cooling?",
         "stages supported",
         "Will it handle a multi-stage furnace?",
+        "two stage heat",
     ),
     (
         "Heat pumps are supported, including the O/B reversing valve and auxiliary heat.",
@@ -600,6 +685,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Is auxiliary heat supported?",
         "heat pump support",
         "Can I wire the O/B terminal?",
+        "Will it run my heat pump's backup heat?",
     ),
     (
         "The Lumo Hearth can control one humidifier or dehumidifier through the ACC terminal.",
@@ -607,6 +693,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What is the ACC terminal for?",
         "humidifier control",
         "Does it support a whole-home dehumidifier?",
+        "dehumidifier wiring",
     ),
     (
         "Professional installation by a Vellmont Install Partner costs 119 dollars.",
@@ -614,6 +701,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How much does pro install cost?",
         "professional install price",
         "Can someone install the thermostat for me?",
+        "How much would you charge to install it for me?",
     ),
     (
         "Book a Vellmont Install Partner in the app under Help, Book Installation.",
@@ -621,6 +709,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Where can I book professional installation?",
         "book installer",
         "What's the way to arrange an install appointment?",
+        "How do I get an installer to come out?",
     ),
     (
         "Mount the thermostat about 5 feet above the floor on an interior wall.",
@@ -628,6 +717,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Where on the wall should it go?",
         "mounting height",
         "Can I put it on an outside wall?",
+        "best place to install on the wall",
     ),
     (
         "The trim plate covers marks up to 6 inches wide left by an old thermostat.",
@@ -635,6 +725,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I hide marks from my old thermostat?",
         "trim plate size",
         "Will the trim plate cover old screw holes?",
+        "My old thermostat left paint marks, what covers them?",
     ),
     # --- Wi-Fi ---
     (
@@ -643,6 +734,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Does it work on 5 GHz Wi-Fi?",
         "wifi requirements",
         "Is WPA3 supported?",
+        "Does it need 2.4 GHz Wi-Fi?",
     ),
     (
         "Enterprise networks and captive portal Wi-Fi, like hotels or dorms, are not supported.",
@@ -650,6 +742,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Does it work with captive portal networks?",
         "enterprise wifi",
         "Will it join a network with a login page?",
+        "Can I use it on hotel Wi-Fi?",
     ),
     (
         "Change Wi-Fi on the thermostat under Settings, Network, Choose Network.",
@@ -657,6 +750,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "I got a new router, how do I reconnect?",
         "change wifi",
         "What's the way to switch the thermostat to another network?",
+        "I changed my Wi-Fi password, how do I update the thermostat?",
     ),
     # --- Temperature control features ---
     (
@@ -665,6 +759,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What's the lowest temperature I can set?",
         "setpoint range",
         "Can I set it to 95 degrees?",
+        "What's the highest temperature it goes up to?",
     ),
     (
         "The built-in sensor is accurate to within plus or minus 0.5 degrees Fahrenheit.",
@@ -672,6 +767,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Is the thermostat reading precise?",
         "temperature accuracy",
         "How close is the displayed temperature to the real one?",
+        "sensor precision",
     ),
     (
         "The humidity sensor is accurate to within plus or minus 3 percent.",
@@ -679,6 +775,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How accurate is the humidity reading?",
         "humidity sensor accuracy",
         "Can I see indoor humidity on the thermostat?",
+        "Can I trust the humidity number on the screen?",
     ),
     (
         "Each day's schedule can hold up to 12 temperature changes.",
@@ -686,6 +783,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Is there a limit on daily set points?",
         "schedule set point limit",
         "Can I schedule more than ten changes a day?",
+        "Is there a maximum number of steps in a day's schedule?",
     ),
     (
         "Create schedules in the app under Schedule, then tap the plus button on a day.",
@@ -693,6 +791,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Where do I set up a weekly schedule?",
         "create schedule",
         "What's the way to program the thermostat for the week?",
+        "Can I set different temperatures for mornings and evenings?",
     ),
     (
         "Long-press a day in the schedule view and tap Copy To to reuse it.",
@@ -700,6 +799,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I duplicate a schedule?",
         "copy schedule",
         "Is there a way to apply Monday's schedule to all weekdays?",
+        "duplicate a day",
     ),
     (
         "Eco mode holds between 62 and 80 degrees Fahrenheit to save energy.",
@@ -707,6 +807,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What temperatures does Eco mode use?",
         "eco mode range",
         "How does Eco mode save energy?",
+        "Eco mode explained",
     ),
     (
         "Adjust Eco temperatures in the app under Settings, Eco Temperatures.",
@@ -714,6 +815,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I customize Eco settings?",
         "eco temperature settings",
         "Where do I edit my Eco limits?",
+        "Eco is too cold for me, can I raise it?",
     ),
     (
         "Away mode turns on when every household phone is more than half a mile away.",
@@ -721,6 +823,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Does the thermostat know when I leave home?",
         "geofencing",
         "What triggers automatic Away mode?",
+        "away mode distance",
     ),
     (
         "A built-in infrared motion sensor detects presence; there is no camera or microphone.",
@@ -728,6 +831,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Is there a microphone in the Lumo Hearth?",
         "presence detection",
         "How does it know someone is home?",
+        "Is the thermostat recording me?",
     ),
     (
         "Smart Preheat learns how long your home takes to warm up over about 7 days.",
@@ -735,6 +839,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How long does Smart Preheat take to learn?",
         "smart preheat learning",
         "Why does heating start before my scheduled time?",
+        "How does preheating work?",
     ),
     (
         "Vacation mode holds Eco temperatures between start and end dates you pick in the app.",
@@ -742,6 +847,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I set the thermostat for a trip?",
         "vacation mode",
         "Can I pause my schedule while I'm away for a week?",
+        "I'm going on holiday, how do I set the heat?",
     ),
     (
         "Turning the dial holds the new temperature until the next scheduled change.",
@@ -749,6 +855,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What happens when I turn the dial?",
         "manual hold duration",
         "Will my schedule override a temperature I set by hand?",
+        "temporary hold",
     ),
     (
         "Press the dial and choose Permanent Hold to keep a temperature indefinitely.",
@@ -756,6 +863,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Is there a permanent hold?",
         "permanent hold",
         "Can I stop the schedule from changing my setting?",
+        "hold temperature forever",
     ),
     (
         "Choose Fan in the app to run the fan alone for 15 minutes to 12 hours.",
@@ -763,6 +871,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I turn on the fan without heating?",
         "fan only mode",
         "How long can the fan run by itself?",
+        "fan timer",
     ),
     (
         "Fan Circulate runs the fan for 5 to 55 minutes each hour, as you choose.",
@@ -770,6 +879,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can the fan run for part of every hour?",
         "fan circulate",
         "How do I circulate air between heating cycles?",
+        "Can I have the fan run 20 minutes every hour?",
     ),
     (
         "Filter reminders appear every 90 days by default, adjustable under Settings, Equipment.",
@@ -777,6 +887,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I adjust the filter reminder interval?",
         "filter reminder",
         "When will I get an air filter alert?",
+        "My filter lasts 6 months, can the reminder match?",
     ),
     (
         "Lock the controls with a 4-digit PIN under Settings, Lock on the thermostat.",
@@ -784,6 +895,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I stop kids from changing the temperature?",
         "lock thermostat",
         "Can I PIN-protect the controls?",
+        "How do I lock the dial?",
     ),
     (
         "If you forget the lock PIN, remove the lock in the app under Settings, Lock.",
@@ -791,6 +903,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I unlock the thermostat without the PIN?",
         "forgot lock pin",
         "Can I reset the lock code from my phone?",
+        "locked out of thermostat",
     ),
     (
         "Without Wi-Fi, it keeps running your last saved schedule and manual controls.",
@@ -798,6 +911,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What happens if my Wi-Fi goes down?",
         "offline behavior",
         "Will my schedule still run during an internet outage?",
+        "Does it need Wi-Fi to work?",
     ),
     (
         "After a power outage it restarts and restores your settings within 2 minutes.",
@@ -805,6 +919,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Will I lose settings if the power goes out?",
         "power outage recovery",
         "Do I need to reconfigure after a blackout?",
+        "Do my settings survive a power cut?",
     ),
     (
         "Adjust screen brightness under Settings, Display, Brightness, or choose Auto.",
@@ -812,6 +927,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I change the display brightness?",
         "screen brightness",
         "Is there an automatic brightness setting?",
+        "How do I make the display dimmer at night?",
     ),
     (
         "The display turns off after 30 seconds and wakes when someone comes within 6 feet.",
@@ -819,6 +935,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Does the display stay on all the time?",
         "screen timeout",
         "How does the screen wake up?",
+        "display sleep",
     ),
     (
         "Hearth Plus energy reports arrive by email on the first day of each month.",
@@ -826,6 +943,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How often will I get an energy report?",
         "energy report schedule",
         "Are energy reports emailed?",
+        "Do I get monthly energy reports?",
     ),
     (
         "Offset the displayed temperature by up to 5 degrees under Settings, Calibration.",
@@ -833,6 +951,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I add a temperature offset?",
         "temperature calibration",
         "Is there a way to adjust the reported temperature by a few degrees?",
+        "The thermostat reads 2 degrees off, can I correct it?",
     ),
     (
         "In Heat-Cool mode, the two set points must be at least 3 degrees Fahrenheit apart.",
@@ -840,6 +959,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Why can't my heat and cool set points be closer?",
         "heat cool deadband",
         "How far apart do the auto mode temperatures need to be?",
+        "Why won't auto mode let me set 70 and 71?",
     ),
     (
         "Compressor protection waits 5 minutes before restarting cooling after it stops.",
@@ -847,6 +967,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Does it have compressor protection?",
         "cooling restart delay",
         "How long before the air conditioner can turn back on?",
+        "compressor delay",
     ),
     # --- Firmware ---
     (
@@ -855,6 +976,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "When does the thermostat update itself?",
         "automatic updates",
         "Do I need to install updates manually?",
+        "What time do updates happen?",
     ),
     (
         "See the firmware version in the app under Settings, Device Info, Software.",
@@ -862,6 +984,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What software version am I running?",
         "firmware version",
         "Where is the thermostat's software info?",
+        "Which firmware do I have?",
     ),
     (
         "Start an update on the thermostat under Settings, Software, Check Now.",
@@ -869,6 +992,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I force a software update?",
         "manual update",
         "Is there a check for updates button?",
+        "How do I get the latest firmware right away?",
     ),
     # --- Accessories ---
     (
@@ -877,6 +1001,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Do you sell sensors in a multi-pack?",
         "room sensor price",
         "What does an extra sensor cost?",
+        "Is there a discount on buying three sensors?",
     ),
     (
         "Each Lumo Hearth supports up to 6 Room Sensors.",
@@ -884,6 +1009,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Is there a limit on sensors per thermostat?",
         "max room sensors",
         "Can I use eight sensors with one thermostat?",
+        "Can I put a sensor in every room of a big house?",
     ),
     (
         "Room Sensors use one CR2032 coin battery that lasts about 2 years.",
@@ -891,6 +1017,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How long do sensor batteries last?",
         "sensor battery",
         "Which coin cell goes in the room sensor?",
+        "Does the room sensor need batteries?",
     ),
     (
         "Room Sensors work up to 50 feet from the thermostat indoors.",
@@ -898,6 +1025,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How far away can a sensor be placed?",
         "sensor range",
         "Will a sensor in the basement reach the thermostat?",
+        "sensor distance",
     ),
     (
         "Pull the battery tab, then tap Add Sensor in the app within 2 minutes.",
@@ -905,6 +1033,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I pair a new sensor?",
         "add sensor",
         "What's the way to connect a sensor to my thermostat?",
+        "I bought a Room Sensor, how do I set it up?",
     ),
     (
         "In the schedule, choose which sensors to average for each time of day.",
@@ -912,6 +1041,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I prioritize a room sensor?",
         "sensor priority",
         "Can I average multiple sensors?",
+        "use different sensors at different times",
     ),
     (
         "A replacement Power Link adapter costs 19 dollars.",
@@ -919,6 +1049,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I buy another Power Link adapter?",
         "power link price",
         "What does a spare Power Link cost?",
+        "I lost my Power Link, how much is a new one?",
     ),
     (
         "Extra trim plates cost 15 dollars and come in all three finishes.",
@@ -926,6 +1057,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How much is a trim plate?",
         "trim plate price",
         "Do trim plates come in Brass?",
+        "Where can I get another trim plate and how much?",
     ),
     # --- Integrations ---
     (
@@ -934,6 +1066,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I connect Lumo Hearth to Amazon Alexa?",
         "alexa setup",
         "Can I control the thermostat with an Echo?",
+        "Can Alexa change my temperature?",
     ),
     (
         "In Google Home, tap Add, then Works with Google, and choose Vellmont Home.",
@@ -941,6 +1074,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I link my thermostat to Google Assistant?",
         "google home setup",
         "Can I use Hey Google to change the temperature?",
+        "Google Assistant voice control",
     ),
     (
         "It supports Matter, so add it to Apple Home with the Matter code from the app.",
@@ -948,6 +1082,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Is the Lumo Hearth Matter compatible?",
         "apple home setup",
         "Can I use Siri with the thermostat?",
+        "HomeKit support",
     ),
     (
         "Find the Matter pairing code in the app under Settings, Integrations, Matter.",
@@ -955,6 +1090,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I get a Matter pairing code?",
         "matter code",
         "I lost the Matter code, where can I find it again?",
+        "Where in the app is the Matter QR code?",
     ),
     (
         "SmartThings works through Matter; add it as a Matter device in the SmartThings app.",
@@ -962,6 +1098,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I add the thermostat to Samsung SmartThings?",
         "smartthings",
         "Is there a SmartThings integration?",
+        "Samsung smart home support",
     ),
     (
         "IFTTT applets are supported on all plans through the Vellmont Home service.",
@@ -969,6 +1106,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I make IFTTT applets with my thermostat?",
         "ifttt",
         "Do I need a paid plan for IFTTT?",
+        "IFTTT on the free plan",
     ),
     (
         "Unlink an integration in the app under Settings, Integrations, then tap Remove.",
@@ -976,6 +1114,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I remove a linked integration?",
         "unlink integration",
         "What's the way to revoke Google Home access?",
+        "disconnect smart home service",
     ),
     (
         "Join utility rewards programs in the app under Energy, Rewards Programs.",
@@ -983,6 +1122,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Does it support demand response?",
         "utility programs",
         "Where do I join an energy savings event program?",
+        "Can I get paid for letting my utility adjust my thermostat?",
     ),
     (
         "Check for local utility rebates on the Lumo Hearth in the app under Energy, Rebates.",
@@ -990,6 +1130,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can my utility give me money back for buying it?",
         "rebates",
         "How do I find local rebates?",
+        "Does my electric company offer a discount on this thermostat?",
     ),
     # --- Error codes ---
     (
@@ -998,6 +1139,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "My thermostat shows E1, what should I do?",
         "error code E1",
         "How do I fix an E1 error?",
+        "E1 on the screen",
     ),
     (
         "Error E2 means no C-wire power was detected; install the Power Link adapter.",
@@ -1005,6 +1147,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Why is my screen showing E2?",
         "E2 error code",
         "How can I clear error E2?",
+        "E2 warning",
     ),
     (
         "Error E3 means the Wi-Fi connection failed; check the password and your router.",
@@ -1012,6 +1155,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "The thermostat says E3, how do I fix it?",
         "code E3 meaning",
         "Why did I get an E3 error during setup?",
+        "Wi-Fi error E3",
     ),
     (
         "Error E4 means the temperature sensor failed; file a warranty claim.",
@@ -1019,6 +1163,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I resolve error E4?",
         "E4 sensor error",
         "Is error E4 covered by warranty?",
+        "E4 on my thermostat",
     ),
     (
         "Error E5 means no temperature change after 30 minutes of heating or cooling.",
@@ -1026,6 +1171,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "My display shows E5, what's wrong?",
         "E5 no temperature change",
         "Why am I getting E5 after heating for a while?",
+        "E5 error",
     ),
     (
         "Error E6 means a firmware update failed; it retries automatically within 24 hours.",
@@ -1033,6 +1179,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "E6 after an update, what do I do?",
         "firmware error E6",
         "Will error E6 fix itself?",
+        "What is the E6 code?",
     ),
     (
         "Error E7 means a Room Sensor is offline; replace its battery or move it closer.",
@@ -1040,6 +1187,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I fix an E7 code?",
         "E7 sensor offline",
         "Why does my thermostat show E7?",
+        "E7 error",
     ),
     (
         "Error E8 means a wire is in the wrong terminal; recheck the wiring diagram.",
@@ -1047,6 +1195,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "The screen reads E8 after install, what now?",
         "E8 wiring error",
         "How do I correct error E8?",
+        "What does code E8 mean?",
     ),
     (
         "Error E9 means the backup battery is low because the thermostat lacks steady power.",
@@ -1054,6 +1203,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Why do I see E9 on my thermostat?",
         "E9 low battery",
         "How do I get rid of error E9?",
+        "E9 on the display",
     ),
     # --- Light ring colours ---
     (
@@ -1062,6 +1212,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Why is the ring glowing orange?",
         "orange LED",
         "Solid orange ring on my thermostat, is it heating?",
+        "Is an orange ring normal?",
     ),
     (
         "A solid blue ring means the system is cooling.",
@@ -1069,6 +1220,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Why is my thermostat lit up blue?",
         "blue light meaning",
         "Does the blue ring mean it's cooling?",
+        "blue ring",
     ),
     (
         "A solid green ring means Eco mode is active.",
@@ -1076,6 +1228,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Why is the ring green?",
         "green LED meaning",
         "Is green the Eco mode color?",
+        "green ring",
     ),
     (
         "A dim white ring means the thermostat is idle and nothing is running.",
@@ -1083,6 +1236,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Why is the light ring white?",
         "white LED",
         "Is a white glow normal when nothing is running?",
+        "What is the faint white light?",
     ),
     (
         "A pulsing purple ring means the thermostat is ready to pair with the app.",
@@ -1090,6 +1244,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Why is the thermostat flashing purple?",
         "purple light",
         "Is the purple ring pairing mode?",
+        "purple pulsing",
     ),
     (
         "A flashing red ring means there is an error; check the screen for the code.",
@@ -1097,6 +1252,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Why is my thermostat blinking red?",
         "red LED",
         "The ring is red, is something wrong?",
+        "red ring blinking",
     ),
     (
         "A pulsing yellow ring means a firmware update is installing; do not remove the unit.",
@@ -1104,6 +1260,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Why is the light pulsing yellow?",
         "yellow light meaning",
         "Can I unplug it while the ring is yellow?",
+        "yellow ring",
     ),
     (
         "A solid teal ring means only the fan is running.",
@@ -1111,6 +1268,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Why is the ring teal?",
         "teal LED",
         "Does teal mean only the fan is on?",
+        "Why is the light a blue-green color?",
     ),
     (
         "A fast flashing white ring means a factory reset is in progress.",
@@ -1118,6 +1276,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Why is the ring blinking white quickly?",
         "flashing white light",
         "Is a rapidly flashing white ring a reset?",
+        "rapid white flashing",
     ),
     (
         "Turn off the light ring under Settings, Display, Light Ring.",
@@ -1125,6 +1284,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I disable the LED ring?",
         "light ring setting",
         "The ring is too bright at night, can I switch it off?",
+        "Can I hide the glowing ring?",
     ),
     # --- Troubleshooting ---
     (
@@ -1133,6 +1293,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What's the way to reboot my Lumo Hearth?",
         "restart thermostat",
         "Can I power cycle it without the breaker?",
+        "The thermostat is frozen, how do I restart it?",
     ),
     (
         "Factory reset by holding the dial for 25 seconds, or under Settings, Reset.",
@@ -1140,6 +1301,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What's the way to erase all settings?",
         "factory reset",
         "Can I wipe the thermostat back to defaults?",
+        "How do I start over with a clean thermostat?",
     ),
     (
         "If the app shows Offline, restart your router, then restart the thermostat.",
@@ -1147,6 +1309,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "The app shows Offline, how do I fix it?",
         "thermostat offline in app",
         "What should I try when the device won't connect to the app?",
+        "app can't reach thermostat",
     ),
     (
         "A blank screen usually means no power; check the breaker and the furnace door switch.",
@@ -1154,6 +1317,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "My thermostat display is black, what's wrong?",
         "blank screen",
         "The thermostat won't turn on, what should I check?",
+        "no display",
     ),
     (
         "For short cycling, set Cycle Rate to 3 per hour under Settings, Equipment.",
@@ -1161,6 +1325,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I fix short cycling?",
         "short cycling",
         "Can I reduce how often the furnace cycles?",
+        "cycle rate setting",
     ),
     (
         "Readings run high when the unit sits in direct sunlight or near a lamp or vent.",
@@ -1168,6 +1333,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Why does my thermostat say it's warmer than it is?",
         "reading too high",
         "Could sunlight affect the temperature reading?",
+        "Why is the room colder than the thermostat says?",
     ),
     (
         "If it won't heat, confirm Heat mode is on and the W1 wire is firmly seated.",
@@ -1175,6 +1341,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "The thermostat isn't heating, what should I check?",
         "no heat",
         "What do I do if the furnace doesn't start?",
+        "It's cold and the heat won't come on, help",
     ),
     (
         "If the fan never stops, set Fan to Auto and check the G wire is not touching others.",
@@ -1182,6 +1349,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "My fan runs constantly, how do I fix it?",
         "fan always on",
         "What if the blower never shuts off?",
+        "Why is air blowing even when the heat is off?",
     ),
     (
         "If setup can't find the thermostat, allow Bluetooth and Location access for the app.",
@@ -1189,6 +1357,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Setup says no device found, what do I do?",
         "device not found during setup",
         "Which phone permissions does setup need?",
+        "setup permissions",
     ),
     (
         "A built-in rechargeable battery keeps settings and the clock during short power losses.",
@@ -1196,6 +1365,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What keeps the clock running during a short outage?",
         "internal battery",
         "Is there a backup battery inside?",
+        "backup power",
     ),
     (
         "A soft click when heating or cooling starts is the normal relay sound.",
@@ -1203,6 +1373,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Is a clicking sound normal?",
         "clicking noise",
         "What's that click when the heat comes on?",
+        "Why does it make a noise when the heat starts?",
     ),
     (
         "The clock sets itself from the internet using the time zone chosen in the app.",
@@ -1210,6 +1381,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Why is the clock wrong?",
         "time and clock",
         "Do I need to set the clock manually?",
+        "Why is the time on the thermostat an hour off?",
     ),
     # --- Accounts ---
     (
@@ -1218,6 +1390,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What do I need to sign up?",
         "account sign up",
         "Can I register with just an email?",
+        "new account",
     ),
     (
         "Passwords need at least 10 characters, including at least one number and one letter.",
@@ -1225,6 +1398,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How long does my password need to be?",
         "password rules",
         "Does my password need a number?",
+        "Why won't the app accept my password?",
     ),
     (
         "Tap Forgot Password on the sign-in screen; the reset link works for 60 minutes.",
@@ -1232,6 +1406,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "I forgot my password, what do I do?",
         "password reset link",
         "How long is the reset link valid?",
+        "Can't sign in, forgot password",
     ),
     (
         "Turn on two-step verification under Settings, Account, Security, using an app or SMS.",
@@ -1239,6 +1414,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I enable two-step verification?",
         "2FA",
         "Does Vellmont support authenticator apps?",
+        "Can I add an extra security code when logging in?",
     ),
     (
         "Change your email under Settings, Account, Email, then confirm the link we send.",
@@ -1246,6 +1422,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I update the email address on my account?",
         "change email",
         "What's the way to use a new email for login?",
+        "update login email",
     ),
     (
         "Invite up to 8 household members under Settings, Home, People.",
@@ -1253,6 +1430,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How many people can control my thermostat?",
         "household members",
         "Can my partner use the app too?",
+        "Can other people in my house use the thermostat app?",
     ),
     (
         "Guest access can be granted for up to 14 days and expires automatically.",
@@ -1260,6 +1438,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How long does guest access last?",
         "guest access",
         "Is there a way to let a house sitter control the heat?",
+        "How do I let a visitor adjust the thermostat for a weekend?",
     ),
     (
         "Remove a member under Settings, Home, People by tapping their name, then Remove.",
@@ -1267,6 +1446,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I revoke a family member's access?",
         "remove household member",
         "What's the way to take a roommate off my account?",
+        "How do I kick someone off my home?",
     ),
     (
         "Delete your account under Settings, Account, Delete Account; data is gone within 30 days.",
@@ -1274,6 +1454,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I close my Vellmont account?",
         "delete account",
         "How long until my data is erased after deletion?",
+        "Can I permanently erase my account?",
     ),
     (
         "Before selling, tap Remove Device under Settings, Device Info, then factory reset it.",
@@ -1281,6 +1462,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "I'm moving out, what should I do with the thermostat?",
         "transfer ownership",
         "Can I give my thermostat to someone else?",
+        "selling my house, what happens to the thermostat?",
     ),
     (
         "Sign out everywhere under Settings, Account, Security, Sign Out All Devices.",
@@ -1288,6 +1470,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Someone else is logged in to my account, what do I do?",
         "sign out everywhere",
         "Can I log out of every phone at once?",
+        "I think my account was hacked, how do I log everyone out?",
     ),
     # --- Privacy ---
     (
@@ -1296,6 +1479,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Does Vellmont share personal information with advertisers?",
         "data selling",
         "Is my personal data sold to third parties?",
+        "Do you make money from my data?",
     ),
     (
         "Account and device data is stored on servers in the United States and Canada.",
@@ -1303,6 +1487,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Which countries are your servers in?",
         "data location",
         "Is my data kept in Canada?",
+        "server location",
     ),
     (
         "Request a data export under Settings, Privacy, Export Data; it is ready within 48 hours.",
@@ -1310,6 +1495,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I get a copy of my data?",
         "data export",
         "How long does a data export take?",
+        "Can I export all the data you have on me?",
     ),
     (
         "Data is encrypted in transit with TLS 1.3 and at rest with AES-256.",
@@ -1317,6 +1503,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What encryption do you use?",
         "encryption",
         "Is data protected in transit?",
+        "How is my data secured?",
     ),
     (
         "Usage data is shared with a utility only if you join its rewards program.",
@@ -1324,6 +1511,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Will my energy company see my usage?",
         "utility data sharing",
         "When is my data given to a power company?",
+        "Who sees my energy usage?",
     ),
     (
         "Turn off app analytics under Settings, Privacy, Share Usage Data.",
@@ -1331,6 +1519,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I opt out of app tracking?",
         "usage data sharing",
         "Where is the analytics setting?",
+        "Can I stop the app from sending usage statistics?",
     ),
     (
         "Read the privacy policy in the app under Help, Legal, Privacy Policy.",
@@ -1338,6 +1527,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I find your privacy terms?",
         "privacy policy",
         "Is the privacy policy in the app?",
+        "Where's your privacy statement?",
     ),
     # --- Support ---
     (
@@ -1346,6 +1536,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "What are your support hours?",
         "chat hours",
         "Can I chat with support on weekends?",
+        "Can I chat with someone at 9 pm?",
     ),
     (
         "Phone support is at 1-800-555-0142, weekdays 9 am to 6 pm Eastern.",
@@ -1353,6 +1544,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "Can I call customer support?",
         "phone support",
         "What hours is phone support open?",
+        "What number do I call for help?",
     ),
     (
         "Use the Contact Us form under Help in the app; email replies come within 1 business day.",
@@ -1360,6 +1552,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How fast does email support reply?",
         "email support",
         "Is there a contact form?",
+        "How do I send support a message?",
     ),
     (
         "Vellmont recycles old thermostats, including mercury ones, with a free prepaid label.",
@@ -1367,6 +1560,7 @@ FACTS: list[tuple[str, str, str, str, str]] = [
         "How do I dispose of a mercury thermostat?",
         "thermostat recycling",
         "Do you take back old thermostats?",
+        "old thermostat disposal",
     ),
 ]
 
@@ -1375,13 +1569,13 @@ def _norm(question: str) -> str:
     return " ".join(question.lower().split())
 
 
-def validate(facts: list[tuple[str, str, str, str, str]]) -> None:
+def validate(facts: list[Fact]) -> None:
     """Assert every dataset constraint; raises AssertionError naming the first offender."""
     assert len(facts) >= MIN_FACTS, f"only {len(facts)} facts, need >= {MIN_FACTS}"
     seen_answers: set[str] = set()
     seen_questions: set[str] = set()
     for number, fact in enumerate(facts, start=1):
-        assert len(fact) == 1 + PHRASINGS_PER_FACT, f"fact {number}: wrong tuple size"
+        assert len(fact) == 2 + PHRASINGS_PER_FACT, f"fact {number}: wrong tuple size"
         answer, *questions = fact
         where = f"fact {number} ({answer!r})"
         assert answer.isascii(), f"{where}: answer is not ASCII"
@@ -1402,19 +1596,24 @@ def validate(facts: list[tuple[str, str, str, str, str]]) -> None:
             seen_questions.add(key)
 
 
-def build_rows(facts: list[tuple[str, str, str, str, str]] = FACTS) -> list[dict[str, str]]:
-    """Rows sorted by fact_id, phrasings in written order; phrasing i % 4 of fact i is heldout."""
+def build_rows(facts: list[Fact] = FACTS) -> list[dict[str, str]]:
+    """Rows sorted by fact_id, phrasings in written order; phrasing i % 4 of fact i is heldout,
+    the fifth is validation, the others train."""
     validate(facts)
     rows: list[dict[str, str]] = []
     for index, (answer, *questions) in enumerate(facts):
         heldout = index % PHRASINGS_PER_FACT
         for position, question in enumerate(questions):
+            if position == PHRASINGS_PER_FACT:
+                split = "validation"
+            else:
+                split = "heldout" if position == heldout else "train"
             rows.append(
                 {
                     "question": question,
                     "answer": answer,
                     "fact_id": f"f{index + 1:03d}",
-                    "split": "heldout" if position == heldout else "train",
+                    "split": split,
                 }
             )
     return rows
@@ -1439,10 +1638,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args and args[0] in ("-h", "--help") else 2
     output = write(Path(args[0]) if args else DEFAULT_OUTPUT)
     rows = build_rows()
-    train = sum(row["split"] == "train" for row in rows)
+    count = {split: sum(row["split"] == split for row in rows) for split in SPLITS}
     print(
         f"wrote {output}: {len(FACTS)} facts, {len(rows)} pairs "
-        f"({train} train, {len(rows) - train} heldout)"
+        f"({count['train']} train, {count['heldout']} heldout, {count['validation']} validation)"
     )
     return 0
 

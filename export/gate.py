@@ -64,6 +64,16 @@ def checks(report: QualityReport, limits: Thresholds) -> list[Check]:
         report.answer_match,
     )
     no_diff_limit = limits.max_logit_diff is None
+    scoring = []
+    if (scored := report.scoring_max_logit_diff) is not None:  # runners that score prompts
+        scoring.append(
+            Check(
+                "prompt scoring |logit diff|",
+                f"{scored:.3g}",
+                "(recorded)" if no_diff_limit else f"<= {limits.max_logit_diff:g}",
+                None if no_diff_limit else scored <= limits.max_logit_diff,
+            )
+        )
     return [
         Check(
             "max |logit diff|",
@@ -92,6 +102,7 @@ def checks(report: QualityReport, limits: Thresholds) -> list[Check]:
             f">= {limits.min_answer_match:g}",
             match >= limits.min_answer_match,
         ),
+        *scoring,
     ]
 
 

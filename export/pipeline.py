@@ -1,5 +1,6 @@
 """One export, start to finish: checkpoint -> ONNX -> (fp16 / quantized) -> (cut at attention)
--> gate -> OUT_DIR, and the manifest built from what it learned (checkpoint, graph, gate)."""
+-> gate -> OUT_DIR, and the manifest built from what it learned (checkpoint, graph, gate),
+with the checkpoint's confidence.json (the answer confidence's calibration) copied in."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 from artifact import (
     GRAPH_INTERFACE,
     PAGED_INTERFACE,
+    Calibration,
+    CalibrationError,
     Manifest,
     piece_inputs,
     piece_outputs,
@@ -54,6 +57,7 @@ def run_export(options: ExportOptions) -> ExportResult:
     if problem := options.problem():
         raise ExportError(problem)
     checkpoint = load_checkpoint(options.checkpoint)
+    confidence = load_confidence(checkpoint.path)
     samples = load_heldout(options.gate.data, options.gate.samples or None)
     check_out_dir(Path(options.out).resolve(), options.force)  # all bad input before any work
     if not checkpoint.has_prompt_file:
@@ -89,10 +93,21 @@ def run_export(options: ExportOptions) -> ExportResult:
             raise ExportFailed("quality gate failed, nothing written: " + "; ".join(problems))
         with steps.step("Writing manifest (hashing files)"):
             manifest = build_manifest(checkpoint, signature, options, report, facts, cut)
+            manifest.confidence = confidence
             write_manifest(stage.path, manifest)
         sizes = file_sizes(stage.path)
         out = stage.publish()
     return ExportResult(out, manifest, report, time.perf_counter() - start, sizes)
+
+
+def load_confidence(checkpoint: Path) -> Calibration | None:
+    """The checkpoint's confidence.json for the manifest (None: trained without a validation
+    part, so the server gives no confidence); a bad one is ExportError, before any work."""
+    try:
+        return Calibration.load(checkpoint)
+    except CalibrationError as e:
+        hint = "re-run training, or remove the file to export without one"
+        raise ExportError(f"{e} ({hint})") from None
 
 
 def build_graph(

@@ -45,6 +45,7 @@ class Totals:
     nll_onnx: float = 0.0
     nll_torch: float = 0.0
     max_logit_diff: float = 0.0
+    scoring_max_logit_diff: float | None = None  # None: the runner cannot score prompts
     answers: int = 0
     answers_same: int = 0
     mismatches: list[dict] = field(default_factory=list)  # a few differing answers, for people
@@ -62,6 +63,9 @@ class QualityReport:
     answer_match: float
     max_new_tokens: int
     mismatches: list[dict]
+    # prompt scoring (prompt_logprobs, echo): logits at every position of prompt + answer in
+    # one scoring call; None when the artifact's runner cannot score (the fused graph)
+    scoring_max_logit_diff: float | None = None
 
     @property
     def ppl_delta(self) -> float:
@@ -81,6 +85,7 @@ class QualityReport:
             "answer_match": self.answer_match,
             "max_new_tokens": self.max_new_tokens,
             "mismatches": self.mismatches,
+            "scoring_max_logit_diff": self.scoring_max_logit_diff,
         }
 
 
@@ -133,6 +138,7 @@ def measure(run: GateRun, checkpoint: Checkpoint) -> QualityReport:
         with progress, torch.no_grad():
             for chunk in _chunks(encoded, CHUNK):
                 _teacher_forced(sides, chunk, totals)
+                _scored(sides, chunk, totals)
                 _greedy(sides, chunk, totals, tokenizer)
                 progress.update(len(chunk))
     finally:
@@ -167,6 +173,21 @@ def _teacher_forced(sides: Sides, chunk: list[Encoded], totals: Totals) -> None:
         totals.nll_torch += _nll(ref, target)
 
 
+def _scored(sides: Sides, chunk: list[Encoded], totals: Totals) -> None:
+    """Prompt scoring: every position of prompt + answer in one call, against PyTorch's
+    logits over the same sequence (runners that cannot score are skipped)."""
+    if not getattr(sides.runner, "scores_prompts", False):
+        return
+    import torch
+
+    sequences = [e.prompt + e.target for e in chunk]
+    ours = sides.runner.score(sequences)
+    for ids, logits in zip(sequences, ours, strict=True):
+        ref = sides.model(torch.tensor([ids])).logits[0].float().numpy()
+        diff = float(np.abs(logits - ref).max())
+        totals.scoring_max_logit_diff = max(totals.scoring_max_logit_diff or 0.0, diff)
+
+
 def _nll(logits: np.ndarray, target: np.ndarray) -> float:
     """Sum of -log p(target) under softmax(logits), computed stably in float64."""
     z = logits.astype(np.float64)
@@ -198,6 +219,7 @@ def _report(provider: str, totals: Totals, max_new: int) -> QualityReport:
         ppl_torch=math.exp(totals.nll_torch / tokens),
         ppl_onnx=math.exp(totals.nll_onnx / tokens),
         answer_match=totals.answers_same / max(totals.answers, 1),
+        scoring_max_logit_diff=totals.scoring_max_logit_diff,
         max_new_tokens=max_new,
         mismatches=totals.mismatches,
     )

@@ -1,6 +1,7 @@
-"""The numpy reference of kernels.paged_attention: this module IS the spec the native kernel
-is tested against (same arguments, same in-place cache writes, output in float64 then
-rounded to float32), plus the cache layout's one reader, `gather`.
+"""The numpy references of kvserve's native kernels: this module IS the spec they are tested
+against. kernels.paged_attention: same arguments, same in-place cache writes, output in
+float64 then rounded to float32, plus the cache layout's one reader, `gather`.
+kernels.token_logprobs: `token_logprobs` below, a float64 log-softmax.
 
 Slow by design (a loop over sequences, whole positions gathered per call); never served.
 
@@ -122,3 +123,32 @@ def paged_attention(
         weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
         weights /= weights.sum(axis=-1, keepdims=True)
         out[first:last] = (weights @ v).transpose(1, 0, 2).reshape(-1, hidden).astype(np.float32)
+
+
+MAX_TOP = 64  # kernels.token_logprobs' bound on `top`
+
+
+def token_logprobs(
+    logits: np.ndarray, tokens: np.ndarray, top: int, threads: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What kernels.token_logprobs computes: (logprob float32 [N], top_ids int64 [N, top],
+    top_logprobs float32 [N, top]) for logits [N, V] and tokens [N].
+
+    logprob = x - logsumexp(row) in float64, rounded once to float32. The top ids are ordered
+    by logit descending (the same order as logprob, without the rounding), ties to the lower
+    id. A row whose logsumexp is NaN (a NaN or +inf in it, or only -inf) is NaN throughout;
+    its logprobs all tie, so its top ids are 0..top-1."""
+    del threads  # the reference is single-threaded
+    x = np.asarray(logits, np.float32)
+    n, vocab = x.shape
+    wide = x.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        peak = wide.max(axis=1, keepdims=True) if vocab else np.zeros((n, 1))
+        lse = peak + np.log(np.exp(wide - peak).sum(axis=1, keepdims=True))  # [N, 1]
+        logprobs = wide - lse  # [N, V]; NaN rows are NaN throughout
+        rows = np.arange(n)
+        picked = logprobs[rows, np.asarray(tokens, np.int64)].astype(np.float32)
+        order = np.argsort(-x, axis=1, kind="stable")[:, :top]  # logit desc, then id
+        order[np.isnan(lse[:, 0])] = np.arange(top)
+        values = np.take_along_axis(logprobs, order, axis=1).astype(np.float32)
+    return picked, order.astype(np.int64), values

@@ -6,7 +6,9 @@
 
 TLS and a bearer token: pass `security=Security(ca=Path("ca.pem"), token="...")`.
 Knobs are GenerateRequest/AnswerRequest fields (max_new_tokens, temperature, top_k, top_p,
-repetition_penalty, stop, seed, ignore_eos); an unknown name raises ValueError.
+repetition_penalty, stop, seed, ignore_eos; answer: handover_threshold); an unknown name
+raises ValueError. An answer's reply carries its `confidence` and `handed_over` (then the
+text is the server's hand-over text).
 """
 
 from __future__ import annotations

@@ -107,6 +107,9 @@ def flatten(report: dict) -> dict[str, tuple[float | None, bool]]:
     out["goodput"] = (goodput.get("rate_rps"), True)
     lag = (f.get("send") or {}).get("lag_ms") or {}
     out["send_lag.p99"] = (lag.get("p99"), False)
+    # answers handed over to a person (kvserve's Answer / chat); no default threshold: a
+    # change of share is a change of model or of questions, not of serving speed
+    out["handover_share"] = ((f.get("handover") or {}).get("share"), False)
     return out
 
 

@@ -1,7 +1,8 @@
 """The self-contained HTML report: figures, warnings and charts in one file, no network.
 
-Charts (inline SVG from svg.py): latency over time, CDFs of TTFT / ITL / e2e, throughput
-over time, in-flight requests over time, and (open loop) send lag over time.
+Charts (inline SVG from svg.py): latency over time, CDFs of TTFT / ITL / e2e (and of the
+answers' confidence, when the server judged them), throughput over time, in-flight requests
+over time, and (open loop) send lag over time.
 """
 
 from __future__ import annotations
@@ -128,6 +129,8 @@ def totals_table(result: LoadResult, report: dict) -> str:
                 f"{f.good} of {f.requests} ({f.goodput_share:.1%}), {f.goodput_rate:.2f} req/s",
             ]
         )
+    if f.handover is not None:
+        rows.append(["hand-over (answers given to a person)", f.handover.summary()])
     statuses = ", ".join(f"{k} {v}" for k, v in f.status_counts.items()) or "-"
     rows.append(["status codes", statuses])
     return table(["figure", "value"], rows)
@@ -249,6 +252,19 @@ def cdf_charts(records: list[RequestRecord]) -> list[str]:
                 [Series(name, xs, ys)],
                 Axis(f"{name} (ms)", log=log),
                 Axis("share of samples <= x", lo=0.0, hi=1.0),
+                width=420,
+                height=280,
+            )
+        )
+    confidences = [r.confidence for r in ok if r.confidence is not None]
+    if confidences:  # kvserve's verdicts on answers: what the hand-over threshold cuts
+        xs, ys = cdf(confidences)
+        out.append(
+            chart(
+                "CDF of answer confidence",
+                [Series("confidence", xs, ys)],
+                Axis("confidence (calibrated P(right))", lo=0.0, hi=1.0),
+                Axis("share of answers <= x", lo=0.0, hi=1.0),
                 width=420,
                 height=280,
             )

@@ -36,6 +36,16 @@ def token_latencies(
     return arrivals[0][0] - sent, itl
 
 
+def verdict(reply: pb.GenerateResponse) -> tuple[bool | None, float | None]:
+    """(handed_over, confidence) of an Answer reply; (None, None) from a server (or stubs)
+    without the fields. The confidence is unset when the model has no calibration."""
+    try:
+        confidence = reply.confidence if reply.HasField("confidence") else None
+        return bool(reply.handed_over), confidence
+    except (AttributeError, ValueError):  # a contract from before the hand-over
+        return None, None
+
+
 def failure(e: BaseException) -> tuple[str, str]:
     """(status name, message) for an exception raised by an RPC."""
     if isinstance(e, grpc.aio.AioRpcError):
@@ -98,6 +108,7 @@ async def measure_unary(
     except Exception as e:  # recorded, not raised: see the module docstring
         status, error = failure(e)
     ended = time.perf_counter()
+    handed_over, confidence = verdict(reply) if rpc == "Answer" and status == OK else (None, None)
     return RequestRecord(
         index=index,
         rpc=rpc,
@@ -108,6 +119,8 @@ async def measure_unary(
         status=status,
         error=error,
         finish_reason=finish_reason_name(reply.finish_reason),
+        handed_over=handed_over,
+        confidence=confidence,
     )
 
 

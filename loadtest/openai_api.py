@@ -8,6 +8,8 @@ serve` counts them: OpenAI chunks carry no token ids); the output token count co
 the usage chunk (stream_options.include_usage) when the server sends one. kvserve's own
 knobs (top_k, repetition_penalty, ignore_eos) go as extra fields only when set, as vLLM
 accepts them. Every failure becomes a record: HTTP_<status>, TIMEOUT, CONNECTION_ERROR.
+kvserve's chat replies also carry each answer's verdict (`confidence`, `handed_over` on the
+choice; streaming: on its last chunk), which the record keeps for the hand-over share.
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ class Reading:
     prompt_tokens: int = 0
     finish: str = ""
     error: str = ""
+    handed_over: bool | None = None  # kvserve's verdict on a chat answer (None: not sent)
+    confidence: float | None = None
 
     def take(self, chunk: dict, now: float | None) -> None:
         """One JSON chunk (or the whole unary reply, `now` None)."""
@@ -133,6 +137,10 @@ class Reading:
         self.prompt_tokens = usage.get("prompt_tokens") or self.prompt_tokens
         for choice in chunk.get("choices") or ():
             self.finish = (choice.get("finish_reason") or self.finish or "").upper()
+            if "handed_over" in choice:
+                self.handed_over = bool(choice["handed_over"])
+                confidence = choice.get("confidence")
+                self.confidence = float(confidence) if confidence is not None else None
             delta = choice.get("delta") or choice.get("message") or {}
             text = choice.get("text") or delta.get("content") or ""
             if text and now is not None:
@@ -220,6 +228,8 @@ class HttpSender:
             status=status,
             error=reading.error,
             finish_reason=reading.finish,
+            handed_over=reading.handed_over if status == OK else None,
+            confidence=reading.confidence if status == OK else None,
         )
 
 

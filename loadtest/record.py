@@ -8,6 +8,8 @@ OK = "OK"
 # Not a gRPC status: the client itself failed (a bug or a malformed reply), kept apart so
 # it is never mistaken for something the server said.
 CLIENT_ERROR = "CLIENT_ERROR"
+# Replies that answer a question, which a kvserve server judges (confidence, hand-over)
+ANSWER_RPCS = ("Answer", "/v1/chat/completions")
 
 
 @dataclass
@@ -29,10 +31,17 @@ class RequestRecord:
     scheduled_s: float | None = None  # when it should have been sent (None: = start_s)
     target: str = ""
     worker: int = 0
+    # an answer's verdict (Answer RPC, chat completions): None when the reply carried none
+    handed_over: bool | None = None  # the reply was the server's hand-over text
+    confidence: float | None = None  # calibrated P(right); None: the model has no calibration
 
     @property
     def ok(self) -> bool:
         return self.status == OK
+
+    @property
+    def answers_a_question(self) -> bool:
+        return self.rpc in ANSWER_RPCS
 
     @property
     def end_s(self) -> float:

@@ -45,6 +45,8 @@ CSV_FIELDS = (
     "prompt_tokens",
     "finish_reason",
     "good",
+    "handed_over",
+    "confidence",
     "error",
 )
 
@@ -107,6 +109,8 @@ def _totals(result: LoadResult) -> list[str]:
     f = result.figures
     statuses = ", ".join(f"{k} {v}" for k, v in f.status_counts.items()) or "-"
     lines = [f"{'requests':<14}{f.ok} ok of {f.requests}: {f.request_throughput:.2f} req/s"]
+    if f.handover is not None:
+        lines.append(f"{'hand-over':<14}{f.handover.summary()}")
     if f.offered_rate is not None and f.send_rate is not None:
         lines.append(
             f"{'send rate':<14}{f.send_rate:.2f} req/s sent, {f.offered_rate:.2f} scheduled"
@@ -147,6 +151,7 @@ def figures_dict(result: LoadResult) -> dict:
         "prompt_tokens": f.prompt_tokens,
         "error_rate": f.error_rate,
         "goodput": goodput,
+        "handover": None if f.handover is None else f.handover.to_dict(),
         "send": {
             "lag_ms": None if f.send_lag is None else f.send_lag.scaled(MS).to_dict(),
             "send_rate_rps": f.send_rate,
@@ -207,6 +212,8 @@ def csv_row(r: RequestRecord, good: bool | None) -> dict:
         "prompt_tokens": r.prompt_tokens,
         "finish_reason": r.finish_reason,
         "good": "" if good is None else int(good),
+        "handed_over": "" if r.handed_over is None else int(r.handed_over),
+        "confidence": "" if r.confidence is None else f"{r.confidence:.4f}",
         "error": r.error,
     }
 

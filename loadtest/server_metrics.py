@@ -27,6 +27,7 @@ HISTOGRAMS = {  # report name -> series (DESIGN.md's names)
 COUNTERS = {
     "generated_tokens": "kvserve_generated_tokens_total",
     "prompt_tokens": "kvserve_prompt_tokens_total",
+    "handovers": "kvserve_handovers_total",  # answers handed over to a person
 }
 GAUGES = {
     "requests_running": "kvserve_requests_running",

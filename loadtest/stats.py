@@ -52,6 +52,51 @@ class Distribution:
 
 
 @dataclass(frozen=True)
+class HandOverFigures:
+    """Questions the server answered (Answer RPC, chat completions) and how many of them it
+    handed over to a person instead (issue 21's hand-over)."""
+
+    answers: int  # successful replies to a question
+    judged: int  # of those, the ones that carried a confidence
+    handed_over: int
+    confidence: Distribution  # of the judged answers
+
+    @property
+    def share(self) -> float | None:
+        """Hand-overs per answer; None when no answer carried a verdict (a server without
+        a calibration, or not kvserve)."""
+        return self.handed_over / self.answers if self.answers and self.judged else None
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "share": self.share}
+
+    def summary(self) -> str:
+        """One line: the share of answers handed over to a person, and their confidence."""
+        if self.share is None:
+            return f"- of {self.answers} answers (the replies carry no confidence)"
+        c = self.confidence
+        judged = "" if self.judged == self.answers else f" ({self.judged} with a confidence)"
+        return (
+            f"{self.handed_over} of {self.answers} answers handed over ({self.share:.1%}); "
+            f"confidence mean {c.mean:.2f}, p50 {c.p50:.2f}, p90 {c.p90:.2f}{judged}"
+        )
+
+    @classmethod
+    def of(cls, records: Iterable[RequestRecord]) -> HandOverFigures | None:
+        """From the successful records; None when the run asked no question."""
+        answers = [r for r in records if r.ok and r.answers_a_question]
+        if not answers:
+            return None
+        confidences = [r.confidence for r in answers if r.confidence is not None]
+        return cls(
+            answers=len(answers),
+            judged=len(confidences),
+            handed_over=sum(bool(r.handed_over) for r in answers),
+            confidence=Distribution.of(confidences),
+        )
+
+
+@dataclass(frozen=True)
 class Figures:
     """The headline numbers of a run (times in seconds, throughputs per second)."""
 
@@ -72,6 +117,7 @@ class Figures:
     send_lag: Distribution | None = None  # actual - scheduled send time, every request
     send_rate: float | None = None  # achieved: (n - 1) / (last send - first send)
     offered_rate: float | None = None  # the schedule's: same over scheduled times (open loop)
+    handover: HandOverFigures | None = None  # None: the run asked no question
 
     @property
     def errors(self) -> int:
@@ -124,6 +170,7 @@ def compute_figures(
         send_lag=Distribution.of(r.lag_s for r in records),
         send_rate=rate_of(r.start_s for r in records),
         offered_rate=rate_of(r.scheduled_s or 0.0 for r in records) if open_loop else None,
+        handover=HandOverFigures.of(records),
     )
 
 

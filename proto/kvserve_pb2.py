@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/kvserve.proto\x12\nkvserve.v1\"\x9d\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x1b\n\x0emax_new_tokens\x18\n \x01(\rH\x00\x88\x01\x01\x12\x13\n\x0btemperature\x18\x0b \x01(\x02\x12\r\n\x05top_k\x18\x0c \x01(\r\x12\x12\n\x05top_p\x18\r \x01(\x02H\x01\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x0e \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x0f \x03(\t\x12\x11\n\x04seed\x18\x10 \x01(\x04H\x03\x88\x01\x01\x12\x12\n\nignore_eos\x18\x11 \x01(\x08\x42\x11\n\x0f_max_new_tokensB\x08\n\x06_top_pB\x15\n\x13_repetition_penaltyB\x07\n\x05_seed\"\xae\x02\n\rAnswerRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x1b\n\x0emax_new_tokens\x18\n \x01(\rH\x00\x88\x01\x01\x12\x13\n\x0btemperature\x18\x0b \x01(\x02\x12\r\n\x05top_k\x18\x0c \x01(\r\x12\x12\n\x05top_p\x18\r \x01(\x02H\x01\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x0e \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x0f \x03(\t\x12\x11\n\x04seed\x18\x10 \x01(\x04H\x03\x88\x01\x01\x12\x12\n\nignore_eos\x18\x11 \x01(\x08\x42\x11\n\x0f_max_new_tokensB\x08\n\x06_top_pB\x15\n\x13_repetition_penaltyB\x07\n\x05_seed\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\"[\n\x06Timing\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12#\n\x1btime_to_first_token_seconds\x18\x02 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\"\xbe\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12/\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x18.kvserve.v1.FinishReason\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.kvserve.v1.Usage\x12\"\n\x06timing\x18\x05 \x01(\x0b\x32\x12.kvserve.v1.Timing\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"\xc4\x01\n\x16GenerateStreamResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12/\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x18.kvserve.v1.FinishReason\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.kvserve.v1.Usage\x12\"\n\x06timing\x18\x05 \x01(\x0b\x32\x12.kvserve.v1.Timing\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"\x12\n\x10ModelInfoRequest\"\xc1\x03\n\tModelInfo\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x12\n\nnum_layers\x18\x03 \x01(\r\x12\x11\n\tnum_heads\x18\x04 \x01(\r\x12\x10\n\x08head_dim\x18\x05 \x01(\r\x12\x12\n\nvocab_size\x18\x06 \x01(\r\x12\x15\n\rmax_positions\x18\x07 \x01(\r\x12\r\n\x05\x64type\x18\x08 \x01(\t\x12\x14\n\x0cquantization\x18\t \x01(\t\x12\x10\n\x08provider\x18\n \x01(\t\x12\x17\n\x0fprompt_template\x18\x0b \x01(\t\x12\x14\n\x0c\x65os_token_id\x18\x0c \x01(\r\x12\x16\n\x0e\x66ormat_version\x18\r \x01(\t\x12\x16\n\x0emax_batch_size\x18\x0e \x01(\r\x12\x1e\n\x16\x64\x65\x66\x61ult_max_new_tokens\x18\x0f \x01(\r\x12<\n\x0c\x66iles_sha256\x18\x10 \x03(\x0b\x32&.kvserve.v1.ModelInfo.FilesSha256Entry\x1a\x32\n\x10\x46ilesSha256Entry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x95\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x32\xb0\x02\n\nGeneration\x12\x45\n\x08Generate\x12\x1b.kvserve.v1.GenerateRequest\x1a\x1c.kvserve.v1.GenerateResponse\x12S\n\x0eGenerateStream\x12\x1b.kvserve.v1.GenerateRequest\x1a\".kvserve.v1.GenerateStreamResponse0\x01\x12\x41\n\x06\x41nswer\x12\x19.kvserve.v1.AnswerRequest\x1a\x1c.kvserve.v1.GenerateResponse\x12\x43\n\x0cGetModelInfo\x12\x1c.kvserve.v1.ModelInfoRequest\x1a\x15.kvserve.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/kvserve.proto\x12\nkvserve.v1\"\xf3\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x1b\n\x0emax_new_tokens\x18\n \x01(\rH\x00\x88\x01\x01\x12\x13\n\x0btemperature\x18\x0b \x01(\x02\x12\r\n\x05top_k\x18\x0c \x01(\r\x12\x12\n\x05top_p\x18\r \x01(\x02H\x01\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x0e \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x0f \x03(\t\x12\x11\n\x04seed\x18\x10 \x01(\x04H\x03\x88\x01\x01\x12\x12\n\nignore_eos\x18\x11 \x01(\x08\x12\x15\n\x08logprobs\x18\x12 \x01(\rH\x04\x88\x01\x01\x12\x1c\n\x0fprompt_logprobs\x18\x13 \x01(\rH\x05\x88\x01\x01\x42\x11\n\x0f_max_new_tokensB\x08\n\x06_top_pB\x15\n\x13_repetition_penaltyB\x07\n\x05_seedB\x0b\n\t_logprobsB\x12\n\x10_prompt_logprobs\"\xbc\x03\n\rAnswerRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x1b\n\x0emax_new_tokens\x18\n \x01(\rH\x00\x88\x01\x01\x12\x13\n\x0btemperature\x18\x0b \x01(\x02\x12\r\n\x05top_k\x18\x0c \x01(\r\x12\x12\n\x05top_p\x18\r \x01(\x02H\x01\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x0e \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x0f \x03(\t\x12\x11\n\x04seed\x18\x10 \x01(\x04H\x03\x88\x01\x01\x12\x12\n\nignore_eos\x18\x11 \x01(\x08\x12\x15\n\x08logprobs\x18\x12 \x01(\rH\x04\x88\x01\x01\x12\x1c\n\x0fprompt_logprobs\x18\x13 \x01(\rH\x05\x88\x01\x01\x12\x1f\n\x12handover_threshold\x18\x14 \x01(\x02H\x06\x88\x01\x01\x42\x11\n\x0f_max_new_tokensB\x08\n\x06_top_pB\x15\n\x13_repetition_penaltyB\x07\n\x05_seedB\x0b\n\t_logprobsB\x12\n\x10_prompt_logprobsB\x15\n\x13_handover_threshold\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\"[\n\x06Timing\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12#\n\x1btime_to_first_token_seconds\x18\x02 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\"\xce\x01\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\x14\n\x07logprob\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05token\x18\x03 \x01(\t\x12:\n\x0c\x61lternatives\x18\x04 \x03(\x0b\x32$.kvserve.v1.TokenLogprob.Alternative\x1a?\n\x0b\x41lternative\x12\x10\n\x08token_id\x18\x01 \x01(\r\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\r\n\x05token\x18\x03 \x01(\tB\n\n\x08_logprob\"\xda\x02\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12/\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x18.kvserve.v1.FinishReason\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.kvserve.v1.Usage\x12\"\n\x06timing\x18\x05 \x01(\x0b\x32\x12.kvserve.v1.Timing\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12*\n\x08logprobs\x18\x07 \x03(\x0b\x32\x18.kvserve.v1.TokenLogprob\x12\x31\n\x0fprompt_logprobs\x18\x08 \x03(\x0b\x32\x18.kvserve.v1.TokenLogprob\x12\x17\n\nconfidence\x18\t \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x0bhanded_over\x18\n \x01(\x08\x42\r\n\x0b_confidence\"\xa3\x02\n\x16GenerateStreamResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12/\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x18.kvserve.v1.FinishReason\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.kvserve.v1.Usage\x12\"\n\x06timing\x18\x05 \x01(\x0b\x32\x12.kvserve.v1.Timing\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12*\n\x08logprobs\x18\x07 \x03(\x0b\x32\x18.kvserve.v1.TokenLogprob\x12\x31\n\x0fprompt_logprobs\x18\x08 \x03(\x0b\x32\x18.kvserve.v1.TokenLogprob\"\x12\n\x10ModelInfoRequest\"\xc1\x03\n\tModelInfo\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x12\n\nnum_layers\x18\x03 \x01(\r\x12\x11\n\tnum_heads\x18\x04 \x01(\r\x12\x10\n\x08head_dim\x18\x05 \x01(\r\x12\x12\n\nvocab_size\x18\x06 \x01(\r\x12\x15\n\rmax_positions\x18\x07 \x01(\r\x12\r\n\x05\x64type\x18\x08 \x01(\t\x12\x14\n\x0cquantization\x18\t \x01(\t\x12\x10\n\x08provider\x18\n \x01(\t\x12\x17\n\x0fprompt_template\x18\x0b \x01(\t\x12\x14\n\x0c\x65os_token_id\x18\x0c \x01(\r\x12\x16\n\x0e\x66ormat_version\x18\r \x01(\t\x12\x16\n\x0emax_batch_size\x18\x0e \x01(\r\x12\x1e\n\x16\x64\x65\x66\x61ult_max_new_tokens\x18\x0f \x01(\r\x12<\n\x0c\x66iles_sha256\x18\x10 \x03(\x0b\x32&.kvserve.v1.ModelInfo.FilesSha256Entry\x1a\x32\n\x10\x46ilesSha256Entry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x95\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x32\xb0\x02\n\nGeneration\x12\x45\n\x08Generate\x12\x1b.kvserve.v1.GenerateRequest\x1a\x1c.kvserve.v1.GenerateResponse\x12S\n\x0eGenerateStream\x12\x1b.kvserve.v1.GenerateRequest\x1a\".kvserve.v1.GenerateStreamResponse0\x01\x12\x41\n\x06\x41nswer\x12\x19.kvserve.v1.AnswerRequest\x1a\x1c.kvserve.v1.GenerateResponse\x12\x43\n\x0cGetModelInfo\x12\x1c.kvserve.v1.ModelInfoRequest\x1a\x15.kvserve.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,26 +33,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELINFO_FILESSHA256ENTRY']._loaded_options = None
   _globals['_MODELINFO_FILESSHA256ENTRY']._serialized_options = b'8\001'
-  _globals['_FINISHREASON']._serialized_start=1645
-  _globals['_FINISHREASON']._serialized_end=1794
+  _globals['_FINISHREASON']._serialized_start=2333
+  _globals['_FINISHREASON']._serialized_end=2482
   _globals['_GENERATEREQUEST']._serialized_start=36
-  _globals['_GENERATEREQUEST']._serialized_end=321
-  _globals['_ANSWERREQUEST']._serialized_start=324
-  _globals['_ANSWERREQUEST']._serialized_end=626
-  _globals['_USAGE']._serialized_start=628
-  _globals['_USAGE']._serialized_end=685
-  _globals['_TIMING']._serialized_start=687
-  _globals['_TIMING']._serialized_end=778
-  _globals['_GENERATERESPONSE']._serialized_start=781
-  _globals['_GENERATERESPONSE']._serialized_end=971
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=974
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1170
-  _globals['_MODELINFOREQUEST']._serialized_start=1172
-  _globals['_MODELINFOREQUEST']._serialized_end=1190
-  _globals['_MODELINFO']._serialized_start=1193
-  _globals['_MODELINFO']._serialized_end=1642
-  _globals['_MODELINFO_FILESSHA256ENTRY']._serialized_start=1592
-  _globals['_MODELINFO_FILESSHA256ENTRY']._serialized_end=1642
-  _globals['_GENERATION']._serialized_start=1797
-  _globals['_GENERATION']._serialized_end=2101
+  _globals['_GENERATEREQUEST']._serialized_end=407
+  _globals['_ANSWERREQUEST']._serialized_start=410
+  _globals['_ANSWERREQUEST']._serialized_end=854
+  _globals['_USAGE']._serialized_start=856
+  _globals['_USAGE']._serialized_end=913
+  _globals['_TIMING']._serialized_start=915
+  _globals['_TIMING']._serialized_end=1006
+  _globals['_TOKENLOGPROB']._serialized_start=1009
+  _globals['_TOKENLOGPROB']._serialized_end=1215
+  _globals['_TOKENLOGPROB_ALTERNATIVE']._serialized_start=1140
+  _globals['_TOKENLOGPROB_ALTERNATIVE']._serialized_end=1203
+  _globals['_GENERATERESPONSE']._serialized_start=1218
+  _globals['_GENERATERESPONSE']._serialized_end=1564
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1567
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1858
+  _globals['_MODELINFOREQUEST']._serialized_start=1860
+  _globals['_MODELINFOREQUEST']._serialized_end=1878
+  _globals['_MODELINFO']._serialized_start=1881
+  _globals['_MODELINFO']._serialized_end=2330
+  _globals['_MODELINFO_FILESSHA256ENTRY']._serialized_start=2280
+  _globals['_MODELINFO_FILESSHA256ENTRY']._serialized_end=2330
+  _globals['_GENERATION']._serialized_start=2485
+  _globals['_GENERATION']._serialized_end=2789
 # @@protoc_insertion_point(module_scope)

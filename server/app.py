@@ -31,6 +31,7 @@ from server.config import ServeConfig, grpc_server_options
 from server.drain import wait_until_idle, wait_until_quiet
 from server.engine import Engine, execute, execute_chunks
 from server.generation import Generator
+from server.handover import HandOver
 from server.http_app import HttpDoor, create_app
 from server.http_server import HttpServer
 from server.metrics import Metrics
@@ -110,6 +111,22 @@ def engine_parts(config: ServeConfig, runner: OnnxRunner | PagedRunner):
     return Scheduler(config.scheduler_config(), cache), execute
 
 
+def hand_over(config: ServeConfig, manifest: Manifest) -> HandOver:
+    """The server's hand-over policy: the manifest's calibration, the option's threshold (or
+    the manifest's) and text. An artifact without a calibration answers every question."""
+    handover = HandOver(manifest.confidence, config.handover_threshold, config.handover_text)
+    if manifest.confidence is None:
+        if config.handover_threshold:
+            log.warning(
+                "--handover-threshold %g has no effect: the artifact has no confidence "
+                "calibration (export it from a checkpoint with confidence.json)",
+                config.handover_threshold,
+            )
+    else:
+        log.info("hand-over below confidence %.3f", handover.threshold)
+    return handover
+
+
 class Server:
     def __init__(
         self, config: ServeConfig, model: LoadedModel, security: ServerSecurity | None = None
@@ -130,6 +147,7 @@ class Server:
         )
         limits = config.limits(manifest.architecture.vocab_size)
         self.generator = Generator(self.engine, model.tokenizer, manifest, limits)
+        self.generator.handover = hand_over(config, manifest)
         info = ServiceInfo(model.runner.provider, config.max_batch_size, limits)
         self.service = GenerationService(self.generator, info, self.metrics)
         self.model = model

@@ -104,7 +104,7 @@ class BlockManager:
             raise ValueError(f"negative token count: {tokens}")
         return -(-tokens // self.block_size)
 
-    def admit(self, token_ids: Sequence[int]) -> BlockTable:
+    def admit(self, token_ids: Sequence[int], lookup: bool = True) -> BlockTable:
         """A new table for a sequence of these tokens (its prompt; after a preemption, prompt and
         output so far), holding the leading full blocks found in the prefix cache.
 
@@ -113,12 +113,13 @@ class BlockManager:
         blocks can hit, since the last token is always computed again (the step needs its
         logits). Ask for the rest with `can_reserve` / `reserve`; if there is no room, `release`
         the table and the pool is as it was (the hit blocks go back as the most recently used).
+        `lookup=False` skips the prefix cache (a sequence that must compute every position).
         """
         if len(token_ids) == 0:
             raise ValueError("admit needs at least one token")
+        if not (self.prefix_caching and lookup):
+            return BlockTable(_epoch=self._epoch)
         table = BlockTable(_query_tokens=len(token_ids), _epoch=self._epoch)
-        if not self.prefix_caching:
-            return table
         size = self.block_size
         lookable = (len(token_ids) - 1) // size
         ids = _int32(token_ids[: lookable * size])

@@ -126,8 +126,33 @@ def build_parser() -> Parser:
         "text lines, or one JSON object a line",
         choices=["text", "json"],
     )
+    _handover_options(p, d)
     _security_options(p, d)
     return p
+
+
+def _handover_options(p: Parser, d: ServeConfig) -> None:
+    """The hand-over (server/handover.py): answers the model is not sure of go to a person."""
+    g = p.add_argument_group(
+        "hand-over (Answer RPC and chat completions; needs an artifact with a calibration)"
+    )
+    option(
+        g,
+        "--handover-threshold",
+        d.handover_threshold,
+        "answers whose confidence (a calibrated probability that the answer is right) is "
+        "below this are replaced by --handover-text; 0 = never hand over, 1 = always; "
+        "unset: the artifact's own, chosen at training time; a request may set its own",
+        type=float,
+        metavar="P",
+    )
+    option(
+        g,
+        "--handover-text",
+        d.handover_text,
+        "the reply a handed-over question gets instead of the model's guess",
+        metavar="TEXT",
+    )
 
 
 def _paged_options(p: Parser, d: ServeConfig) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.handover import DEFAULT_TEXT, check_threshold
 from server.paged_scheduler import PagedSchedulerConfig
 from server.runner import RunnerConfig
 from server.scheduler import SchedulerConfig
-from server.validation import Limits
+from server.validation import InvalidArgument, Limits
 
 AT_LEAST_ONE = (
     "max_batch_size",
@@ -57,6 +58,9 @@ class ServeConfig:
     auth_exempt_health: bool = False
     log_format: str = "text"
     http_port: int = -1
+    # answers below this confidence are handed over (None = the manifest's; 0 = never)
+    handover_threshold: float | None = None
+    handover_text: str = DEFAULT_TEXT
 
     def scheduler_config(self) -> SchedulerConfig:
         return SchedulerConfig(
@@ -99,6 +103,13 @@ class ServeConfig:
             return "--max-prefill-tokens must be >= 0"
         if self.max_connection_age_seconds < 0:
             return "--max-connection-age-seconds must be >= 0"
+        if self.handover_threshold is not None:
+            try:
+                check_threshold(self.handover_threshold, "--handover-threshold")
+            except InvalidArgument as e:
+                return f"{e.field} {e.problem}"
+        if not self.handover_text.strip():
+            return "--handover-text must not be empty"
         if not self.metrics_path.startswith("/"):
             return f"--metrics-path must start with '/', got {self.metrics_path!r}"
         return None

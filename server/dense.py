@@ -142,8 +142,11 @@ class DenseModel:
         attn, hidden [T, C], logit_index [S] int64 -> logits [S, V] float32 (a view, valid
         until the next head call)"""
         rows = len(logit_index)
-        self._grow(self._tokens, rows)
-        logits = self._logits[:rows]
+        if rows > KEPT_LOGIT_ROWS:  # prompt scoring: this call's own array, not kept
+            logits = np.empty((rows, self.vocab_size), np.float32)
+        else:
+            self._grow(self._tokens, rows)
+            logits = self._logits[:rows]
         inputs = {ATTN: _float(attn), HIDDEN: _float(hidden), LOGIT_INDEX: _int64(logit_index)}
         self._run(self.num_layers, inputs, {LOGITS: logits})
         return logits
@@ -168,6 +171,11 @@ class DenseModel:
         if rows > self._rows:
             self._rows = _doubled(self._rows, rows)
             self._logits = np.empty((self._rows, self.vocab_size), np.float32)
+
+
+# logits rows the reused buffer may grow to (a step's sampling rows); beyond, a scoring call's
+# logits (every prompt position: up to --max-step-tokens rows, 200 KB each) are not kept
+KEPT_LOGIT_ROWS = 256
 
 
 def _doubled(have: int, need: int) -> int:

@@ -33,7 +33,7 @@ from server.kv_cache import CacheLost, SlotCache
 from server.paged_scheduler import PagedScheduler
 from server.request import Request, StreamEvent
 from server.scheduler import Scheduler
-from server.step import Batch, Chunk, ModelOutput, StepPlan, StepStats
+from server.step import Batch, Chunk, ModelOutput, Scored, StepPlan, StepStats
 from server.update import Updater
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,24 @@ def execute_chunks(runner, plan: StepPlan, cache) -> ModelOutput:
 
 
 def _sampled(chunks: tuple[Chunk, ...], logits: np.ndarray | None) -> ModelOutput:
+    """Split the step's logits rows (server/paged_runner.py `forward`): a scoring chunk's
+    rows are its positions (the last one samples, when the chunk samples), another sampling
+    chunk's its one row."""
     sampled = tuple(chunk.request for chunk in chunks if chunk.sample)
-    return ModelOutput(sampled=Batch(sampled, logits) if sampled else None)
+    if not any(chunk.score for chunk in chunks):
+        return ModelOutput(sampled=Batch(sampled, logits) if sampled else None)
+    scored, picks, row = [], [], 0
+    for chunk in chunks:
+        if chunk.score:
+            scored.append(Scored(chunk.request, chunk.start, logits[row : row + chunk.length]))
+            row += chunk.length
+            if chunk.sample:
+                picks.append(row - 1)
+        elif chunk.sample:
+            picks.append(row)
+            row += 1
+    batch = Batch(sampled, logits[picks]) if sampled else None
+    return ModelOutput(sampled=batch, scored=tuple(scored))
 
 
 def _call(model_call: Callable, cache: SlotCache, requests: tuple[Request, ...], inputs) -> Batch:
@@ -133,6 +149,8 @@ class Engine:
     ) -> None:
         self.runner = runner
         self.execute = execute
+        # prompt_logprobs need logits at every prompt position: the paged runner's head
+        self.scores_prompts = bool(getattr(runner, "scores_prompts", False))
         self.scheduler = scheduler
         self.updater = updater
         self.on_step = on_step

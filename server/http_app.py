@@ -7,46 +7,32 @@ OpenAI error body (400 naming the field, 401, 429 for a full queue, 503 while dr
 servicer wrapper do for an RPC: bearer token, request id (`x-request-id`, echoed), one
 access-log line and the kvserve_requests_total count, labelled with the route as `rpc` (a
 path, so HTTP and gRPC traffic tell apart) and the outcome in gRPC's status names.
-A client that disconnects ends its request at once: a stream through Starlette's own
-disconnect watch, a unary call through `unless_disconnected`; either way, and for one that
-left before its body was in, the call is counted CANCELLED with nginx's 499.
+A call's body becomes Asks in server/openai_requests.py and is answered by
+server/http_answer.py. A client that disconnects ends its requests at once (there); it, and
+one that left before its body was in, is counted CANCELLED with nginx's 499.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.types import Message, Receive, Scope, Send
 
 from server import logs
 from server.auth import TokenStore, bearer_token
-from server.generation import (
-    Draining,
-    GenerationFailed,
-    Generator,
-    InvalidArgument,
-    QueueFull,
-)
-from server.http_openai import (
-    DONE,
-    NOT_SUPPORTED,
-    ApiError,
-    ChunkWriter,
-    Converted,
-    Reply,
-    chat_ask,
-    completion_ask,
-)
+from server.generation import Draining, GenerationFailed, Generator, InvalidArgument, QueueFull
+from server.handover import Verdict
+from server.http_answer import CLIENT_GONE, Answerer, ClientGone, failed_error
 from server.http_schema import (
     STREAMED,
     ChatCompletion,
@@ -58,10 +44,9 @@ from server.http_schema import (
     ErrorBody,
     Health,
     ModelList,
-    StreamOptions,
     event_stream,
 )
-from server.request import FinishReason
+from server.openai_requests import NOT_SUPPORTED, ApiError, chat_ask, completion_ask
 from server.validation import REQUEST_ID, check_request_id
 
 log = logging.getLogger("kvserve.http")
@@ -69,10 +54,15 @@ PLAYGROUND = Path(__file__).with_name("playground.html")
 COMPLETIONS, CHAT, MODELS = "/v1/completions", "/v1/chat/completions", "/v1/models"
 HEALTH = "/health"
 API_ROUTES = frozenset({COMPLETIONS, CHAT, MODELS})  # counted and access-logged, as RPCs are
-CLIENT_GONE = 499  # nginx's "client closed request": never sent, only counted
 RETRY_AFTER = {429: "1", 503: "1"}
-FAILED = {FinishReason.DEADLINE: 504, FinishReason.CANCELLED: CLIENT_GONE}
-T = TypeVar("T")
+
+
+class DoorMetrics(Protocol):
+    """What the door reports to (server.metrics.Metrics)."""
+
+    def observe_rpc(self, rpc: str, code: str, seconds: float) -> None: ...
+
+    def observe_answer(self, verdict: Verdict) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -82,7 +72,7 @@ class HttpDoor:
     generator: Generator
     model: str  # the served model's id
     max_model_len: int
-    metrics: object  # server.metrics.Metrics (observe_rpc)
+    metrics: DoorMetrics
     serving: Callable[[], bool]  # the health state gRPC health reports too
     tokens: TokenStore | None = None  # None = no token needed
     exempt_health: bool = False
@@ -147,6 +137,7 @@ def _routes(app: FastAPI, door: HttpDoor, created: int) -> None:
         }
         return JSONResponse({"object": "list", "data": [card]})
 
+    answerer = Answerer(generator, door.model, created, door.metrics.observe_answer)
     ok_completion = {"model": Completion, "content": event_stream(CompletionChunk)}
     ok_chat = {"model": ChatCompletion, "content": event_stream(ChatCompletionChunk)}
 
@@ -157,7 +148,7 @@ def _routes(app: FastAPI, door: HttpDoor, created: int) -> None:
         """Continue `prompt`; `stream` for server-sent events."""
         _check_model(body.model, door.model)
         converted = completion_ask(body, request.state.request_id)
-        return await _answer(request, door, converted, body.stream, body.stream_options, created)
+        return await answerer.answer(request, converted, body.stream, body.stream_options)
 
     @app.post(CHAT, responses={200: ok_chat, **ERRORS}, response_model=None)
     async def chat(
@@ -167,81 +158,13 @@ def _routes(app: FastAPI, door: HttpDoor, created: int) -> None:
         the artifact's prompt template (what the gRPC Answer RPC gives)."""
         _check_model(body.model, door.model)
         converted = chat_ask(body, generator, request.state.request_id)
-        return await _answer(request, door, converted, body.stream, body.stream_options, created)
+        return await answerer.answer(request, converted, body.stream, body.stream_options)
 
 
 def _check_model(asked: str | None, served: str) -> None:
     if asked is not None and asked != served:
         problem = f"model {asked!r} is not served here (this server: {served!r})"
         raise ApiError(404, problem, "model")
-
-
-async def _answer(
-    request: Request,
-    door: HttpDoor,
-    converted: Converted,
-    stream: bool,
-    options: StreamOptions | None,
-    created: int,
-) -> Response:
-    request.state.names = converted.names  # for an InvalidArgument's field, in this request's names
-    generation = door.generator.submit(converted.ask)  # refusals raise here, before any reply
-    chat = request.url.path == CHAT
-    reply = Reply(generation.request_id, door.model, created, chat)
-    if stream:
-        writer = ChunkWriter(reply, bool(options and options.include_usage))
-        events = _server_sent_events(generation, writer, request.state)
-        return StreamingResponse(
-            events, media_type="text/event-stream", headers={"cache-control": "no-cache"}
-        )
-    completion = await unless_disconnected(request, generation.collect())
-    return JSONResponse(reply.whole(completion))
-
-
-async def _server_sent_events(generation, writer: ChunkWriter, state) -> AsyncIterator[bytes]:
-    """The stream's bytes. Starlette cancels this when the client disconnects, and leaving
-    generation.batches() early cancels the request."""
-    try:
-        async for batch in generation.batches():
-            yield b"".join(chunk for event in batch for chunk in writer.chunks(event))
-    except GenerationFailed as e:
-        error = _failed(e)
-        state.outcome = error.code  # the 200 is out: the access line says how it ended
-        state.problem = error.message
-        yield writer.error(error)
-    yield DONE
-
-
-class ClientGone(Exception):
-    """The client disconnected before its answer was ready."""
-
-
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """`work`'s result, or ClientGone (work cancelled) if the client disconnects first.
-
-    uvicorn tells the app of a disconnect only through receive(), which, once the body is
-    read, returns at the disconnect: watched beside the work, as StreamingResponse does."""
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_disconnect(request))
-    try:
-        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        if not task.done():
-            task.cancel()
-    if not task.done() or task.cancelled():
-        raise ClientGone()
-    return task.result()
-
-
-async def _disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-def _failed(e: GenerationFailed) -> ApiError:
-    status = FAILED.get(e.reason, 500)
-    return ApiError(status, f"generation {e.reason.value}: {e}")
 
 
 def _error_handlers(app: FastAPI) -> None:
@@ -261,7 +184,7 @@ def _error_handlers(app: FastAPI) -> None:
     handle(InvalidArgument, _invalid)
     handle(QueueFull, lambda request, e: ApiError(429, f"{e}; retry later"))
     handle(Draining, lambda request, e: ApiError(503, str(e)))
-    handle(GenerationFailed, lambda request, e: _failed(e))
+    handle(GenerationFailed, lambda request, e: failed_error(e))
     handle(RequestValidationError, lambda request, e: validation_error(e))
     handle(Exception, _bug)
 
@@ -382,7 +305,7 @@ class ApiEdge:
         self.app = app
         self.door = door
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or (path not in API_ROUTES and path != HEALTH):
             await self.app(scope, receive, send)
@@ -393,7 +316,7 @@ class ApiEdge:
         seen = {"status": 0, "done": False, "gone": False}
         headers: list[tuple[bytes, bytes]] = []
 
-        async def receive_watched():
+        async def receive_watched() -> Message:
             # a client that leaves before its body is in makes FastAPI answer 400 "error
             # parsing the body" to nobody: the disconnect is what the call's record must say
             message = await receive()
@@ -401,7 +324,7 @@ class ApiEdge:
                 seen["gone"] = True
             return message
 
-        async def send_with_id(message) -> None:
+        async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
                 message = {**message, "headers": [*message.get("headers", []), *headers]}
@@ -427,13 +350,13 @@ class ApiEdge:
                 self._account(record, seen, state, start)
 
     @staticmethod
-    def _request_id(scope) -> str:
+    def _request_id(scope: Scope) -> str:
         try:
             return check_request_id(_header(scope, b"x-request-id") or "")
         except InvalidArgument as e:
             raise ApiError(400, f"x-request-id: {e.problem}", "x-request-id") from None
 
-    def _check_token(self, scope, path: str) -> None:
+    def _check_token(self, scope: Scope, path: str) -> None:
         tokens = self.door.tokens
         if tokens is None or (path == HEALTH and self.door.exempt_health):
             return
@@ -466,14 +389,14 @@ def _bug_at(path: str, e: Exception) -> ApiError:
     return ApiError(500, f"internal error: {type(e).__name__}")
 
 
-def _header(scope, name: bytes) -> str | None:
+def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:
             return value.decode("latin-1")
     return None
 
 
-async def _send_error(send, error: ApiError) -> None:
+async def _send_error(send: Send, error: ApiError) -> None:
     response = JSONResponse(error.body(), error.status, _error_headers(error))
     await send(
         {"type": "http.response.start", "status": error.status, "headers": response.raw_headers}

@@ -4,9 +4,11 @@ FastAPI reads request bodies into these and publishes them as the OpenAPI schema
 (`/openapi.json`); responses are built as plain dicts in the shapes below (documented here,
 checked against the schema by the schemathesis test) so no model is built per token.
 kvserve's own knobs (`top_k`, `repetition_penalty`, `ignore_eos`) are extra fields, named as
-vLLM names them. Unknown fields are refused (400 naming the field), never ignored; fields of
-features kvserve does not have are declared so clients may send their neutral value (n=1,
-logprobs null, ...) and anything else is refused by the door (server/http_openai.py).
+vLLM names them; the hand-over's (`handover_threshold` in, `confidence`, `handed_over`,
+`handover_text` out: docs/logprobs.md) are kvserve's own. Unknown fields are refused (400
+naming the field), never ignored; fields of features kvserve does not have are declared so
+clients may send their neutral value (best_of 1, no tools, ...) and anything else is refused
+by the door (server/openai_requests.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_SEED = 2**64 - 1
+MAX_PROMPTS = 16  # a completions batch: prompts per request (each with its n choices)
 
 
 class _Body(BaseModel):
@@ -25,6 +28,8 @@ class _Body(BaseModel):
 
 StopText = Annotated[str, Field(min_length=1, max_length=64)]
 Prompt = Annotated[str, Field(min_length=1, max_length=64_000, pattern=r"\S")]
+# a prompt already tokenized (lm-evaluation-harness sends these): the model's token ids
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=8192)]
 
 
 class StreamOptions(_Body):
@@ -60,8 +65,14 @@ class _Generation(_Body):
     top_k: int = Field(0, ge=-1, description="top-k sampling; 0 or -1 = off (kvserve extension)")
     repetition_penalty: float | None = Field(None, gt=0, description="1 = off (kvserve extension)")
     ignore_eos: bool = Field(False, description="generate max_tokens tokens (kvserve extension)")
+    n: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="choices: each its own sampling; with a seed, choice i uses "
+        "(seed + i * 0x9E3779B97F4A7C15) mod 2**64 (choice 0: the seed itself)",
+    )
     # OpenAI features kvserve does not have: only their neutral values are accepted
-    n: int = Field(1, ge=1, le=1, description="choices per request: only 1")
     presence_penalty: float = Field(0.0, ge=0, le=0, description="not supported: only 0")
     frequency_penalty: float = Field(0.0, ge=0, le=0, description="not supported: only 0")
     logit_bias: dict[str, float] | None = Field(
@@ -70,11 +81,32 @@ class _Generation(_Body):
 
 
 class CompletionRequest(_Generation):
-    prompt: Prompt | Annotated[list[Prompt], Field(min_length=1, max_length=1)] = Field(
-        description="the text to continue: one string (or a list of one)"
+    prompt: (
+        Prompt
+        | Annotated[list[Prompt], Field(min_length=1, max_length=MAX_PROMPTS)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)]
+    ) = Field(
+        description="the text to continue: a string or an array of token ids, or a batch (a "
+        f"list of up to {MAX_PROMPTS} of either): k prompts give k * n choices, choice "
+        "prompt_index * n + i"
     )
-    logprobs: None = Field(None, description="not supported: only null")
-    echo: Literal[False] = Field(False, description="not supported: only false")
+    max_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="tokens to generate (default: the server's --default-max-new-tokens); "
+        "0 with echo: score the prompt only",
+    )
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=5,
+        description="each token's logprob and the N likeliest tokens at its position "
+        "(log-softmax of the raw logits, whatever the sampling knobs)",
+    )
+    echo: bool = Field(
+        False, description="the prompt before the answer (with logprobs: its tokens' too)"
+    )
     best_of: int | None = Field(None, ge=1, le=1, description="not supported: only 1")
     suffix: str | None = Field(None, max_length=0, description="not supported: only empty")
 
@@ -100,8 +132,19 @@ class ChatCompletionRequest(_Generation):
         description="the last one, the user's, is the question; system messages the context",
     )
     max_completion_tokens: int | None = Field(None, ge=1, description="the same as max_tokens")
-    logprobs: Literal[False] | None = Field(None, description="not supported: only false")
-    top_logprobs: int | None = Field(None, ge=0, le=0, description="not supported")
+    logprobs: bool | None = Field(
+        None, description="each answer token's logprob (log-softmax of the raw logits)"
+    )
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="the N likeliest tokens at each position (with logprobs)"
+    )
+    handover_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="hand the question over below this confidence (0 = never, 1 = always; "
+        "default: the server's) (kvserve extension)",
+    )
     tools: list[Any] | None = Field(None, max_length=0, description="not supported: only empty")
     tool_choice: Literal["none", "auto"] | None = Field(None, description="no tools: none")
     parallel_tool_calls: bool | None = Field(None, description="no tools: no effect")
@@ -120,10 +163,22 @@ class Usage(BaseModel):
 FinishReason = Literal["stop", "length"]
 
 
+class CompletionLogprobs(BaseModel):
+    """Per token (the echoed prompt's, then every generated one, the eos that ended the
+    answer included): its text, logprob (null for the prompt's first token), the likeliest
+    tokens at its position with the chosen one (null for the prompt's first), and its
+    first character's offset, counted from the start of the prompt."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    logprobs: None
+    logprobs: CompletionLogprobs | None
     finish_reason: FinishReason | None
 
 
@@ -141,11 +196,34 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+class ChatTopLogprob(BaseModel):
+    token: str  # an incomplete UTF-8 character shows as U+FFFD; `bytes` has the real ones
+    logprob: float
+    bytes: list[int] | None  # the token's UTF-8 bytes; null for a special token
+
+
+class ChatTokenLogprob(ChatTopLogprob):
+    top_logprobs: list[ChatTopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob] | None
+    refusal: None = None
+
+
 class ChatChoice(BaseModel):
     index: int
-    message: AssistantMessage
-    logprobs: None
+    message: AssistantMessage  # the hand-over text when handed_over
+    logprobs: ChatLogprobs | None  # the model's own answer's tokens, also when handed over
     finish_reason: FinishReason | None
+    confidence: float | None = Field(
+        description="P(the answer is right) from the artifact's calibration; null without "
+        "one (kvserve extension)"
+    )
+    handed_over: bool = Field(
+        description="true: the confidence was below the threshold and the content is the "
+        "server's hand-over text (kvserve extension)"
+    )
 
 
 class ChatCompletion(BaseModel):
@@ -160,7 +238,7 @@ class ChatCompletion(BaseModel):
 class CompletionChunkChoice(BaseModel):
     index: int
     text: str
-    logprobs: None
+    logprobs: CompletionLogprobs | None
     finish_reason: FinishReason | None
 
 
@@ -184,10 +262,16 @@ class Delta(BaseModel):
 
 
 class ChatChunkChoice(BaseModel):
+    """A choice's last chunk (the one with finish_reason) also carries its verdict: the
+    text has gone out already, so when handed over the client shows `handover_text` instead."""
+
     index: int
     delta: Delta
-    logprobs: None
+    logprobs: ChatLogprobs | None
     finish_reason: FinishReason | None
+    confidence: float | None = None
+    handed_over: bool | None = None
+    handover_text: str | None = None
 
 
 class ChatCompletionChunk(BaseModel):

@@ -14,6 +14,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from server.handover import Verdict
 from server.step import StepStats
 
 # Buckets span what this workload shows: a first token from ~1 ms (tiny model, idle server)
@@ -23,6 +24,9 @@ TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 ITL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256)
+# An answer's confidence is a probability: 0.05 steps, so histogram_quantile's straight-line
+# interpolation inside a bucket is off by at most 0.05, near any threshold one might choose.
+CONFIDENCE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 
 
 class Metrics:
@@ -100,6 +104,19 @@ class Metrics:
             "Sequences sent back to the queue for lack of KV blocks (recomputed later).",
             registry=r,
         )
+        self.handovers = Counter(
+            "kvserve_handovers",
+            "Answers replaced by the hand-over text: their confidence was below the threshold "
+            "(Answer RPC and chat completions).",
+            registry=r,
+        )
+        self.answer_confidence = Histogram(
+            "kvserve_answer_confidence",
+            "Confidence of each judged answer: a calibrated probability that it is right; "
+            "hand-over rate = rate(kvserve_handovers_total) / rate(this _count).",
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
         self.model_info = Gauge(
             "kvserve_model_info",
             "The served model (value is always 1).",
@@ -115,6 +132,14 @@ class Metrics:
     def observe_rpc(self, rpc: str, code: str, seconds: float) -> None:
         self.requests.labels(rpc=rpc, code=code).inc()
         self.duration.labels(rpc=rpc).observe(seconds)
+
+    def observe_answer(self, verdict: Verdict) -> None:
+        """One judged answer (server/handover.py); an artifact without a calibration gives
+        no confidence and counts nowhere."""
+        if verdict.confidence is not None:
+            self.answer_confidence.observe(verdict.confidence)
+        if verdict.handed_over:
+            self.handovers.inc()
 
     def observe_step(self, stats: StepStats) -> None:
         if stats.batch_size:

@@ -69,6 +69,7 @@ class Sequence:
     tokens: list[int]  # the ids at positions start .. start + len(tokens) - 1
     start: int
     sample: bool = True
+    score: bool = False  # logits at every position, not only the last (prompt scoring)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class PagedRunner:
         self.threads = threads or os.cpu_count() or 1
         self.block_size = block_size
         self.provider = dense.provider
+        self.scores_prompts = True  # logits at any position: the head takes `logit_index`
 
     def block_bytes(self) -> int:
         arch = self.architecture
@@ -125,14 +127,15 @@ class PagedRunner:
                 c.request.tokens_at(c.start, c.length),
                 c.start,
                 c.sample,
+                c.score,
             )
             for c in chunks
         ]
         return self.forward(cache, sequences)
 
     def forward(self, cache: PagedCache, sequences: list[Sequence]) -> np.ndarray:
-        """Write every sequence's tokens into its blocks; logits at the last token of each
-        sequence that samples `[S, V]`."""
+        """Write every sequence's tokens into its blocks; logits `[R, V]`, in sequence order:
+        a scoring sequence's at each of its tokens, another's at its last token if it samples."""
         lengths = np.array([len(s.tokens) for s in sequences], dtype=np.int32)
         starts = np.array([s.start for s in sequences], dtype=np.int32)
         query_starts = np.zeros(len(sequences) + 1, dtype=np.int32)
@@ -150,8 +153,7 @@ class PagedRunner:
         tables = np.zeros((len(sequences), width), dtype=np.int32)  # [S, max_blocks]
         for row, s in enumerate(sequences):
             tables[row, : len(s.table.blocks)] = s.table.blocks
-        sample = np.array([s.sample for s in sequences], dtype=bool)
-        logit_index = (query_starts[1:][sample] - 1).astype(np.int64)  # [S_sample]
+        logit_index = _logit_rows(sequences, query_starts)  # [R]
         hidden, qkv = self.dense.embed(ids, positions)
         attn = self.dense.attn_buffer(len(ids))  # [T, C], read in place by the next piece
         last = self.architecture.num_layers - 1
@@ -167,6 +169,22 @@ class PagedRunner:
 
     def _scales(self, layer: int) -> dict[str, np.ndarray]:
         return {"key_scale": self.kv_scales[layer, 0], "value_scale": self.kv_scales[layer, 1]}
+
+    def score(self, sequences: list[list[int]]) -> list[np.ndarray]:
+        """Logits at every position of each sequence, `[len, V]` each (row i predicts token
+        i + 1): prompt scoring as the engine runs it, in one call over a private pool (the
+        quality gate holds it to PyTorch)."""
+        rows = self.new_cache(len(sequences))
+        manager = rows.cache.blocks
+        inputs = []
+        for ids in sequences:
+            table = manager.admit(ids, lookup=False)
+            if not manager.reserve(table, len(ids)):
+                raise MemoryError("the rows' block pool is full")
+            inputs.append(Sequence(table, list(ids), 0, sample=False, score=True))
+        logits = self.forward(rows.cache, inputs)
+        ends = np.cumsum([len(ids) for ids in sequences])[:-1]
+        return [part.copy() for part in np.split(logits, ends)]
 
     # the slot runner's calling convention, for the quality gate and the warm-up
 
@@ -202,6 +220,20 @@ class PagedRunner:
         for row in range(len(sequences)):
             rows.lengths[row] += 1
         return logits
+
+
+def _logit_rows(sequences: list[Sequence], query_starts: np.ndarray) -> np.ndarray:
+    """The flattened positions whose logits come back.  # [R] int64"""
+    if not any(s.score for s in sequences):  # generation: the sampling rows' last tokens
+        sample = np.array([s.sample for s in sequences], dtype=bool)
+        return (query_starts[1:][sample] - 1).astype(np.int64)
+    rows = []
+    for s, begin, end in zip(sequences, query_starts[:-1], query_starts[1:], strict=True):
+        if s.score:
+            rows.append(np.arange(begin, end, dtype=np.int64))
+        elif s.sample:
+            rows.append(np.array([end - 1], dtype=np.int64))
+    return np.concatenate(rows) if rows else np.zeros(0, np.int64)
 
 
 def open_paged_runner(

@@ -127,7 +127,8 @@ class PagedScheduler:
             while self.waiting and budget > 0 and len(self.running) < self.config.max_batch_size:
                 request = self.waiting[0]
                 tokens = request.token_ids  # a preempted request recomputes its answer too
-                table = self.blocks.admit(tokens)
+                # a prompt scored token by token runs every position: no prefix-cache hits
+                table = self.blocks.admit(tokens, lookup=request.params.prompt_logprobs is None)
                 # the whole prompt's blocks now, so a prefill in chunks cannot run dry midway
                 if not self.blocks.can_reserve(table, len(tokens)):
                     self.blocks.release(table)
@@ -188,4 +189,7 @@ def _uncomputed(request: Request) -> int:
 
 def _chunk(request: Request, length: int) -> Chunk:
     total = len(request.prompt_ids) + len(request.output_ids)
-    return Chunk(request, request.computed, length, request.computed + length == total)
+    start = request.computed
+    # prompt_logprobs: a chunk whose positions predict prompt tokens returns all its logits
+    score = request.params.prompt_logprobs is not None and start + 1 < len(request.prompt_ids)
+    return Chunk(request, start, length, start + length == total, score)

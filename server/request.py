@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from server.logprobs import TokenLogprob
 from server.sampling import SamplingParams
 from server.text_stream import TextStream
 
@@ -55,6 +56,9 @@ class StreamEvent:
     completion_tokens: int = 0
     timing: Timing | None = None
     error: str = ""
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token id, when the request asked
+    # the request's first event only, when it asked: one per prompt token, the first None
+    prompt_logprobs: tuple[TokenLogprob | None, ...] | None = None
 
 
 @dataclass(eq=False)
@@ -77,6 +81,9 @@ class Request:
     # the blocks that hold them; the scheduler's alone
     computed: int = field(default=0, init=False)
     blocks: BlockTable | None = field(default=None, init=False, repr=False)
+    # prompt_logprobs: the prompt tokens' logprobs as scoring chunks run (the update stage's)
+    prompt_scores: list[TokenLogprob | None] | None = field(default=None, init=False, repr=False)
+    prompt_scores_sent: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.params.seed)

@@ -26,6 +26,11 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False
+    # None = off; N (0-20) = each sampled token's logprob and its N likeliest alternatives
+    logprobs: int | None = None
+    # None = off; N (0-20) = every prompt token's logprob (the first has none) and N
+    # alternatives; a request that sets it may ask for max_new_tokens 0 (score the prompt)
+    prompt_logprobs: int | None = None
 
     @property
     def greedy(self) -> bool:

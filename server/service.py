@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 
@@ -22,6 +23,7 @@ from server.generation import (
     Ask,
     Completion,
     Draining,
+    Generation,
     GenerationFailed,
     Generator,
     InvalidArgument,
@@ -29,7 +31,10 @@ from server.generation import (
     QueueFull,
     deadline_in,
 )
+from server.handover import check_threshold
+from server.logprobs import TokenLogprob
 from server.request import FinishReason, StreamEvent, Timing
+from server.token_text import TokenText
 from server.validation import Limits
 
 log = logging.getLogger(__name__)
@@ -69,20 +74,39 @@ class GenerationService(pb_grpc.GenerationServicer):
 
     async def Generate(self, request: pb.GenerateRequest, context) -> pb.GenerateResponse:
         async with self._rpc("Generate", context):
-            generation = self._submit(request, request.prompt, "prompt", context)
-            return _response(await generation.collect())
+            generation = self._submit(request, request.prompt, "prompt", knobs_of(request), context)
+            return _response(await generation.collect(), self.generator.token_text)
 
     async def GenerateStream(self, request: pb.GenerateRequest, context):
         async with self._rpc("GenerateStream", context):
-            generation = self._submit(request, request.prompt, "prompt", context)
+            generation = self._submit(request, request.prompt, "prompt", knobs_of(request), context)
+            token_text = self.generator.token_text
             async for event in generation.events():
-                yield _stream_message(event)
+                yield _stream_message(event, generation.prompt_ids, token_text)
 
     async def Answer(self, request: pb.AnswerRequest, context) -> pb.GenerateResponse:
+        """The answer, judged: its confidence, and the hand-over text instead of the guess
+        when the confidence is below the threshold (the request's, else the server's)."""
         async with self._rpc("Answer", context):
+            threshold = None
+            if request.HasField("handover_threshold"):
+                threshold = check_threshold(request.handover_threshold, "handover_threshold")
             prompt, field = self.generator.answer(request.question, request.context)
-            generation = self._submit(request, prompt, field, context)
-            return _response(await generation.collect())
+            knobs = self.generator.answer_knobs(knobs_of(request))
+            generation = self._submit(request, prompt, field, knobs, context)
+            completion = await generation.collect()
+            verdict = self.generator.judge_answer(
+                completion.token_ids, completion.logprobs, threshold, self.metrics.observe_answer
+            )
+            if not request.HasField("logprobs"):  # asked for here, not by the client
+                completion = replace(completion, logprobs=[])
+            response = _response(completion, self.generator.token_text)
+            if verdict.confidence is not None:
+                response.confidence = verdict.confidence
+            if verdict.handed_over:
+                response.handed_over = True
+                response.text = self.generator.handover.text
+            return response
 
     async def GetModelInfo(self, request: pb.ModelInfoRequest, context) -> pb.ModelInfo:
         async with self._rpc("GetModelInfo", context):
@@ -106,12 +130,19 @@ class GenerationService(pb_grpc.GenerationServicer):
                 files_sha256=m.files,
             )
 
-    def _submit(self, message, prompt: str, field: str, context):
+    def _submit(
+        self,
+        message: pb.GenerateRequest | pb.AnswerRequest,
+        prompt: str,
+        field: str,
+        knobs: Knobs,
+        context: grpc.aio.ServicerContext,
+    ) -> Generation:
         """Queue the request; its slot is released when the RPC ends however it ends (a
         client gone, a deadline): by the RPC's done-callback, since a handler parked at
         `yield` when the client goes away may never resume (grpc issue 43360)."""
         deadline = deadline_in(context.time_remaining())
-        ask = Ask(prompt, field, knobs_of(message), message.request_id, deadline)
+        ask = Ask(prompt, field, knobs, message.request_id, deadline)
         generation = self.generator.submit(ask)
         context.add_done_callback(lambda _context: generation.cancel())
         return generation
@@ -162,10 +193,12 @@ def knobs_of(message: pb.GenerateRequest | pb.AnswerRequest) -> Knobs:
         stop=tuple(message.stop),
         seed=optional("seed"),
         ignore_eos=message.ignore_eos,
+        logprobs=optional("logprobs"),
+        prompt_logprobs=optional("prompt_logprobs"),
     )
 
 
-def _response(completion: Completion) -> pb.GenerateResponse:
+def _response(completion: Completion, token_text: TokenText) -> pb.GenerateResponse:
     return pb.GenerateResponse(
         text=completion.text,
         token_ids=completion.token_ids,
@@ -175,12 +208,56 @@ def _response(completion: Completion) -> pb.GenerateResponse:
         ),
         timing=_timing(completion.timing),
         request_id=completion.request_id,
+        logprobs=_logprobs(completion.logprobs, token_text),
+        prompt_logprobs=_prompt_logprobs(
+            completion.prompt_logprobs, completion.prompt_ids, token_text
+        ),
     )
 
 
-def _stream_message(event: StreamEvent) -> pb.GenerateStreamResponse:
+def _logprobs(logprobs: Sequence[TokenLogprob], token_text: TokenText) -> list[pb.TokenLogprob]:
+    return [_logprob(lp, token_text) for lp in logprobs]
+
+
+def _prompt_logprobs(
+    logprobs: Sequence[TokenLogprob | None] | None,
+    prompt_ids: Sequence[int],
+    token_text: TokenText,
+) -> list[pb.TokenLogprob]:
+    """The prompt's: its first token has no logprob (nothing before it), only id and text."""
+    if logprobs is None:
+        return []
+    return [
+        _logprob(lp, token_text)
+        if lp is not None
+        else pb.TokenLogprob(token_id=token_id, token=token_text.text_of(token_id))
+        for token_id, lp in zip(prompt_ids, logprobs, strict=True)
+    ]
+
+
+def _logprob(lp: TokenLogprob, token_text: TokenText) -> pb.TokenLogprob:
+    return pb.TokenLogprob(
+        token_id=lp.token_id,
+        logprob=lp.logprob,
+        token=token_text.text_of(lp.token_id),
+        alternatives=[
+            pb.TokenLogprob.Alternative(
+                token_id=token_id, logprob=logprob, token=token_text.text_of(token_id)
+            )
+            for token_id, logprob in lp.top
+        ],
+    )
+
+
+def _stream_message(
+    event: StreamEvent, prompt_ids: Sequence[int], token_text: TokenText
+) -> pb.GenerateStreamResponse:
     message = pb.GenerateStreamResponse(
-        text=event.text, token_ids=event.token_ids, request_id=event.request_id
+        text=event.text,
+        token_ids=event.token_ids,
+        request_id=event.request_id,
+        logprobs=_logprobs(event.logprobs, token_text),
+        prompt_logprobs=_prompt_logprobs(event.prompt_logprobs, prompt_ids, token_text),
     )
     if event.finish_reason is not None:
         message.finish_reason = FINISH[event.finish_reason]

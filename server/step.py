@@ -30,6 +30,8 @@ class Chunk:
     start: int  # tokens already in the cache: the chunk's first position
     length: int
     sample: bool  # the chunk ends at the sequence's last token: its logits pick the next one
+    # prompt scoring (prompt_logprobs): the logits of every position come back, not just the last
+    score: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,16 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class Scored:
+    """A scoring chunk's logits at each of its positions: row i predicts the token at
+    position `start + i + 1`."""
+
+    request: Request
+    start: int
+    logits: np.ndarray  # [length, V]
+
+
+@dataclass(frozen=True)
 class ModelOutput:
     """What the runner made of a plan: one batch per prefill group, then the decode step."""
 
@@ -76,6 +88,7 @@ class ModelOutput:
     # whose chunk failed, with the error (their cache writes are not kept)
     sampled: Batch | None = None
     failed: tuple[Batch, ...] = ()  # one per failed chunk: its request and the error
+    scored: tuple[Scored, ...] = ()  # paged: the chunks that score their prompt positions
 
     @property
     def prefilled(self) -> list[Request]:

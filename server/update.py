@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import numpy as np
 
+from server.logprobs import TokenLogprob, token_logprobs
 from server.request import FinishReason, Request, RequestStatus, StreamEvent
 from server.sampling import select_tokens
-from server.step import Batch, ModelOutput, StepPlan, StepResult, StepStats
+from server.step import Batch, ModelOutput, Scored, StepPlan, StepResult, StepStats
 from server.text_stream import Detokenize, TextStream
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ class Updater:
             self._next_tokens(output.decode, result)
         for batch in output.failed:  # paged: a chunk that failed fails its request alone
             self._next_tokens(batch, result)
+        for scored in output.scored:
+            _score_prompt(scored)
         if output.sampled is not None:
             self._next_tokens(output.sampled, result)
         return result
@@ -70,11 +74,27 @@ class Updater:
         for request in batch.requests:  # a first token opens the request's text
             if request.text is None:
                 request.text = TextStream(self.detokenize, request.params.stop)
+        requests, logits = batch.requests, batch.logits
+        if any(r.params.max_new_tokens == 0 for r in requests):
+            requests, logits = self._finish_scoring_only(requests, logits, result)
+            if not requests:
+                return
         try:
-            self._append_tokens(batch.requests, batch.logits, result)
+            self._append_tokens(requests, logits, result)
         except Exception as error:  # sampling bugs or odd knobs fail these requests only
-            running = [r for r in batch.requests if r.status is RequestStatus.RUNNING]
+            running = [r for r in requests if r.status is RequestStatus.RUNNING]
             self._fail(running, error, result)
+
+    def _finish_scoring_only(
+        self, requests: tuple[Request, ...], logits: np.ndarray, result: StepResult
+    ) -> tuple[tuple[Request, ...], np.ndarray]:
+        """Requests that asked for no token (max_new_tokens 0: their prompt is scored) finish
+        here; the others and their logits rows go on."""
+        now = time.monotonic()
+        keep = np.array([r.params.max_new_tokens > 0 for r in requests])
+        for request in (r for r, k in zip(requests, keep, strict=True) if not k):
+            self._finish(request, FinishReason.LENGTH, now, result)
+        return tuple(r for r, k in zip(requests, keep, strict=True) if k), logits[keep]
 
     def _append_tokens(
         self, requests: tuple[Request, ...], logits: np.ndarray, result: StepResult
@@ -85,13 +105,21 @@ class Updater:
         ]
         uniforms = np.array([r.rng.random() for r in requests])  # one draw per request per step
         tokens = select_tokens(logits, params, seen, uniforms)
+        logprobs = _sampled_logprobs(requests, logits, tokens)
         now = time.monotonic()
         result.stats.batch_size += len(requests)
         result.stats.generated_tokens += len(requests)
-        for request, token in zip(requests, tokens.tolist(), strict=True):
-            self._append(request, token, now, result)
+        for request, token, logprob in zip(requests, tokens.tolist(), logprobs, strict=True):
+            self._append(request, token, now, result, logprob)
 
-    def _append(self, request: Request, token: int, now: float, result: StepResult) -> None:
+    def _append(
+        self,
+        request: Request,
+        token: int,
+        now: float,
+        result: StepResult,
+        logprob: TokenLogprob | None = None,
+    ) -> None:
         stats = result.stats
         if request.first_token_at is None:
             request.first_token_at = now
@@ -100,15 +128,23 @@ class Updater:
             stats.itl_seconds.append(now - request.last_token_at)
         request.last_token_at = now
         request.output_ids.append(token)
+        logprobs = () if logprob is None else (logprob,)
         if token == self.eos_token_id and not request.params.ignore_eos:
-            self._finish(request, FinishReason.STOP, now, result, token_ids=[token])
+            self._finish(request, FinishReason.STOP, now, result, "", [token], logprobs=logprobs)
             return
         piece = request.text.push(token)
         reason = self._finish_reason(request)
         if reason is None:
-            result.events.append((request, StreamEvent(piece, [token], request.request_id)))
+            event = StreamEvent(
+                piece,
+                [token],
+                request.request_id,
+                logprobs=logprobs,
+                prompt_logprobs=_prompt_logprobs(request),
+            )
+            result.events.append((request, event))
         else:
-            self._finish(request, reason, now, result, piece, [token])
+            self._finish(request, reason, now, result, piece, [token], logprobs=logprobs)
 
     def _finish_reason(self, request: Request) -> FinishReason | None:
         if request.text.stopped:
@@ -128,6 +164,7 @@ class Updater:
         piece: str = "",
         token_ids: list[int] | None = None,
         error: str = "",
+        logprobs: tuple[TokenLogprob, ...] = (),
     ) -> None:
         request.status = RequestStatus.FINISHED
         if reason in (FinishReason.STOP, FinishReason.LENGTH):
@@ -142,6 +179,8 @@ class Updater:
             completion_tokens=len(request.output_ids),
             timing=request.timing(now),
             error=error,
+            logprobs=logprobs,
+            prompt_logprobs=None if error else _prompt_logprobs(request),
         )
         result.events.append((request, event))
 
@@ -151,6 +190,50 @@ class Updater:
         now = time.monotonic()
         for request in requests:
             self._finish(request, FinishReason.ERROR, now, result, error=_describe(error))
+
+
+def _sampled_logprobs(
+    requests: tuple[Request, ...], logits: np.ndarray, tokens: np.ndarray
+) -> list[TokenLogprob | None]:
+    """The sampled tokens' logprobs for the requests that asked (one log-softmax over their
+    rows only: a batch where nobody asked pays nothing)."""
+    asked = [i for i, r in enumerate(requests) if r.params.logprobs is not None]
+    out: list[TokenLogprob | None] = [None] * len(requests)
+    if not asked:
+        return out
+    top = max(requests[i].params.logprobs for i in asked)
+    for i, logprob in zip(asked, token_logprobs(logits[asked], tokens[asked], top), strict=True):
+        out[i] = _trimmed(logprob, requests[i].params.logprobs)
+    return out
+
+
+def _score_prompt(scored: Scored) -> None:
+    """Log-probabilities of the prompt tokens a scoring chunk's positions predict, kept on
+    the request until its first event (a chunk recomputed after a preemption adds nothing)."""
+    request, prompt = scored.request, scored.request.prompt_ids
+    if request.prompt_scores is None:
+        request.prompt_scores = [None]  # the first prompt token has no context to score it
+    done = len(request.prompt_scores)  # prompt positions scored so far
+    first = max(done - 1, scored.start)  # row i predicts the token at start + i + 1
+    last = min(scored.start + len(scored.logits), len(prompt) - 1)
+    if first >= last:
+        return
+    rows = scored.logits[first - scored.start : last - scored.start]
+    targets = np.asarray(prompt[first + 1 : last + 1], dtype=np.int64)
+    request.prompt_scores += token_logprobs(rows, targets, request.params.prompt_logprobs)
+
+
+def _prompt_logprobs(request: Request) -> tuple[TokenLogprob | None, ...] | None:
+    """The prompt's logprobs for the request's first event (None after, or when not asked)."""
+    if request.params.prompt_logprobs is None or request.prompt_scores_sent:
+        return None
+    request.prompt_scores_sent = True
+    scores = request.prompt_scores or [None]
+    return tuple(scores)
+
+
+def _trimmed(logprob: TokenLogprob, top: int) -> TokenLogprob:
+    return logprob if len(logprob.top) == top else replace(logprob, top=logprob.top[:top])
 
 
 def _describe(error: Exception) -> str:

@@ -13,10 +13,13 @@ import re
 import uuid
 from dataclasses import dataclass
 
+from server.logprobs import MAX_TOP_LOGPROBS
 from server.sampling import SamplingParams
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+MAX_REQUEST_ID_CHARS = 128
+REQUEST_ID = re.compile(rf"^[A-Za-z0-9._:\-]{{1,{MAX_REQUEST_ID_CHARS}}}$")
 MAX_SEED = 2**64 - 1  # the wire's uint64
+CANNOT_SCORE = "this artifact cannot score prompts; export it with --attention kernel"
 
 
 class InvalidArgument(ValueError):
@@ -49,6 +52,8 @@ class Knobs:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False
+    logprobs: int | None = None  # each generated token's logprob + N alternatives (0-20)
+    prompt_logprobs: int | None = None  # each prompt token's logprob + N alternatives (0-20)
 
 
 def check_request_id(rid: str) -> str:
@@ -56,17 +61,27 @@ def check_request_id(rid: str) -> str:
     if not rid:
         return uuid.uuid4().hex
     if not REQUEST_ID.match(rid):
-        raise InvalidArgument("request_id", "use 1-128 characters from A-Z a-z 0-9 . _ : -")
+        problem = f"use 1-{MAX_REQUEST_ID_CHARS} characters from A-Z a-z 0-9 . _ : -"
+        raise InvalidArgument("request_id", problem)
     return rid
 
 
-def sampling_params_of(knobs: Knobs, limits: Limits) -> SamplingParams:
+def sampling_params_of(knobs: Knobs, limits: Limits, scores_prompts: bool = True) -> SamplingParams:
+    """The engine's parameters for `knobs`, every field checked. `scores_prompts`: whether
+    the served artifact can give prompt logprobs (Engine.scores_prompts)."""
     # optional fields: unset means the default; a value that is set must be a real one
+    logprobs = _top_count(knobs.logprobs, "logprobs")
+    prompt_logprobs = _top_count(knobs.prompt_logprobs, "prompt_logprobs")
+    if prompt_logprobs is not None and not scores_prompts:
+        raise InvalidArgument("prompt_logprobs", CANNOT_SCORE)
     max_new = limits.default_max_new_tokens
     if knobs.max_new_tokens is not None:
         max_new = knobs.max_new_tokens
-        if max_new < 1:
-            raise InvalidArgument("max_new_tokens", "must be >= 1 (unset = the default)")
+        if max_new < 0 or (max_new == 0 and prompt_logprobs is None):
+            raise InvalidArgument(
+                "max_new_tokens",
+                "must be >= 1 (unset = the default; 0 only with prompt_logprobs: score the prompt)",
+            )
     if max_new > limits.max_new_tokens:
         raise InvalidArgument("max_new_tokens", f"at most {limits.max_new_tokens}, got {max_new}")
     temperature = _finite(knobs.temperature, "temperature")
@@ -104,7 +119,19 @@ def sampling_params_of(knobs: Knobs, limits: Limits) -> SamplingParams:
         stop=stop,
         seed=knobs.seed,
         ignore_eos=knobs.ignore_eos,
+        logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
     )
+
+
+def _top_count(value: int | None, field: str) -> int | None:
+    """A logprobs knob: None = off, else 0 to MAX_TOP_LOGPROBS alternatives per token."""
+    if value is not None and not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise InvalidArgument(
+            field,
+            f"must be 0 to {MAX_TOP_LOGPROBS} (alternatives per token; unset = off), got {value}",
+        )
+    return value
 
 
 def check_text(value: str, field: str, limits: Limits) -> str:

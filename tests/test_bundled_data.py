@@ -33,17 +33,35 @@ def test_keys_and_values() -> None:
         for key in KEYS:
             assert isinstance(row[key], str), row
             assert row[key].strip(), row
-        assert row["split"] in ("train", "heldout"), row
+        assert row["split"] in ("train", "heldout", "validation"), row
 
 
 def test_fact_count_and_phrasings() -> None:
     facts = _by_fact(_rows())
     assert len(facts) >= 150
     for fact_id, rows in facts.items():
-        assert len(rows) >= 3, fact_id
         splits = [row["split"] for row in rows]
-        assert "train" in splits, fact_id
-        assert "heldout" in splits, fact_id
+        # three to train on, one held out (test), one validation (the confidence fit)
+        assert sorted(splits) == ["heldout", "train", "train", "train", "validation"], fact_id
+
+
+def test_split_rule_heldout_rotates_and_validation_comes_last() -> None:
+    for index, rows in enumerate(_by_fact(_rows()).values()):
+        splits = [row["split"] for row in rows]
+        assert splits.index("heldout") == index % 4, rows[0]["fact_id"]
+        assert splits[-1] == "validation", rows[0]["fact_id"]
+
+
+def test_training_takes_the_validation_rows_and_carves_nothing() -> None:
+    from training.data import load_data
+    from training.validation import carve_validation
+
+    examples = load_data(DATA).examples
+    carve = carve_validation(examples, 0.5)  # a fraction is ignored when the data has them
+    assert carve.how == "given" and len(carve.validation) == len(_by_fact(_rows()))
+    assert len(carve.train) == 3 * len(carve.validation)
+    questions = {e.question for e in carve.validation}
+    assert not questions & {e.question for e in examples if e.split != "validation"}
 
 
 def test_questions_unique() -> None:

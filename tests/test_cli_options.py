@@ -177,6 +177,8 @@ HELP = [  # how to print the help, and lines it must show: each default, from it
             f"(default: {ServeConfig.max_queue}; env KVSERVE_MAX_QUEUE)",
             "(default: false; env KVSERVE_AUTH_EXEMPT_HEALTH)",
             "(env KVSERVE_MODEL)",
+            "(env KVSERVE_HANDOVER_THRESHOLD)",  # no default of its own: the manifest's
+            f"(default: {ServeConfig.handover_text}; env KVSERVE_HANDOVER_TEXT)",
         ],
     ),
     (

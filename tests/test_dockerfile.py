@@ -78,6 +78,20 @@ def test_installs_the_serving_dependencies_only(name):
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
+def test_every_package_the_server_imports_is_copied_and_built(name):
+    first_party = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    imported = set()
+    for path in (ROOT / "server").glob("*.py"):
+        for match in re.finditer(r"^\s*(?:from|import) (\w+)", path.read_text(), re.M):
+            imported.add(match.group(1))
+    copied = {s.rstrip("/") for s in copy_sources(ROOT / name)}
+    assert imported & first_party <= copied, "the image would miss a package server/ imports"
+    # the C++ kernels build inside `pip install`: setup.py and a compiler in the build stage
+    runs = " ".join(rest for word, rest in instructions(ROOT / name) if word == "RUN")
+    assert "kernels" in copied and "setup.py" in copied and "g++" in runs
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
 def test_server_is_the_entrypoint_in_exec_form(name):
     entry = [rest for word, rest in instructions(ROOT / name) if word == "ENTRYPOINT"]
     # exec form: kvserve-serve is PID 1 and receives SIGTERM itself (graceful drain)

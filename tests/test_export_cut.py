@@ -252,13 +252,18 @@ def test_a_version_1_manifest_is_read_as_the_fused_interface(tmp_path: Path) -> 
     assert manifest.pieces == [] and manifest.required_files() == ["model.onnx", "tokenizer.json"]
 
 
-def test_an_unknown_version_is_refused_in_one_line_saying_to_re_export(tmp_path: Path) -> None:
-    _fused_artifact(tmp_path, "3")
+@pytest.mark.parametrize(
+    ("version", "fix"), [("0", "re-export"), ("x", "re-export"), ("4", "upgrade this server")]
+)
+def test_an_unknown_version_is_refused_in_one_line_saying_what_to_do(
+    tmp_path: Path, version: str, fix: str
+) -> None:
+    _fused_artifact(tmp_path, version)
     with pytest.raises(ManifestError) as refused:
         read_manifest(tmp_path)
     message = str(refused.value)
     assert "\n" not in message
-    assert "unknown format_version '3'" in message and "re-export" in message
+    assert f"unknown format_version '{version}'" in message and fix in message
 
 
 def test_a_paged_artifact_is_refused_without_its_pieces_as_written(

@@ -46,6 +46,7 @@ def test_a_faithful_fp32_report_passes() -> None:
         ({"ppl_onnx": 10.02}, "perplexity delta"),
         ({"ppl_onnx": 9.98}, "perplexity delta"),  # better is suspicious too for fp32
         ({"answer_match": 0.9}, "greedy answers identical"),
+        ({"scoring_max_logit_diff": 0.01}, "prompt scoring |logit diff|"),
     ],
 )
 def test_each_fp32_threshold_fails_on_its_own(change: dict, says: str) -> None:

@@ -125,12 +125,13 @@ BAD = [  # (endpoint, request fields, field named in the error)
     ("completions", {"prompt": "hi", "temperature": -1}, "temperature"),
     ("completions", {"prompt": "hi", "top_p": 1.5}, "top_p"),
     ("completions", {"prompt": "hi", "stop": [""]}, "stop"),
-    ("completions", {"prompt": "hi", "n": 2}, "n"),
-    ("completions", {"prompt": "hi", "logprobs": 3}, "logprobs"),
-    ("completions", {"prompt": "hi", "echo": True}, "echo"),
+    ("completions", {"prompt": "hi", "n": 9}, "n"),
+    ("completions", {"prompt": "hi", "logprobs": 6}, "logprobs"),
+    ("completions", {"prompt": "hi", "echo": 1}, "echo"),
     ("completions", {"prompt": "hi", "best_of": 3}, "best_of"),
     ("completions", {"prompt": "hi", "presence_penalty": 0.5}, "presence_penalty"),
-    ("completions", {"prompt": ["a", "b"]}, "prompt"),
+    ("completions", {"prompt": ["a"] * 17}, "prompt"),  # a batch of 16 prompts at most
+    ("completions", {"prompt": ["hi", "word " * 300]}, "prompt[1]"),  # the batch's bad one
     ("completions", {"prompt": "word " * 300}, "prompt"),  # beyond the model's context
     ("completions", {"prompt": "hi", "bogus_knob": 1}, "bogus_knob"),
     ("chat", {"messages": []}, "messages"),
@@ -163,7 +164,11 @@ BAD = [  # (endpoint, request fields, field named in the error)
         },
         "tools",
     ),
-    ("chat", {"messages": [{"role": "user", "content": "hi"}], "logprobs": True}, "logprobs"),
+    (
+        "chat",
+        {"messages": [{"role": "user", "content": "hi"}], "logprobs": True, "top_logprobs": 21},
+        "top_logprobs",
+    ),
     (
         "chat",
         {

@@ -189,6 +189,43 @@ def test_clients_that_disconnect_free_their_slots(tiny_artifact, tmp_path):
         assert server.stop() == 0
 
 
+def test_a_client_gone_mid_stream_frees_all_its_choices(tiny_artifact, tmp_path):
+    """n = 4 choices in one stream: the client leaves after the first chunk, and every
+    choice's request is cancelled then (the stream closes its relay of the choices), not
+    whenever the relay is garbage-collected."""
+    # one sequence at a time: three choices' 110 tokens each are still to come at the cut
+    extra = ["--max-batch-size", "1", "--threads", "1"]
+    server = ServerProcess.start(tiny_artifact, tmp_path / "server.log", extra, http=True)
+    try:
+
+        async def leave_after_first_chunk() -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.http_port)
+            payload = json.dumps({**body(0, LONG), "n": 4, "seed": 1}).encode()
+            head = b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            writer.write(head + b"content-length: %d\r\n\r\n%s" % (len(payload), payload))
+            await writer.drain()
+            while b"data:" not in await asyncio.wait_for(reader.readline(), 30):
+                pass
+            writer.close()
+            await writer.wait_closed()
+
+        asyncio.run(leave_after_first_chunk())
+        url = server.metrics_url
+        freed = wait_until(lambda: engine_idle(url), timeout=5)
+        wait_until(lambda: len(access_lines(server.log_path)) >= 1, timeout=5)
+        generated = metric(url, "kvserve_generated_tokens_total")
+        print(
+            f"\nn=4 stream left after its first chunk: engine idle {freed * 1e3:.0f} ms later, "
+            f"{generated:.0f} of {4 * LONG} tokens generated"
+        )
+        ((code, _, status),) = access_lines(server.log_path)
+        assert (code, status) == ("CANCELLED", 499)
+        assert generated < 4 * LONG
+        assert metric(url, "kvserve_requests_total", rpc="/v1/completions", code="CANCELLED") == 1
+    finally:
+        assert server.stop() == 0
+
+
 # -- SIGTERM with both doors busy ------------------------------------------------------------
 def test_sigterm_drains_http_and_grpc_streams_in_flight(tiny_artifact, tmp_path):
     extra = ["--max-batch-size", "64", "--grace-seconds", "20"]

@@ -248,6 +248,9 @@ def test_cli_run_writes_json_and_csv(fake_server, tmp_path, capsys):
     assert main(args) == 0
     stdout = capsys.readouterr().out.strip().splitlines()
     assert "TTFT" in "\n".join(stdout) and "status        OK 6" in stdout
+    # the fake server answers every Answer (confidence 0.75 >= 0.5); streams are not judged
+    handover = "hand-over     0 of 3 answers handed over (0.0%); confidence mean 0.75"
+    assert any(line.startswith(handover) for line in stdout), stdout
     assert stdout[-1].startswith("report: ")
     json_path = Path(stdout[-1].removeprefix("report: "))
     assert json_path.parent == tmp_path / "reports" and json_path.suffix == ".json"
@@ -266,6 +269,8 @@ def test_cli_run_writes_json_and_csv(fake_server, tmp_path, capsys):
     # overhead); 3 samples on a shared machine only show this is the streamed TTFT
     assert FIRST_S * 1e3 <= figures["ttft_ms"]["p50"] < 3 * FIRST_S * 1e3
     assert figures["output_tokens"] == 3 * TOKENS + 3 * 3
+    assert figures["handover"]["answers"] == figures["handover"]["judged"] == 3
+    assert figures["handover"]["handed_over"] == 0 and figures["handover"]["share"] == 0.0
 
     with (json_path.parent / report["csv"]).open(newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -273,6 +278,8 @@ def test_cli_run_writes_json_and_csv(fake_server, tmp_path, capsys):
     assert [r["rpc"] for r in rows] == ["GenerateStream", "Answer"] * 3
     assert {r["status"] for r in rows} == {"OK"}
     assert rows[0]["ttft_ms"] and not rows[1]["ttft_ms"]
+    assert [r["handed_over"] for r in rows[:2]] == ["", "0"]
+    assert [r["confidence"] for r in rows[:2]] == ["", "0.7500"]
     assert 140 <= float(rows[0]["e2e_ms"]) < 3 * 140  # 50 ms + 9 x 10 ms, plus the stack
     assert fake_server.calls() - before == 6 + 2  # measured + warmup
 
@@ -339,7 +346,10 @@ def test_client_helper_answers_and_describes_the_model(fake_server):
     with connect(fake_server.target) as client:
         text, reply = client.answer("How do I reset?", max_new_tokens=8, temperature=0.0)
         assert text == "answer to How do I reset?"
+        assert not reply.handed_over and reply.confidence == 0.75
         assert reply.usage.completion_tokens == 3
+        text, reply = client.answer("How do I reset?", handover_threshold=1.0)  # always
+        assert text == "a person will answer" and reply.handed_over
         assert client.model_info().model_name == "fake"
         assert "".join(client.stream("Hi", max_new_tokens=10)) == "".join(
             f" t{i}" for i in range(TOKENS)

@@ -15,6 +15,7 @@ from loadtest.config import LoadConfig
 from loadtest.run import run_load_sync
 from server.process import ServerProcess
 from tests.support.fake_openai import FIRST_S, GAP_S, MODEL, TOKENS, FakeOpenAI
+from tests.support.handover import UNDER_A_HALF, calibrated_copy
 from tests.support.machine import OtherJobs
 
 
@@ -161,5 +162,55 @@ def test_cli_against_kvserves_http_door(tiny_artifact, tmp_path):
         assert figures["counters"]["generated_tokens"] == 60
         assert report["model"]["model_name"] == report["model"]["id"]
         assert report["config"]["api"] == "openai"
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.slow
+def test_the_handover_share_through_both_doors_of_kvserve(tiny_artifact, tmp_path):
+    """Questions to a real kvserve (a known calibration): chat completions over HTTP and the
+    Answer RPC over gRPC each report the share handed over, as the server counted it."""
+    artifact = calibrated_copy(tiny_artifact, tmp_path / "artifact", UNDER_A_HALF)
+    server = ServerProcess.start(artifact, tmp_path / "server.log", [], http=True)
+    questions = tmp_path / "questions.jsonl"
+    asked = ["How do I reset my password?", "Where is my order?", "Is it waterproof?"]
+    questions.write_text("".join(json.dumps({"question": q}) + "\n" for q in asked))
+    try:
+        for n, door in enumerate(
+            (
+                ["--api", "openai", "--target", server.http_url],
+                ["--rpc", "unary", "--target", server.target],
+            )
+        ):
+            out = tmp_path / f"out{n}"
+            code = loadtest_main(
+                [
+                    *door,
+                    "--prompts-file",
+                    str(questions),
+                    "--concurrency",
+                    "3",
+                    "--requests",
+                    "9",
+                    "--max-new-tokens",
+                    "8",
+                    "--metrics-url",
+                    server.metrics_url,
+                    "--no-progress",
+                    "--out",
+                    str(out),
+                ]
+            )
+            assert code == 0
+            report = json.loads(next(out.glob("*.json")).read_text())
+            rpc = "/v1/chat/completions" if n == 0 else "Answer"
+            assert report["server"]["requests_by_code"] == {f"{rpc} OK": 9}
+            handover = report["figures"]["handover"]
+            assert handover["answers"] == handover["judged"] == 9
+            assert handover["handed_over"] == report["server"]["counters"]["handovers"]
+            assert handover["share"] == handover["handed_over"] / 9
+            assert 0 < handover["confidence"]["mean"] < 0.5  # sigmoid of a mean logprob
+            html = next(out.glob("*.html")).read_text()
+            assert "hand-over (answers given to a person)" in html
     finally:
         assert server.stop() == 0

@@ -3,7 +3,9 @@ metrics, time series, charts and run comparison. No server, no sockets, no sleep
 
 from __future__ import annotations
 
+import csv
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,10 @@ from loadtest.cli import parse_args
 from loadtest.compare import flatten, parse_threshold
 from loadtest.compare import main as compare_main
 from loadtest.config import LoadConfig
+from loadtest.openai_api import Reading
 from loadtest.record import RequestRecord
+from loadtest.report import format_summary, write_report
+from loadtest.run import LoadResult
 from loadtest.schedule import arrival_offsets, build_plan, offered_rate
 from loadtest.server_metrics import parse, quantile, server_figures, settled
 from loadtest.specs import (
@@ -439,3 +444,72 @@ def test_loadtest_imports_no_training_stack_and_no_server_internals():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# ---------------------------------------------------------------- hand-over share
+
+
+def answer(index: int, handed_over: bool | None, confidence: float | None, **kw) -> RequestRecord:
+    kw = {"rpc": "Answer", **kw}
+    return record(index, handed_over=handed_over, confidence=confidence, **kw)
+
+
+def test_handover_share_counts_successful_answers_only():
+    records = [
+        answer(0, True, 0.1),
+        answer(1, False, 0.9),
+        answer(2, False, 0.7),
+        answer(3, True, 0.2, rpc="/v1/chat/completions"),
+        answer(4, None, None, status="DEADLINE_EXCEEDED"),  # no reply, no verdict
+        record(5),  # a raw generation is no answer
+    ]
+    h = compute_figures(records, wall_s=1.0).handover
+    assert h is not None
+    assert (h.answers, h.judged, h.handed_over, h.share) == (4, 4, 2, 0.5)
+    assert h.confidence.count == 4 and h.confidence.mean == pytest.approx(0.475)
+    assert h.to_dict()["share"] == 0.5 and h.to_dict()["confidence"]["p50"] == pytest.approx(0.45)
+    assert compute_figures([record(0), record(1)], wall_s=1.0).handover is None  # no questions
+
+
+def test_answers_without_a_confidence_have_no_share():
+    # a server whose artifact has no calibration says handed_over false, confidence unset;
+    # a plain OpenAI server says nothing: neither is a 0% hand-over share
+    for records in ([answer(0, False, None)], [answer(0, None, None, rpc="/v1/chat/completions")]):
+        h = compute_figures(records, wall_s=1.0).handover
+        assert h is not None and (h.answers, h.judged, h.share) == (1, 0, None)
+    assert h.summary() == "- of 1 answers (the replies carry no confidence)"
+
+
+def test_the_summary_json_csv_and_html_report_the_handover_share(tmp_path):
+    records = [answer(i, i % 4 == 0, 0.2 if i % 4 == 0 else 0.8) for i in range(8)]
+    config = LoadConfig(targets=("h:1",), requests=8, out_dir=tmp_path, progress=False)
+    figures = compute_figures(records, wall_s=2.0)
+    now = datetime.now(timezone.utc)
+    result = LoadResult(config, records, figures, now, now, 2.0)
+    line = "hand-over     2 of 8 answers handed over (25.0%); confidence mean 0.65, p50 0.80"
+    assert line in format_summary(result)
+    files = write_report(result, tmp_path)
+    report = json.loads(files.json_path.read_text())
+    assert report["figures"]["handover"]["handed_over"] == 2
+    assert report["figures"]["handover"]["share"] == 0.25
+    assert flatten(report)["handover_share"] == (0.25, False)  # compare: lower is better
+    rows = list(csv.DictReader(files.csv_path.open()))
+    assert [r["handed_over"] for r in rows[:4]] == ["1", "0", "0", "0"]
+    assert rows[0]["confidence"] == "0.2000"
+    page = files.html_path.read_text()
+    assert "hand-over (answers given to a person)" in page and "2 of 8 answers" in page
+    assert "CDF of answer confidence" in page
+
+
+def test_chat_replies_carry_the_verdict_on_the_last_chunk():
+    reading = Reading([])
+    reading.take({"choices": [{"index": 0, "delta": {"content": "Guess"}}]}, now=1.0)
+    assert (reading.handed_over, reading.confidence) == (None, None)
+    last = {"index": 0, "delta": {}, "finish_reason": "stop", "confidence": 0.12}
+    reading.take({"choices": [{**last, "handed_over": True, "handover_text": "Ask Ana."}]}, 2.0)
+    assert (reading.handed_over, reading.confidence) == (True, 0.12)
+    whole = Reading([])
+    message = {"role": "assistant", "content": "It ships daily."}
+    choice = {"message": message, "confidence": None, "handed_over": False}
+    whole.take({"choices": [choice]}, None)
+    assert (whole.handed_over, whole.confidence) == (False, None)

@@ -22,6 +22,7 @@ from loadtest.server_metrics import Snapshot, fetch, parse, scrape_settled
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from tests.support import tools
+from tests.support.handover import UNDER_A_HALF, calibrated_copy
 from tests.support.prom_server import (
     Expression,
     Prometheus,
@@ -40,9 +41,13 @@ QUERY_LOG = os.environ.get("KVSERVE_QUERY_LOG")
 
 @pytest.fixture(scope="module")
 def server(tiny_artifact, tmp_path_factory):
-    log = tmp_path_factory.mktemp("obs") / "server.log"
+    """The tiny model with a known calibration (every answer's confidence under 0.5, the
+    default threshold 0.25), so answers are judged and the hand-over panels have data."""
+    folder = tmp_path_factory.mktemp("obs")
+    log = folder / "server.log"
+    artifact = calibrated_copy(tiny_artifact, folder / "artifact", UNDER_A_HALF)
     extra = ["--log-format", "json", "--metrics-path", METRICS_PATH, "--max-batch-size", "8"]
-    with serving(tiny_artifact, log, extra, http=True) as process:
+    with serving(artifact, log, extra, http=True) as process:
         yield process
 
 
@@ -125,6 +130,35 @@ def test_counters_and_histograms_move_by_exact_amounts(stub, metrics_url):
     assert queried == moved("kvserve_prompt_tokens_total")
     assert 0 <= moved("kvserve_prefix_cache_hit_tokens_total") <= queried
     assert delta({}, after, "kvserve_model_info", provider="CPUExecutionProvider") == 1
+
+
+def test_each_judged_answer_is_counted_once_on_both_doors(stub, server, metrics_url):
+    """Answer RPC and chat completions observe every answer's confidence; hand-overs count
+    the answers replaced by the hand-over text (threshold 1: all, 0: none)."""
+    before = parse(fetch(metrics_url))
+    replies = [
+        stub.Answer(pb.AnswerRequest(question=q, max_new_tokens=6, handover_threshold=t))
+        for q, t in (("How do I pair it?", 1.0), ("Where is my order?", 0.0))
+    ]
+    chat = {"messages": [{"role": "user", "content": "Is it waterproof?"}], "max_tokens": 6}
+    data = json.dumps({**chat, "n": 2, "handover_threshold": 1}).encode()
+    request = urllib.request.Request(
+        f"{server.http_url}/v1/chat/completions",
+        data=data,
+        headers={"content-type": "application/json"},
+    )
+    choices = json.load(urllib.request.urlopen(request, timeout=30))["choices"]
+    after, _ = scrape_settled([metrics_url], before, answered=3, timeout_s=5)
+
+    assert [r.handed_over for r in replies] == [True, False]
+    assert [c["handed_over"] for c in choices] == [True, True]
+    confidences = [r.confidence for r in replies] + [c["confidence"] for c in choices]
+    assert all(0 < c < 0.5 for c in confidences)  # sigmoid of a mean logprob < 0
+    moved = lambda name, **labels: delta(before, after, name, **labels)  # noqa: E731
+    assert moved("kvserve_handovers_total") == 3
+    assert moved("kvserve_answer_confidence_count") == 4
+    assert moved("kvserve_answer_confidence_sum") == pytest.approx(sum(confidences), abs=1e-6)
+    assert moved("kvserve_answer_confidence_bucket", le="0.5") == 4
 
 
 def test_metrics_only_on_the_configured_path(server, metrics_url):

@@ -88,6 +88,8 @@ def test_dashboard_has_the_issues_panels_and_uses_every_design_series():
         "KV cache bytes",
         "Model",
         "Requests by front door",
+        "Hand-over rate",
+        "Answer confidence",
     } <= titles
     exprs = " ".join(e.expr for e in dashboard_expressions())
     assert all(series in exprs for series in DESIGN_SERIES)
@@ -95,8 +97,23 @@ def test_dashboard_has_the_issues_panels_and_uses_every_design_series():
     for panel, quantiles in [
         ("Time to first token", ("p50", "p90", "p99")),
         ("Inter-token latency", ("p50", "p99")),
+        ("Answer confidence", ("p10", "p50", "p90")),
     ]:
         assert {f"{panel} / {q}" for q in quantiles} <= legends
+
+
+def test_the_hand_over_panels_query_the_hand_over_series():
+    """Issue 21: hand-overs per judged answer, and quantiles of the answers' confidence."""
+    panels = {p["title"]: p for p in json.loads(DASHBOARD.read_text())["panels"]}
+    (rate, judged) = (t["expr"] for t in panels["Hand-over rate"]["targets"])
+    assert "rate(kvserve_handovers_total[" in rate.split("/")[0]
+    assert "rate(kvserve_answer_confidence_count[" in rate.split("/")[1]
+    assert "kvserve_answer_confidence_count" in judged
+    quantiles = [t["expr"] for t in panels["Answer confidence"]["targets"]]
+    assert all("kvserve_answer_confidence_bucket" in q for q in quantiles)
+    assert [q.split(",")[0] for q in quantiles] == [
+        f"histogram_quantile({q}" for q in ("0.1", "0.5", "0.9")
+    ]
 
 
 def test_every_queried_series_is_one_the_server_exports():

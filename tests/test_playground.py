@@ -1,5 +1,7 @@
 """The playground page in headless Chromium (Debian's, driven by Playwright), served by a
-real server: a person types a question, presses Enter, and watches the answer stream in.
+real server: a person types a question, presses Enter, and watches the answer stream in,
+with its confidence; below the hand-over threshold the page shows the server's hand-over
+text instead of the guess (a second server, at threshold 1, hands every answer over).
 
 Skipped when no Chromium is installed (Debian: `apt-get install -y chromium`); .ci/run
 installs it. Screenshots stay in the test's tmp dir (printed with -s).
@@ -15,6 +17,7 @@ import urllib.request
 import pytest
 
 from server.process import ServerProcess
+from tests.support.handover import UNDER_A_HALF, calibrated_copy
 
 pytestmark = pytest.mark.slow
 CHROMIUM = next(
@@ -35,12 +38,31 @@ FLAGS = [
     "--disable-sync",
 ]
 QUESTION = "How do I reset my password?"
+HANDOVER_TEXT = "Let me get a person to help you with that."
 
 
 @pytest.fixture(scope="module")
-def server(tiny_artifact, tmp_path_factory):
+def calibrated(tiny_artifact, tmp_path_factory):
+    """The tiny model with a known calibration: every answer's confidence is under 0.5."""
+    return calibrated_copy(tiny_artifact, tmp_path_factory.mktemp("cal") / "a", UNDER_A_HALF)
+
+
+@pytest.fixture(scope="module")
+def server(calibrated, tmp_path_factory):
+    """Answers every question (threshold 0), each with its confidence."""
     log = tmp_path_factory.mktemp("playground") / "server.log"
-    process = ServerProcess.start(tiny_artifact, log, ["--max-batch-size", "4"], http=True)
+    options = ["--max-batch-size", "4", "--handover-threshold", "0"]
+    process = ServerProcess.start(calibrated, log, options, http=True)
+    yield process
+    assert process.stop() == 0, log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def handover_server(calibrated, tmp_path_factory):
+    """Hands every answer over (threshold 1), with its own hand-over text."""
+    log = tmp_path_factory.mktemp("playground-handover") / "server.log"
+    options = ["--handover-threshold", "1", "--handover-text", HANDOVER_TEXT]
+    process = ServerProcess.start(calibrated, log, options, http=True)
     yield process
     assert process.stop() == 0, log.read_text()[-3000:]
 
@@ -97,7 +119,7 @@ def test_a_question_typed_and_sent_with_enter_streams_its_answer(browser, server
     lengths = page.evaluate("window.lengths")
     stats = {
         name: page.locator(f"#panel-ask [data-stat={name}]").inner_text()
-        for name in ("ttft", "tokens", "rate")
+        for name in ("ttft", "tokens", "rate", "confidence")
     }
     shot = tmp_path / "playground.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -112,8 +134,13 @@ def test_a_question_typed_and_sent_with_enter_streams_its_answer(browser, server
             "temperature": 0,
         },
     )
-    assert answer == expected["choices"][0]["message"]["content"] and answer.strip()
+    choice = expected["choices"][0]
+    assert answer == choice["message"]["content"] and answer.strip()
     assert len(set(lengths)) > 2 and lengths == sorted(lengths)  # it grew, piece by piece
+    assert choice["handed_over"] is False and 0 < choice["confidence"] < 0.5
+    assert stats["confidence"] == f"{choice['confidence']:.2f}"
+    assert page.locator("#handover-ask").is_hidden()
+    assert page.locator("#answer-ask").get_attribute("data-handed-over") == "false"
     assert re.fullmatch(r"\d+ ms", stats["ttft"])
     assert stats["tokens"] == str(expected["usage"]["completion_tokens"])
     assert re.fullmatch(r"\d+\.\d", stats["rate"]) or stats["rate"] == "–"
@@ -179,4 +206,66 @@ def test_an_error_is_shown_not_swallowed(browser, server):
     assert alert.inner_text().startswith("max_tokens:")
     # the failed fetch's 400 is the only console line (Chromium logs failed requests)
     assert all("400" in p for p in problems), problems
+    page.close()
+
+
+def chat(server, question: str, **extra) -> dict:
+    body = {"messages": [{"role": "user", "content": question}], "max_tokens": 48, **extra}
+    return api(server, "/v1/chat/completions", {"temperature": 0, **body})["choices"][0]
+
+
+@needs_chromium
+def test_a_handed_over_answer_shows_the_hand_over_text_not_the_guess(
+    browser, handover_server, tmp_path
+):
+    page, problems = open_page(browser, handover_server, 1100, 900)
+    page.get_by_label("Max tokens").first.fill("48")
+    page.evaluate(WATCH, "#answer-ask")
+    question = page.get_by_label("Question")
+    question.fill(QUESTION)
+    question.press("Enter")
+    page.wait_for_function("document.querySelector('#answer-ask').dataset.done === 'true'")
+    shown = page.locator("#answer-ask").inner_text()
+    lengths = page.evaluate("window.lengths")
+    notice = page.locator("#handover-ask")
+    page.locator("#handover-ask summary").click()  # open "the model's guess"
+    guess = page.locator("#handover-ask [data-guess]").inner_text()
+    confidence = page.locator("#panel-ask [data-stat=confidence]").inner_text()
+    shot = tmp_path / "playground-handover.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"\nplayground hand-over screenshot: {shot}; guess {guess!r}, confidence {confidence}")
+
+    handed = chat(handover_server, QUESTION)  # the server's own verdict, not streamed
+    answered = chat(handover_server, QUESTION, handover_threshold=0)  # the guess itself
+    assert handed["handed_over"] is True and handed["message"]["content"] == HANDOVER_TEXT
+    assert shown == HANDOVER_TEXT  # the streamed guess was replaced at the last chunk
+    assert guess == answered["message"]["content"] and guess.strip()
+    assert max(lengths) >= len(guess) and lengths[-1] == len(HANDOVER_TEXT)  # guess, then text
+    assert confidence == f"{handed['confidence']:.2f}" == f"{answered['confidence']:.2f}"
+    assert notice.is_visible() and "Handed over to a person" in notice.inner_text()
+    assert f"({confidence}) is below the threshold" in notice.inner_text()
+    assert page.locator("#answer-ask").get_attribute("data-handed-over") == "true"
+    assert problems == []
+    page.close()
+
+
+@needs_chromium
+def test_the_pages_own_threshold_goes_with_the_request(browser, handover_server):
+    page, problems = open_page(browser, handover_server, 1100, 900)
+    page.get_by_label("Hand-over below").fill("0")  # never, whatever the server's setting
+    question = page.get_by_label("Question")
+    question.fill(QUESTION)
+    question.press("Enter")
+    page.wait_for_function("document.querySelector('#answer-ask').dataset.done === 'true'")
+    answered = chat(handover_server, QUESTION, max_tokens=64, handover_threshold=0)
+    assert page.locator("#answer-ask").inner_text() == answered["message"]["content"]
+    assert page.locator("#handover-ask").is_hidden()
+    # a second question at the server's threshold again hands over, the notice comes back
+    page.get_by_label("Hand-over below").fill("")
+    question.fill(QUESTION)
+    question.press("Enter")
+    page.wait_for_function("document.querySelector('#answer-ask').dataset.handedOver === 'true'")
+    assert page.locator("#answer-ask").inner_text() == HANDOVER_TEXT
+    assert page.locator("#handover-ask").is_visible()
+    assert problems == []
     page.close()

@@ -11,16 +11,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import artifact
+from artifact.confidence import LOG_NEG_MEAN_LOGPROB, MEAN_LOGPROB
 from training.cli import build_parser, main
 from training.confidence import (
     CONFIDENCE_FILE,
+    RULE_BEST_EFFORT,
+    RULE_SEEN_CAP,
+    RULE_TARGET,
     Calibration,
     CalibrationError,
+    cap_for_seen,
+    choose_feature,
     confidence,
     confidence_report,
     expected_calibration_error,
     fit_calibration,
     fit_logistic,
+    format_report,
     select_threshold,
 )
 from training.config import TrainConfig
@@ -132,26 +140,164 @@ def test_threshold_best_effort_keeps_the_coverage_floor() -> None:
 # --- the stored JSON ------------------------------------------------------------------------
 
 
-def test_calibration_json_round_trips_and_is_the_evaluators_input(tmp_path: Path) -> None:
-    cal = fit_calibration([-2.5, -2.0, -1.2, -0.8, -0.3, -0.1], [0.1, 0.0, 0.6, 0.2, 1.0, 0.9])
+MEANS = [-2.5, -2.0, -1.2, -0.8, -0.3, -0.1]
+F1S = [0.1, 0.0, 0.6, 0.2, 1.0, 0.9]
+
+
+@pytest.mark.parametrize("feature", [MEAN_LOGPROB, LOG_NEG_MEAN_LOGPROB])
+def test_calibration_json_round_trips_and_is_the_evaluators_input(
+    tmp_path: Path, feature: str
+) -> None:
+    cal = fit_calibration(MEANS, F1S, feature=feature, seen_mean_logprobs=[-0.1, -0.2, -1.0])
     path = cal.save(tmp_path)
     assert path.name == CONFIDENCE_FILE
     data = json.loads(path.read_text())
     assert {"kind", "feature", "a", "b", "threshold", "fitted_on", "n"} <= set(data)
-    assert (data["kind"], data["feature"], data["fitted_on"]) == (
-        "logistic",
-        "mean_logprob",
-        "validation",
-    )
+    assert {"threshold_rule", "target_threshold", "seen_coverage", "feature_log_loss"} <= set(data)
+    assert (data["kind"], data["feature"], data["fitted_on"]) == ("logistic", feature, "validation")
     assert Calibration.load(tmp_path) == cal
     assert confidence(-0.7, data) == cal.confidence(-0.7)  # the dict alone evaluates it
     assert Calibration.load(tmp_path / "nowhere") is None
+
+
+def test_an_old_confidence_json_without_the_rule_still_loads(tmp_path: Path) -> None:
+    old = {"a": 23.4, "b": 0.2, "threshold": 0.54, "n": 189, "met_target": True}
+    old |= {"kind": "logistic", "feature": "mean_logprob", "fitted_on": "validation"}
+    (tmp_path / CONFIDENCE_FILE).write_text(json.dumps(old))
+    cal = Calibration.load(tmp_path)
+    assert cal is not None and cal.threshold_rule is None and cal.feature == MEAN_LOGPROB
+    assert cal.confidence(-0.01) == pytest.approx(1 / (1 + math.exp(-(23.4 * -0.01 + 0.2))))
+
+
+@pytest.mark.parametrize("feature", [MEAN_LOGPROB, LOG_NEG_MEAN_LOGPROB])
+def test_training_and_the_server_evaluate_one_formula(tmp_path: Path, feature: str) -> None:
+    """training.confidence evaluates through artifact.confidence: the number kvserve-train
+    eval reports for an answer is the number the server gives it from the manifest."""
+    cal = fit_calibration(MEANS, F1S, feature=feature)
+    cal.save(tmp_path)
+    served = artifact.Calibration.load(tmp_path)  # what the exporter copies into the manifest
+    assert served is not None and served == cal.served() and served.feature == feature
+    assert served.to_dict() == cal.to_dict() and served.threshold == cal.threshold
+    for tokens in ([-0.05, -0.2, -1.1], [-2.0], [-0.01] * 7, [-0.0002, -0.0009], []):
+        mean = sum(tokens) / len(tokens) if tokens else None
+        by_dict = confidence(mean, served.to_dict())
+        assert cal.confidence(mean) == served.confidence(tokens) == by_dict
+    assert Calibration.from_dict(served.to_dict()) == cal
+
+
+def test_the_log_feature_fit_recovers_its_curve() -> None:
+    rng = np.random.default_rng(3)
+    neg_mean = np.exp(rng.normal(-5.0, 1.5, 20_000))  # -mean logprob, 1e-4 .. 0.1 mostly
+    right = rng.random(neg_mean.size) < _sigmoid(-1.2 * np.log(neg_mean) - 6.0)
+    cal = fit_calibration((-neg_mean).tolist(), right.astype(float).tolist())
+    assert cal.feature == LOG_NEG_MEAN_LOGPROB  # chosen by the k-fold log loss
+    assert cal.a == pytest.approx(-1.2, abs=0.08) and cal.b == pytest.approx(-6.0, abs=0.4)
+    assert cal.validation_ece < 0.02
+
+
+@pytest.mark.parametrize(
+    ("truth", "expected"),
+    [
+        (lambda m: 3.0 * m + 2.0, MEAN_LOGPROB),
+        (lambda m: -1.5 * np.log(-m) - 4.0, LOG_NEG_MEAN_LOGPROB),
+    ],
+)
+def test_the_feature_with_the_lower_k_fold_log_loss_is_chosen(truth, expected: str) -> None:
+    rng = np.random.default_rng(4)
+    means = -np.exp(rng.normal(-2.0, 1.5, 3_000))  # spans -3e-4 .. -2 and beyond
+    right = rng.random(means.size) < _sigmoid(truth(means))
+    choice = choose_feature(means.tolist(), right.tolist())
+    assert choice.feature == expected and choice.folds == 5
+    assert set(choice.log_loss) == {MEAN_LOGPROB, LOG_NEG_MEAN_LOGPROB}
+    other = next(f for f in choice.log_loss if f != expected)
+    assert choice.log_loss[expected] < choice.log_loss[other]
+
+
+def test_too_few_answers_to_compare_keep_the_default_feature() -> None:
+    assert choose_feature([-0.5], [True]).feature == MEAN_LOGPROB
+    assert choose_feature([-0.5], [True]).folds == 0
+    assert choose_feature([-0.5, -0.1, -2.0], [True, True, False]).folds == 3
+
+
+def test_an_unknown_feature_cannot_be_fitted() -> None:
+    with pytest.raises(CalibrationError, match="feature 'entropy'"):
+        fit_calibration(MEANS, F1S, feature="entropy")
+
+
+# --- the seen-coverage cap on the threshold -------------------------------------------------
+
+
+def test_cap_for_seen_by_hand() -> None:
+    seen = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05]  # 10: 95% needs all 10
+    assert cap_for_seen(0.65, seen, 0.95) == (0.05, True)
+    assert cap_for_seen(0.65, seen, 0.8) == (0.2, True)  # 8 of 10: the 8th surest
+    assert cap_for_seen(0.15, seen, 0.8) == (0.15, False)  # already answers 9 of 10
+    assert cap_for_seen(0.65, [], 0.95) == (0.65, False)  # no seen answers scored: no cap
+    assert cap_for_seen(0.65, seen, 0.0) == (0.65, False)
+    # ties answer together: the cap never splits them
+    tied = [0.7] * 19 + [0.2]
+    assert cap_for_seen(0.75, tied, 0.95) == (0.7, True)  # 19 of 20 = 95%
+
+
+def _separated(n: int, seed: int) -> tuple[list[float], list[float]]:
+    """Answers whose mean logprob says whether they are right, more or less."""
+    rng = np.random.default_rng(seed)
+    means = -np.exp(rng.normal(-4.0, 2.0, n))
+    right = rng.random(n) < _sigmoid(-1.0 * np.log(-means) - 5.5)
+    return means.tolist(), np.where(right, 1.0, 0.0).tolist()
+
+
+def test_the_threshold_is_capped_to_answer_95_percent_of_seen_questions() -> None:
+    means, f1s = _separated(400, 5)
+    # seen answers: surer than validation ones, but spread into the range the rule cuts off
+    seen = (-np.exp(np.random.default_rng(6).normal(-8.0, 1.5, 500))).tolist()
+    free = fit_calibration(means, f1s)  # no seen answers scored: the validation rule alone
+    cal = fit_calibration(means, f1s, seen_mean_logprobs=seen)
+    assert free.threshold_rule == RULE_TARGET and free.seen_coverage is None
+    assert free.target_threshold == free.threshold and free.seen_n == 0
+    # the same curve and rule; only the cap differs
+    assert (cal.a, cal.b, cal.feature) == (free.a, free.b, free.feature)
+    assert cal.target_threshold == free.threshold and cal.met_target
+    seen_conf = sorted((cal.confidence(m) for m in seen), reverse=True)
+    assert sum(c >= free.threshold for c in seen_conf) < 0.95 * len(seen)  # the rule alone
+    assert cal.threshold_rule == RULE_SEEN_CAP and cal.threshold < free.threshold
+    answered = sum(c >= cal.threshold for c in seen_conf)
+    assert answered >= 0.95 * len(seen) and cal.seen_coverage == round(answered / 500, 4)
+    assert cal.threshold == seen_conf[math.ceil(0.95 * 500) - 1]  # the highest such
+    assert cal.seen_n == 500 and cal.seen_coverage_floor == 0.95
+    # the validation figures are those at the capped threshold: more answered
+    assert cal.validation_coverage > free.validation_coverage
+
+
+def test_no_cap_when_the_rule_already_answers_95_percent_of_seen() -> None:
+    means, f1s = _separated(400, 7)
+    sure = [-1e-5] * 200  # every seen answer surer than any threshold
+    cal = fit_calibration(means, f1s, seen_mean_logprobs=sure)
+    assert cal.threshold_rule == RULE_TARGET and cal.threshold == cal.target_threshold
+    assert cal.seen_coverage == 1.0 and cal.seen_n == 200
+
+
+def test_the_rule_says_best_effort_when_the_target_is_out_of_reach() -> None:
+    rng = np.random.default_rng(8)
+    means = (-rng.random(100)).tolist()
+    cal = fit_calibration(means, [0.3] * 100)  # no answer is ever right enough
+    assert cal.threshold_rule == RULE_BEST_EFFORT and not cal.met_target
+
+
+def test_held_out_answers_cannot_reach_the_fit() -> None:
+    # the signature takes validation and seen answers only; the same inputs, the same fit
+    means, f1s = _separated(300, 9)
+    seen = [-0.001] * 50 + [-0.3] * 5
+    assert fit_calibration(means, f1s, seen_mean_logprobs=seen) == fit_calibration(
+        list(means), list(f1s), seen_mean_logprobs=list(seen)
+    )
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"kind": "isotonic"}, "unknown calibration kind"),
+        ({"threshold": 1.2}, "threshold must be between 0 and 1"),
         ({"a": "x"}, "a must be a finite number"),
         ({"threshold": None}, "threshold must be a finite number"),
     ],
@@ -166,8 +312,9 @@ def test_bad_calibration_json_is_refused(tmp_path: Path, change: dict, message: 
 # --- the validation part --------------------------------------------------------------------
 
 
-def test_validation_part_of_the_bundled_data_is_new_phrasings_of_trained_facts() -> None:
-    examples = load_data(DATA).examples
+def test_a_carve_of_the_bundled_data_is_new_phrasings_of_trained_facts() -> None:
+    # the bundled data has its own validation rows; without them, a carve takes train rows
+    examples = [e for e in load_data(DATA).examples if e.split != "validation"]
     heldout = {e.question for e in examples if e.split == "heldout"}
     carve = carve_validation(examples, 0.5)
     assert carve.how == "facts" and len(carve.validation) == round(0.5 * 189)
@@ -204,10 +351,11 @@ def test_training_never_sees_validation_rows() -> None:
     from training.presets import get_preset
     from training.train import load_rows
 
-    config = TrainConfig(data=DATA, out=Path("unused"), validation=0.5)  # the carve is opt-in
-    rows = load_rows(config, get_preset("quality"))
+    # the bundled data's split=validation rows: one written phrasing per fact, nothing carved
+    rows = load_rows(TrainConfig(data=DATA, out=Path("unused")), get_preset("quality"))
     validation = {e.question for e in rows.validation}
-    assert len(validation) == 94 and not validation & {e.question for e in rows.heldout}
+    assert rows.validation_carve == "given"
+    assert len(validation) == 189 and not validation & {e.question for e in rows.heldout}
     assert not validation & {e.question for e in rows.train}
     copies = [e for e in rows.extra if e.question in validation]
     assert len(copies) <= 2  # only a keyword question made from an answer can coincide
@@ -227,6 +375,7 @@ def test_confidence_report_table_at_the_ladder_and_the_chosen_threshold() -> Non
     cal = Calibration(a=4.0, b=4.0, threshold=0.55, n=100)  # 0.5 at mean logprob -1
     heldout = [(-0.1, 1.0, 1.0), (-0.5, 0.8, 0.0), (-1.5, 0.2, 0.0), (None, 0.0, 0.0)]
     report = confidence_report(cal, heldout, seen_mean_logprobs=[-0.05, -0.2, -2.0])
+    assert "sigmoid(4.000 * mean_logprob +4.000)" in format_report(report)
     assert report.chosen is not None and report.chosen.answered == 2
     assert report.chosen.coverage == 0.5 and report.chosen.answered_f1 == pytest.approx(0.9)
     assert report.chosen.seen_coverage == pytest.approx(2 / 3, abs=1e-4)
@@ -238,14 +387,26 @@ def test_confidence_report_table_at_the_ladder_and_the_chosen_threshold() -> Non
     assert report.ece_heldout is not None and 0 <= report.ece_heldout <= 1
 
 
+def test_the_report_names_the_feature_and_the_rule_that_bound() -> None:
+    means, f1s = _separated(400, 5)
+    seen = (-np.exp(np.random.default_rng(6).normal(-8.0, 1.5, 500))).tolist()
+    cal = fit_calibration(means, f1s, seen_mean_logprobs=seen)
+    heldout = [(m, f, f) for m, f in zip(*_separated(100, 10), strict=True)]
+    text = format_report(confidence_report(cal, heldout, seen))
+    assert "log(max(-mean_logprob, 1e-06))" in text
+    assert "feature log_neg_mean_logprob: the lower 5-fold log loss" in text
+    assert "capped to answer 95% of seen questions" in text
+    chosen = next(line for line in text.splitlines() if f"{cal.threshold:.3f}*" in line)
+    assert chosen.split()[-1] == f"{cal.seen_coverage:.1%}"  # the table agrees with the fit
+
+
 @pytest.mark.slow
 def test_eval_prints_the_risk_coverage_table(tmp_path: Path, capsys):
-    # the carve is opt-in (--validation): this checkpoint is trained with half the facts
-    # giving one phrasing to the validation part
-    config = TrainConfig(DATA, tmp_path / "ckpt", base="tiny", preset="test", validation=0.5)
+    # the bundled data's own validation rows (one written phrasing per fact) fit the curve
+    config = TrainConfig(DATA, tmp_path / "ckpt", base="tiny", preset="test")
     checkpoint = train(config)
     trained = json.loads((checkpoint / "kvserve_train.json").read_text())
-    assert trained["validation_examples"] == 94 and trained["eval_split"] == "validation"
+    assert trained["validation_examples"] == 189 and trained["eval_split"] == "validation"
     assert (checkpoint / CONFIDENCE_FILE).is_file()
     argv = ["eval", str(checkpoint), "--data", str(DATA), "--max-new-tokens", "2"]
     assert main([*argv, "--samples", "1"]) == 0
@@ -254,10 +415,14 @@ def test_eval_prints_the_risk_coverage_table(tmp_path: Path, capsys):
     assert "default threshold" in out and "ECE (10 bins)" in out
     report = json.loads((checkpoint / "kvserve_eval.json").read_text())
     splits = report["splits"]
-    assert (splits["seen"]["count"], splits["validation"]["count"]) == (567 - 94, 94)
+    assert (splits["seen"]["count"], splits["validation"]["count"]) == (567, 189)
     assert splits["heldout"]["count"] == 189
     section = report["confidence"]
-    assert section["calibration"] == json.loads((checkpoint / CONFIDENCE_FILE).read_text())
+    calibration = json.loads((checkpoint / CONFIDENCE_FILE).read_text())
+    assert section["calibration"] == calibration
+    # the test preset scores no seen answers: the validation rule alone, no cap
+    assert calibration["feature"] in (MEAN_LOGPROB, LOG_NEG_MEAN_LOGPROB)
+    assert calibration["seen_n"] == 0 and calibration["threshold_rule"] != RULE_SEEN_CAP
     assert section["chosen"]["threshold"] == pytest.approx(section["calibration"]["threshold"])
     assert len(section["table"]) >= 10 and 0.0 <= section["ece_heldout"] <= 1.0
     lines = (checkpoint / "kvserve_eval_predictions.jsonl").read_text().splitlines()

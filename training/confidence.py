@@ -1,22 +1,30 @@
 """How sure an answer is: a calibrated probability from its token logprobs, and its measures.
 
-The feature is the answer's mean token logprob: the mean, over the greedy answer's tokens
+The input is the answer's mean token logprob `m`: the mean, over the greedy answer's tokens
 before the stop token (eos not counted), of log-softmax of the model's raw logits at the
-chosen token. On the bundled data it ranks right and wrong answers best of the simple
-features (min and first-token logprob rank less well; docs/confidence.md). The calibration
-maps it to P(right) with a logistic curve (Platt scaling),
+chosen token. On the bundled data it ranks right and wrong answers as well as any simple
+feature tried (min and first-token logprob, step entropy, top-2 margin, 2-feature
+combinations: docs/confidence.md). The calibration maps it to P(right) with a logistic curve
+(Platt scaling) on one of two features,
 
-    confidence = 1 / (1 + exp(-(a * mean_logprob + b)))
+    "mean_logprob":          confidence = sigmoid(a * m + b)
+    "log_neg_mean_logprob":  confidence = sigmoid(a * log(max(-m, 1e-6)) + b)
 
-where "right" means a token F1 of at least `right_f1` against the reference. It is fitted at
-training time on the validation part (never on the held-out part), together with the
-default threshold: below it the server hands the question over instead of answering.
+where "right" means a token F1 of at least `right_f1` against the reference. Everything is
+fitted at training time on the validation part (never on the held-out part): the feature
+(the one with the lower k-fold cross-validated log loss on the validation answers,
+`choose_feature`), the curve, and the default threshold (below it the server hands the
+question over): the validation F1 rule (`select_threshold`), capped so that at least 95% of
+the seen (train) questions are still answered when their answers were scored
+(`cap_for_seen`).
 
-Two numbers and a threshold, so the server evaluates the same function from the manifest
-without numpy or this package: `confidence(mean_logprob, calibration_dict)` below is the
-whole evaluator. Hand-written because the fit is one feature and two parameters (a few
-Newton steps); scikit-learn would be a large dependency for it, and isotonic regression a
-table for the server to carry. An answer with no tokens has no mean: its confidence is 0.
+Two numbers, a feature name and a threshold, so the server evaluates the same function from
+the manifest without numpy or this package: the formula lives in artifact/confidence.py
+(`calibrated`), the one evaluator training, the exporter and the server share; this module
+fits its inputs and measures its outputs. Hand-written because the fit is one feature and
+two parameters (a few Newton steps); scikit-learn would be a large dependency for it, and
+isotonic regression a table for the server to carry. An answer with no tokens has no mean:
+its confidence is 0.
 """
 
 from __future__ import annotations
@@ -24,43 +32,52 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-CONFIDENCE_FILE = "confidence.json"  # in the checkpoint dir, next to the model
-KIND = "logistic"
-FEATURE = "mean_logprob"
+from artifact.confidence import (
+    CONFIDENCE_FILE,  # in the checkpoint dir, next to the model
+    EPS,
+    FEATURE,
+    FEATURES,
+    KIND,
+    LOG_NEG_MEAN_LOGPROB,
+    MEAN_LOGPROB,
+    CalibrationError,
+    calibrated,
+    feature_value,
+    mean_logprob,  # noqa: F401 (training.evaluate imports it from here)
+)
+from artifact.confidence import Calibration as ServedCalibration
+
 RIGHT_F1 = 0.5  # an answer with token F1 >= this against the reference counts as right
 TARGET_ANSWERED_F1 = 0.75  # the threshold aims at this mean F1 of the answered questions
 MARGIN_SE = 1.0  # ... minus this many standard errors (see select_threshold)
 FALLBACK_COVERAGE = 0.4  # when no threshold meets it: answer at least this share
+SEEN_COVERAGE = 0.95  # ... and never hand over more than 5% of the seen (train) questions
+FEATURE_FOLDS = 5  # k of the k-fold log loss that picks the feature
 ECE_BINS = 10
 LADDER = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # thresholds the eval table lists
 COVERAGE_LADDER = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
+# threshold_rule in confidence.json: which rule set the default threshold
+RULE_TARGET = "validation_target"  # the validation F1 rule met its target
+RULE_BEST_EFFORT = "validation_best_effort"  # it did not: best answered F1 at >= 40%
+RULE_SEEN_CAP = "seen_coverage_cap"  # lowered so that >= 95% of seen questions are answered
 
-class CalibrationError(ValueError):
-    """A confidence.json that is not a calibration this code can evaluate."""
 
+def confidence(mean: float | None, calibration: Mapping) -> float:
+    """P(the answer is right) for an answer whose mean token logprob is `mean`.
 
-def confidence(mean_logprob: float | None, calibration: Mapping) -> float:
-    """P(the answer is right) for an answer whose mean token logprob is `mean_logprob`.
-
-    `calibration` is the dict of confidence.json (as the manifest carries it). None, NaN or
-    -inf (an answer with no tokens) gives 0.0.
+    `calibration` is the dict of confidence.json (as the manifest carries it); without a
+    `feature` key it is "mean_logprob" (files from before the choice). None, NaN or -inf (an
+    answer with no tokens) gives 0.0. The formula is artifact.confidence.calibrated, the
+    server's.
     """
-    if mean_logprob is None or not math.isfinite(mean_logprob):
-        return 0.0
-    z = float(calibration["a"]) * mean_logprob + float(calibration["b"])
-    # the two branches keep exp() from overflowing for large |z|
-    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
-
-
-def mean_logprob(token_logprobs: Sequence[float]) -> float | None:
-    """The feature: mean of an answer's token logprobs; None for an answer with no tokens."""
-    return sum(token_logprobs) / len(token_logprobs) if token_logprobs else None
+    feature = calibration.get("feature", FEATURE)
+    return calibrated(mean, feature, float(calibration["a"]), float(calibration["b"]))
 
 
 @dataclass(frozen=True)
@@ -75,7 +92,8 @@ class ThresholdChoice:
 
 @dataclass(frozen=True)
 class Calibration:
-    """What confidence.json holds; `to_dict()` is the dict the exporter copies."""
+    """What confidence.json holds, with the fit's record; `to_dict()` is the dict the
+    exporter copies into the manifest (artifact.confidence.Calibration reads it there)."""
 
     a: float
     b: float
@@ -84,39 +102,45 @@ class Calibration:
     right_f1: float = RIGHT_F1
     target_answered_f1: float = TARGET_ANSWERED_F1
     margin_se: float = MARGIN_SE
-    met_target: bool = False
-    validation_coverage: float = 0.0
-    validation_answered_f1: float | None = None
+    met_target: bool = False  # the validation F1 rule reached its target (at target_threshold)
+    validation_coverage: float = 0.0  # share of validation questions answered at `threshold`
+    validation_answered_f1: float | None = None  # their mean F1 (None: none answered)
     validation_ece: float | None = None
     kind: str = KIND
     feature: str = FEATURE
     fitted_on: str = "validation"
+    # which rule set `threshold` (RULE_*); None in files written before it was recorded
+    threshold_rule: str | None = None
+    target_threshold: float | None = None  # the validation F1 rule's threshold, before the cap
+    seen_coverage_floor: float = SEEN_COVERAGE
+    seen_n: int = 0  # seen answers the cap looked at (0: none were scored, no cap)
+    seen_coverage: float | None = None  # share of them answered at `threshold`
+    feature_folds: int = 0  # k of the k-fold choice of feature (0: the feature was given)
+    feature_log_loss: dict[str, float] = field(default_factory=dict)  # per candidate feature
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Calibration:
-        if data.get("kind") != KIND or data.get("feature") != FEATURE:
-            raise CalibrationError(
-                f"unknown calibration kind {data.get('kind')!r} / feature "
-                f"{data.get('feature')!r} (expected {KIND!r} on {FEATURE!r})"
-            )
-        known = cls.__dataclass_fields__
+        """The server's checks first (artifact.confidence: kind, feature, finite a, b and a
+        threshold in [0, 1]), so a file training reads is one the server reads; then the
+        fit's record (`n` is required)."""
+        served = ServedCalibration.from_dict(data)
+        known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         try:
-            calibration = cls(**values)
+            return cls(**{**values, "a": served.a, "b": served.b, "threshold": served.threshold})
         except TypeError as e:
             raise CalibrationError(f"bad calibration: {e}") from None
-        for name in ("a", "b", "threshold"):
-            if not isinstance(getattr(calibration, name), (int, float)) or not math.isfinite(
-                getattr(calibration, name)
-            ):
-                raise CalibrationError(f"bad calibration: {name} must be a finite number")
-        return calibration
 
-    def confidence(self, mean_logprob: float | None) -> float:
-        return confidence(mean_logprob, self.to_dict())
+    def served(self) -> ServedCalibration:
+        """The calibration as the manifest and the server carry it."""
+        return ServedCalibration.from_dict(self.to_dict())
+
+    def confidence(self, mean: float | None) -> float:
+        """P(right) of an answer whose mean token logprob is `mean` (the server's formula)."""
+        return calibrated(mean, self.feature, self.a, self.b)
 
     def save(self, directory: Path | str) -> Path:
         path = Path(directory) / CONFIDENCE_FILE
@@ -125,17 +149,15 @@ class Calibration:
 
     @classmethod
     def load(cls, directory: Path | str) -> Calibration | None:
-        """The checkpoint's calibration; None when it has none (no validation part)."""
-        path = Path(directory) / CONFIDENCE_FILE
-        if not path.is_file():
+        """The checkpoint's calibration; None when it has none (no validation part). The
+        exporter reads the same file with artifact.confidence.Calibration.load."""
+        served = ServedCalibration.load(directory)
+        if served is None:
             return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise CalibrationError(f"{path}: unreadable ({e})") from None
-        if not isinstance(data, dict):
-            raise CalibrationError(f"{path}: not a JSON object")
-        return cls.from_dict(data)
+            return cls.from_dict(served.to_dict())
+        except CalibrationError as e:
+            raise CalibrationError(f"{Path(directory) / CONFIDENCE_FILE}: {e}") from None
 
 
 # --- fitting ------------------------------------------------------------------------------
@@ -179,40 +201,127 @@ def platt_targets(right: Sequence[bool]) -> list[float]:
     return [high if r else low for r in right]
 
 
+@dataclass(frozen=True)
+class FeatureChoice:
+    """The feature the curve is fitted on, and why: each candidate's k-fold log loss."""
+
+    feature: str
+    log_loss: dict[str, float]  # mean over the validation answers, held out fold by fold
+    folds: int  # 0: too few answers to compare (the default feature)
+
+
+def choose_feature(
+    mean_logprobs: Sequence[float], right: Sequence[bool], folds: int = FEATURE_FOLDS
+) -> FeatureChoice:
+    """The candidate feature (artifact.confidence.FEATURES) whose curve predicts held-out
+    validation answers best: k-fold cross-validated log loss (answer i in fold i mod k, no
+    seed; each fold's curve fitted as the final one is, on Platt's targets; scored against
+    the 0/1 outcomes). Ties keep the earlier candidate ("mean_logprob"). Every mean must be
+    finite (answers with no tokens take no part: their confidence is 0 under any feature)."""
+    n = len(mean_logprobs)
+    k = min(folds, n)
+    if k < 2:
+        return FeatureChoice(FEATURE, {}, 0)
+    y = np.asarray(right, dtype=np.float64)  # [N]
+    fold = np.arange(n) % k  # [N]
+    losses: dict[str, float] = {}
+    for feature in FEATURES:
+        x = np.asarray([feature_value(feature, m) for m in mean_logprobs], dtype=np.float64)
+        p = np.empty(n)  # [N]: each answer's P(right) from the curve fitted without its fold
+        for j in range(k):
+            train = fold != j
+            a, b = fit_logistic(x[train], platt_targets(y[train].astype(bool).tolist()))
+            p[~train] = 1.0 / (1.0 + np.exp(-(a * x[~train] + b)))
+        p = np.clip(p, 1e-12, 1 - 1e-12)
+        losses[feature] = round(float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))), 6)
+    best = min(FEATURES, key=lambda f: losses[f])  # min keeps the first of equal ones
+    return FeatureChoice(best, losses, k)
+
+
 def fit_calibration(
     mean_logprobs: Sequence[float | None],
     f1s: Sequence[float],
     right_f1: float = RIGHT_F1,
     target_answered_f1: float = TARGET_ANSWERED_F1,
     margin_se: float = MARGIN_SE,
+    seen_mean_logprobs: Sequence[float | None] = (),
+    seen_coverage_floor: float = SEEN_COVERAGE,
+    feature: str | None = None,
+    folds: int = FEATURE_FOLDS,
 ) -> Calibration:
     """Fit the curve on validation answers, then pick the default threshold on them too.
 
-    "Right" is F1 >= right_f1; Platt's smoothed targets (platt_targets). Answers with no
-    tokens take no part in the fit (their confidence is 0 whatever a, b).
+    The feature is `feature`, or with None the candidate with the lower k-fold log loss on
+    these answers (choose_feature). "Right" is F1 >= right_f1; Platt's smoothed targets
+    (platt_targets). Answers with no tokens take no part in the fit (their confidence is 0
+    whatever a, b). The threshold: select_threshold on the validation answers, then lowered
+    where needed so that `seen_coverage_floor` of the seen (train) answers are still answered
+    (cap_for_seen; only when `seen_mean_logprobs` are given). Held-out answers play no part.
     """
     pairs = [(m, f) for m, f in zip(mean_logprobs, f1s, strict=True) if _finite(m)]
     if not pairs:
         raise ValueError("no validation answer has a token to score")
+    means = [m for m, _ in pairs]
     right = [f >= right_f1 for _, f in pairs]
-    a, b = fit_logistic([m for m, _ in pairs], platt_targets(right))
-    curve = {"a": a, "b": b}
-    confidences = [confidence(m, curve) for m in mean_logprobs]
-    choice = select_threshold(confidences, f1s, target_answered_f1, margin_se)
+    choice = FeatureChoice(feature, {}, 0) if feature else choose_feature(means, right, folds)
+    x = [feature_value(choice.feature, m) for m in means]
+    a, b = fit_logistic(x, platt_targets(right))
+    confidences = [calibrated(m, choice.feature, a, b) for m in mean_logprobs]
+    target = select_threshold(confidences, f1s, target_answered_f1, margin_se)
+    seen = [calibrated(m, choice.feature, a, b) for m in seen_mean_logprobs]
+    threshold, capped = cap_for_seen(target.threshold, seen, seen_coverage_floor)
+    rule = RULE_SEEN_CAP if capped else RULE_TARGET if target.met_target else RULE_BEST_EFFORT
+    coverage, answered_f1 = answered_at(threshold, confidences, f1s)
     outcomes = [float(f >= right_f1) for f in f1s]
     return Calibration(
         a=a,
         b=b,
-        threshold=choice.threshold,
+        threshold=threshold,
         n=len(f1s),
         right_f1=right_f1,
         target_answered_f1=target_answered_f1,
         margin_se=margin_se,
-        met_target=choice.met_target,
-        validation_coverage=round(choice.coverage, 4),
-        validation_answered_f1=_round(choice.answered_f1),
+        met_target=target.met_target,
+        validation_coverage=round(coverage, 4),
+        validation_answered_f1=_round(answered_f1),
         validation_ece=round(expected_calibration_error(confidences, outcomes), 4),
+        feature=choice.feature,
+        threshold_rule=rule,
+        target_threshold=target.threshold,
+        seen_coverage_floor=seen_coverage_floor,
+        seen_n=len(seen),
+        seen_coverage=_round(sum(c >= threshold for c in seen) / len(seen)) if seen else None,
+        feature_folds=choice.folds,
+        feature_log_loss=choice.log_loss,
     )
+
+
+def cap_for_seen(
+    threshold: float, seen_confidences: Sequence[float], floor: float = SEEN_COVERAGE
+) -> tuple[float, bool]:
+    """(threshold, capped): `threshold`, or lower where it would answer fewer than `floor` of
+    the seen (train) questions: then the confidence of the k-th most confident seen answer,
+    k = ceil(floor * seen), the highest threshold that still answers k of them.
+
+    The validation rule looks at validation answers only, and seen answers sit in the same
+    flat top of the curve, so a threshold chosen there can hand over a fifth of the questions
+    the model was trained on (docs/confidence.md). Seen questions are not test rows: this
+    uses no held-out answer. No seen confidences: no cap."""
+    if not seen_confidences or floor <= 0.0:
+        return threshold, False
+    ranked = sorted(seen_confidences, reverse=True)
+    k = min(len(ranked), math.ceil(floor * len(ranked) - 1e-9))
+    cap = ranked[k - 1]
+    return (cap, True) if threshold > cap else (threshold, False)
+
+
+def answered_at(
+    threshold: float, confidences: Sequence[float], f1s: Sequence[float]
+) -> tuple[float, float | None]:
+    """(share answered, their mean F1) when answering confidence >= threshold."""
+    picked = [f for c, f in zip(confidences, f1s, strict=True) if c >= threshold]
+    share = len(picked) / len(confidences) if confidences else 0.0
+    return share, (sum(picked) / len(picked) if picked else None)
 
 
 def select_threshold(
@@ -409,16 +518,23 @@ def format_report(report: ConfidenceReport) -> str:
         lines.append("confidence: no calibration in the checkpoint (trained without a validation")
         lines.append("part); ranking held-out answers by mean token logprob only:")
     else:
-        met = "met" if cal.get("met_target") else "NOT met (best effort)"
+        feature = cal.get("feature", FEATURE)
         lines.append(
-            f"confidence: P(F1 >= {cal['right_f1']}) = sigmoid({cal['a']:.3f} * mean_logprob "
-            f"{cal['b']:+.3f}), fitted on {cal['n']} {cal['fitted_on']} answers"
+            f"confidence: P(F1 >= {cal['right_f1']}) = sigmoid({cal['a']:.3f} * "
+            f"{FORMULAS.get(feature, feature)} {cal['b']:+.3f}), fitted on {cal['n']} "
+            f"{cal['fitted_on']} answers"
         )
+        losses = cal.get("feature_log_loss") or {}
+        if losses:
+            listed = ", ".join(f"{f} {v:.4f}" for f, v in losses.items())
+            lines.append(
+                f"feature {feature}: the lower {cal['feature_folds']}-fold log loss on the "
+                f"validation answers ({listed})"
+            )
         lines.append(
-            f"default threshold {cal['threshold']:.3f}: on validation it answers "
-            f"{cal['validation_coverage']:.0%} with F1 {_num(cal['validation_answered_f1'])} "
-            f"(target {cal['target_answered_f1']} less {cal.get('margin_se', 0)} standard "
-            f"error: {met})"
+            f"default threshold {cal['threshold']:.3f} ({_rule(cal)}): on validation it "
+            f"answers {cal['validation_coverage']:.0%} with F1 "
+            f"{_num(cal['validation_answered_f1'])}"
         )
         lines.append("")
         lines.append(
@@ -441,6 +557,30 @@ def format_report(report: ConfidenceReport) -> str:
         curve = ", ".join(f"{p.coverage:.0%} {p.answered_f1:.2f}" for p in report.by_coverage)
         lines.append(f"held-out F1 of the most confident share answered: {curve}")
     return "\n".join(lines)
+
+
+FORMULAS = {  # how the report prints each feature
+    MEAN_LOGPROB: "mean_logprob",
+    LOG_NEG_MEAN_LOGPROB: f"log(max(-mean_logprob, {EPS:g}))",
+}
+
+
+def _rule(cal: Mapping) -> str:
+    """Which rule set the default threshold, in words."""
+    target = (
+        f"validation answered F1 >= {cal['target_answered_f1']} less "
+        f"{cal.get('margin_se', 0)} standard error"
+    )
+    met = "met" if cal.get("met_target") else "NOT met, best effort"
+    rule = cal.get("threshold_rule")
+    if rule == RULE_SEEN_CAP:
+        return (
+            f"capped to answer {cal['seen_coverage_floor']:.0%} of seen questions; the rule "
+            f"{target} gave {cal['target_threshold']:.3f}, {met}"
+        )
+    seen = cal.get("seen_coverage")
+    seen_part = f"; seen answered {seen:.1%}, no cap needed" if seen is not None else ""
+    return f"{target}: {met}{seen_part}"
 
 
 def _share(coverage: float, count: int) -> str:

@@ -433,16 +433,29 @@ def _score(
 
 
 def _fit_confidence(scores: EvalReport) -> Calibration | None:
+    """The calibration from the validation answers; the seen (train) answers, when they were
+    scored (exact_match presets), cap the threshold so that 95% of them are answered. The
+    held-out answers take no part."""
     validation = [p for p in scores.predictions if p.split == "validation"]
     if all(p.mean_logprob is None for p in validation):
         log.warning("no confidence fitted: no validation answer has a token")
         return None
-    calibration = fit_calibration([p.mean_logprob for p in validation], [p.f1 for p in validation])
+    seen = [p.mean_logprob for p in scores.predictions if p.split == "seen"]
+    calibration = fit_calibration(
+        [p.mean_logprob for p in validation],
+        [p.f1 for p in validation],
+        seen_mean_logprobs=seen,
+    )
     log.info(
-        "confidence: threshold %.3f answers %.0f%% of validation questions with F1 %s",
+        "confidence: feature %s (k-fold log loss %s); threshold %.3f (%s) answers %.0f%% of "
+        "validation questions with F1 %s, seen %s",
+        calibration.feature,
+        calibration.feature_log_loss,
         calibration.threshold,
+        calibration.threshold_rule,
         100 * calibration.validation_coverage,
         calibration.validation_answered_f1,
+        "not scored" if calibration.seen_coverage is None else f"{calibration.seen_coverage:.1%}",
     )
     return calibration
 

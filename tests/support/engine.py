@@ -173,7 +173,7 @@ class TokenPagedCache:
 class TokenEchoPagedRunner:
     """The paged runner's fake: writes each chunk's token ids into its blocks (never below
     the sequence's computed tokens, never into another's block) and answers (last + 1) % VOCAB
-    for the chunks that sample."""
+    for the chunks that sample (for a scoring chunk, at each of its positions)."""
 
     def __init__(self) -> None:
         self.steps: list[tuple[int, int]] = []  # (tokens, sampled) per call
@@ -188,7 +188,9 @@ class TokenEchoPagedRunner:
             ids = request.token_ids[chunk.start : chunk.start + chunk.length]
             for position, token in enumerate(ids, chunk.start):
                 cache.tokens[table.blocks[position // size], position % size] = token
-            if chunk.sample:
+            if chunk.score:  # every position's logits (server/paged_runner.py `forward`)
+                last.extend(ids)
+            elif chunk.sample:
                 last.append(ids[-1])
         self.steps.append((sum(c.length for c in chunks), len(last)))
         return echo_logits(np.array(last, dtype=np.int64))
