@@ -270,4 +270,5 @@ def test_logprobs_equal_hf_log_softmax(real_engine, tiny_checkpoint):
             assert [t for t, _ in item.top] == list(np.argsort(-row, kind="stable")[:5])
         for item in sampled:  # greedy: the sampled token is the likeliest
             assert item.top[0][0] == item.token_id
+    print(f"\nengine: largest |logprob - HF| (sampled, prompt, top-5): {worst:.2e}")
     assert worst < 1e-4, worst
