@@ -82,8 +82,10 @@ def test_no_coordinated_omission_against_a_slow_server(tmp_path):
     )
     assert f.status_counts == {"OK": 300}
     # the schedule was kept (loosely: the 3% accuracy is the Poisson test's job; here the
-    # point is sending at 2x what the server answers, even on a busy 2-core CI box) ...
-    assert f.send_rate == pytest.approx(200.0, rel=0.1)
+    # point is sending at 2x what the server answers, even on a busy 2-core CI box, where
+    # 178 req/s was seen once: anything over 160 is still far past the ~100 a closed loop
+    # could send) ...
+    assert f.send_rate == pytest.approx(200.0, rel=0.2)
     # a sender that waited for replies would fall 1.5 s behind by the end (300 sent at the
     # ~100 req/s answered, not 200); a busy box's late wake-ups cost tens of ms at most
     assert f.send_lag.p99 < 0.3, f.send_lag
