@@ -77,18 +77,19 @@ def test_no_coordinated_omission_against_a_slow_server(tmp_path):
     e2e = [r.e2e_s for r in result.records]
     c = closed.figures
     print(
-        f"open: sent {f.send_rate:.1f} req/s, e2e p50 {f.e2e.p50 * 1e3:.1f} ms; "
+        f"open: sent {f.send_rate:.1f} req/s (lag p99 {f.send_lag.p99 * 1e3:.0f} ms), "
+        f"e2e p50 {f.e2e.p50 * 1e3:.1f} ms; "
         f"closed: {c.request_throughput:.1f} req/s, {c.e2e.p50 * 1e3:.1f} ms"
     )
     assert f.status_counts == {"OK": 300}
     # the schedule was kept (loosely: the 3% accuracy is the Poisson test's job; here the
-    # point is sending at 2x what the server answers, even on a busy 2-core CI box, where
-    # 178 req/s was seen once: anything over 160 is still far past the ~100 a closed loop
-    # could send) ...
-    assert f.send_rate == pytest.approx(200.0, rel=0.2)
+    # point is sending well past what the server answers). Alone it sends 199.9 req/s; late
+    # in the whole suite on the 2-core CI box 178 and 157 were seen (the sender shares the
+    # cores with the fake server): 140 is still 1.4x the ~100 a closed loop could send
+    assert 140 < f.send_rate <= 200.0 * 1.03
     # a sender that waited for replies would fall 1.5 s behind by the end (300 sent at the
-    # ~100 req/s answered, not 200); a busy box's late wake-ups cost tens of ms at most
-    assert f.send_lag.p99 < 0.3, f.send_lag
+    # ~100 req/s answered, not 200); a busy box's late sends stay well under half that
+    assert f.send_lag.p99 < 0.75, f.send_lag
     assert f.request_throughput < 130  # ... though the server answered ~100 req/s
     assert np.mean(e2e[-30:]) > 5 * np.mean(e2e[:30])  # the queue grew: latency shows it
     assert f.e2e.p50 > 0.2 and max(result.series.in_flight_max) > 50
