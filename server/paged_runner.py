@@ -175,13 +175,11 @@ class PagedRunner:
         i + 1): prompt scoring as the engine runs it, in one call over a private pool (the
         quality gate holds it to PyTorch)."""
         rows = self.new_cache(len(sequences))
-        manager = rows.cache.blocks
-        inputs = []
-        for ids in sequences:
-            table = manager.admit(ids, lookup=False)
-            if not manager.reserve(table, len(ids)):
-                raise MemoryError("the rows' block pool is full")
-            inputs.append(Sequence(table, list(ids), 0, sample=False, score=True))
+        tables = _admit_rows(rows, sequences)
+        inputs = [
+            Sequence(t, list(ids), 0, sample=False, score=True)
+            for t, ids in zip(tables, sequences, strict=True)
+        ]
         logits = self.forward(rows.cache, inputs)
         ends = np.cumsum([len(ids) for ids in sequences])[:-1]
         return [part.copy() for part in np.split(logits, ends)]
@@ -196,11 +194,7 @@ class PagedRunner:
 
     def prefill(self, rows: Rows, prompts: list[list[int]]) -> np.ndarray:
         """A row per prompt; logits at each prompt's last token `[n, V]`."""
-        manager = rows.cache.blocks
-        tables = [manager.admit(prompt) for prompt in prompts]
-        for table, prompt in zip(tables, prompts, strict=True):
-            if not manager.reserve(table, len(prompt)):
-                raise MemoryError("the rows' block pool is full")
+        tables = _admit_rows(rows, prompts)
         sequences = [Sequence(t, list(p), 0) for t, p in zip(tables, prompts, strict=True)]
         logits = self.forward(rows.cache, sequences)
         rows.tables += tables
@@ -220,6 +214,16 @@ class PagedRunner:
         for row in range(len(sequences)):
             rows.lengths[row] += 1
         return logits
+
+
+def _admit_rows(rows: Rows, prompts: list[list[int]]) -> list[BlockTable]:
+    """Block tables holding each whole prompt in the rows' private pool (no prefix cache)."""
+    manager = rows.cache.blocks
+    tables = [manager.admit(prompt) for prompt in prompts]
+    for table, prompt in zip(tables, prompts, strict=True):
+        if not manager.reserve(table, len(prompt)):
+            raise MemoryError("the rows' block pool is full")
+    return tables
 
 
 def _logit_rows(sequences: list[Sequence], query_starts: np.ndarray) -> np.ndarray:

@@ -212,7 +212,7 @@ def test_test_preset_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
     from tests.support.training import make_test_checkpoint
-    from training.evaluate import generate_answers
+    from training.evaluate import generate_scored_answers
 
     ckpt = make_test_checkpoint(tmp_path / "ckpt")
     names = {p.name for p in ckpt.iterdir()}
@@ -246,8 +246,8 @@ def test_test_preset_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
 
     # Left-padded batched greedy decoding gives what each prompt gives alone.
     examples = [QAExample("Where is my order?", "x"), QAExample("Is there a free trial?", "y")]
-    batched = generate_answers(model, tok, TEMPLATE, examples, max_new_tokens=8)
-    alone = [generate_answers(model, tok, TEMPLATE, [e], max_new_tokens=8)[0] for e in examples]
+    batched = [a.text for a in generate_scored_answers(model, tok, TEMPLATE, examples, 8)]
+    alone = [generate_scored_answers(model, tok, TEMPLATE, [e], 8)[0].text for e in examples]
     assert batched == alone
 
 

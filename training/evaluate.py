@@ -35,22 +35,6 @@ class ScoredAnswer:
         return mean_logprob(self.token_logprobs)
 
 
-def generate_answers(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    template: PromptTemplate,
-    examples: list[QAExample],
-    max_new_tokens: int = 48,
-    batch_size: int = 64,
-    desc: str | None = None,
-) -> list[str]:
-    """Greedy answers (stopped at eos, stripped), one per example, in order."""
-    scored = generate_scored_answers(
-        model, tokenizer, template, examples, max_new_tokens, batch_size, desc
-    )
-    return [a.text for a in scored]
-
-
 @torch.no_grad()
 def generate_scored_answers(
     model: PreTrainedModel,
