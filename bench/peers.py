@@ -14,7 +14,7 @@ Systems (--systems, comma-separated; default all):
   ov-int8               the same, int8 weights, the CPU plugin's default compute and KV precision
 kvserve's server runs with its own defaults (prefix caching on, --max-step-tokens its default)
 besides --max-batch-size, --threads and the queue limits; --step-tokens N passes
---max-step-tokens N to the kernel systems.
+--max-step-tokens N to the kernel systems, --itl-target-ms MS their --itl-target-ms MS.
 
 Model: GPT-2 124M shape (12 layers, 12 heads, 768 wide, 1024 positions) with random weights
 and GPT-2's own 50257-token vocabulary, saved once with save_pretrained and converted for
@@ -190,6 +190,7 @@ class Settings:
     poll_interval_s: float
     timeout_s: float
     step_tokens: int | None  # kvserve kernel systems' --max-step-tokens; None: its default
+    itl_target_ms: float | None = None  # and their --itl-target-ms; None: its default
 
 
 class TreePoller:
@@ -276,6 +277,8 @@ def kvserve_flags(system: System, settings: Settings) -> list[str]:
     flags += ["--max-queue", "1024", "--max-new-tokens-limit", "1024"]
     if settings.step_tokens is not None and system.options.get("attention") == "kernel":
         flags += ["--max-step-tokens", str(settings.step_tokens)]
+    if settings.itl_target_ms is not None and system.options.get("attention") == "kernel":
+        flags += ["--itl-target-ms", str(settings.itl_target_ms)]
     return flags + list(system.serve_flags)
 
 
@@ -608,6 +611,7 @@ def report_json(
             "concurrency": args.concurrency,
             "threads": args.threads,
             "step_tokens": args.step_tokens,
+            "itl_target_ms": args.itl_target_ms,
             "seed": args.seed,
             "ttft_from": "the workload's start, when every request is offered",
             "prompt_tokens": [len(j.prompt_ids) for j in jobs],
@@ -675,6 +679,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--step-tokens",
         type=int,
         help="--max-step-tokens for kvserve's kernel systems (default: the server's own)",
+    )
+    p.add_argument(
+        "--itl-target-ms",
+        type=float,
+        help="--itl-target-ms for kvserve's kernel systems (default: the server's own)",
     )
     p.add_argument(
         "--threads",
@@ -761,6 +770,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
         args.poll_interval,
         args.timeout,
         args.step_tokens,
+        args.itl_target_ms,
     )
 
 
@@ -812,7 +822,8 @@ def print_report(
     print(f"{new_total} generated tokens, all offered at the start; at most {args.concurrency}")
     step = f"--max-step-tokens {args.step_tokens}" if args.step_tokens else "the server's default"
     print(f"running at once; {args.threads} threads; {args.rounds} round(s), medians; ", end="")
-    print(f"kvserve kernel step budget: {step}")
+    target = "the server's default" if args.itl_target_ms is None else f"{args.itl_target_ms}"
+    print(f"kvserve kernel step budget: {step}; --itl-target-ms: {target}")
     shapes = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in rates.items())
     print(f"roofline: ONNX Runtime fp32 MatMul (MLAS) {shapes} GFLOP/s; peak {peak / 1e9:.0f}")
     weights_m = flops_per_token / 2 / 1e6

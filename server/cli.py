@@ -178,6 +178,16 @@ def _paged_options(p: Parser, d: ServeConfig) -> None:
     )
     option(
         g,
+        "--itl-target-ms",
+        d.itl_target_ms,
+        "while sequences are decoding, cut prompt chunks so a step takes about this long "
+        "(their inter-token latency; step times are learnt from the steps run); when their "
+        "own work needs over half of it, --max-step-tokens alone sizes the step (0 = always)",
+        type=float,
+        metavar="MS",
+    )
+    option(
+        g,
         "--prefix-caching",
         d.prefix_caching,
         "reuse the KV blocks of prompt prefixes already computed (shared templates, system "

@@ -45,6 +45,7 @@ class ServeConfig:
     kv_cache_memory: int = 0  # bytes of key/value blocks; 0 = a share of the machine's memory
     kv_block_size: int = 16  # tokens per block
     max_step_tokens: int = 512  # decoding tokens + prompt chunks run in one step
+    itl_target_ms: float = 100.0  # a step's time while sequences decode; 0 = tokens alone
     prefix_caching: bool = True
     default_max_new_tokens: int = 64
     max_new_tokens_limit: int = 1024
@@ -75,6 +76,7 @@ class ServeConfig:
             max_batch_size=self.max_batch_size,
             max_queue=self.max_queue,
             max_step_tokens=self.max_step_tokens,
+            itl_target_s=self.itl_target_ms / 1000,
         )
 
     def limits(self, vocab_size: int) -> Limits:
@@ -99,6 +101,8 @@ class ServeConfig:
             return "--threads must be >= 0 (0 = one per core)"
         if self.kv_cache_memory < 0:
             return "--kv-cache-memory must be >= 0 (0 = a share of this machine's memory)"
+        if not 0 <= self.itl_target_ms < float("inf"):
+            return "--itl-target-ms must be >= 0 (0 = the token budget alone)"
         if self.max_prefill_tokens < 0:
             return "--max-prefill-tokens must be >= 0"
         if self.max_connection_age_seconds < 0:

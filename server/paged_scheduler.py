@@ -14,6 +14,10 @@ sequence that needs a block when none is free preempts the most recently admitte
 goes back to the front of the queue and is recomputed later (vLLM's preemption by
 recompute). `end_step` records what the step computed (full blocks enter the prefix cache)
 and frees finished sequences' blocks.
+
+Time (`itl_target_s`): the decoding sequences wait for the whole step, prompt chunks
+included, so a step with decoding sequences also has a time cap: prompt chunks are cut to
+what the step-cost model (server/step_cost.py, fitted on the steps run so far) says fits.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ from server.blocks import BlockManager
 from server.request import FinishReason, Request, RequestStatus
 from server.scheduler import QueueFull, _abandon_reason, _abandoned
 from server.step import Chunk, ModelOutput, StepPlan, StepStats
+from server.step_cost import StepClock, StepCostModel, attended
+
+# prompt tokens a step runs whatever its time cap says (one block): waiting requests move
+PROMPT_FLOOR_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,8 @@ class PagedSchedulerConfig:
     max_batch_size: int  # running sequences at most
     max_queue: int
     max_step_tokens: int  # tokens per step: decoding sequences' plus prefill chunks'
+    # seconds a step with decoding sequences aims at (their inter-token latency); 0 = off
+    itl_target_s: float = 0.0
 
 
 class PagedScheduler:
@@ -44,6 +54,8 @@ class PagedScheduler:
         self.running: list[Request] = []  # admission order; each holds a block table
         self.preempted = 0  # sequences sent back to the queue for lack of blocks, in all
         self._reported = (0, 0, 0)  # (queried, hit, preempted) at the last `observe`
+        self.cost = StepCostModel()
+        self._planned = (0, 0.0)  # (tokens, attended pairs) of the last plan, for `observe`
         self._lock = threading.Lock()  # `add` comes from the service thread
 
     @property
@@ -62,6 +74,7 @@ class PagedScheduler:
     def schedule(self, now: float) -> StepPlan:
         dropped = self._drop_abandoned(now)
         budget = self.config.max_step_tokens
+        clock = self._clock()
         chunks: list[Chunk] = []
         # in admission order: sequences still prefilling are the newest (a request joins only
         # once the one before it got its whole prompt), so decoding ones come first, and a
@@ -72,11 +85,19 @@ class PagedScheduler:
             if request not in self.running:
                 break  # preempted for an earlier sequence: so are the rest
             length = min(_uncomputed(request), budget)
+            if request.output_ids and length == 1:
+                clock.decode(request.computed)
+            elif (length := clock.prompt_chunk(request.computed, length)) == 0:
+                break  # out of time: the rest are prompts too
             if not self._reserve(request, request.computed + length):
                 break  # it had to go itself
             chunks.append(_chunk(request, length))
             budget -= length
-        joined = self._admit(now, budget, chunks)
+        joined = self._admit(now, budget, chunks, clock)
+        self._planned = (
+            sum(c.length for c in chunks),
+            sum(attended(c.start, c.length) for c in chunks),
+        )
         return StepPlan(dropped=dropped, chunks=tuple(chunks), joined=tuple(joined))
 
     def finish_step(self, plan: StepPlan, output: ModelOutput) -> None:
@@ -92,7 +113,9 @@ class PagedScheduler:
             self._leave(request)
 
     def observe(self, stats: StepStats) -> None:
-        """Blocks in use now; prefix-cache lookups and preemptions since the last step."""
+        """Blocks in use now; prefix-cache lookups and preemptions since the last step. The
+        step's time teaches the step-cost model."""
+        self.cost.observe(*self._planned, stats.seconds)
         blocks = self.blocks
         stats.kv_blocks_used, stats.kv_blocks_free = blocks.used_blocks, blocks.free_blocks
         now = (blocks.queried_tokens, blocks.hit_tokens, self.preempted)
@@ -121,7 +144,15 @@ class PagedScheduler:
             request.blocks, request.computed = None, 0
         return requests
 
-    def _admit(self, now: float, budget: int, chunks: list[Chunk]) -> list[Request]:
+    def _clock(self) -> StepClock | _NoClock:
+        fit, target = self.cost.fit, self.config.itl_target_s
+        if fit is None or target <= 0:
+            return _NoClock()
+        return StepClock(fit, target, PROMPT_FLOOR_TOKENS)
+
+    def _admit(
+        self, now: float, budget: int, chunks: list[Chunk], clock: StepClock | _NoClock
+    ) -> list[Request]:
         joined: list[Request] = []
         with self._lock:
             while self.waiting and budget > 0 and len(self.running) < self.config.max_batch_size:
@@ -129,13 +160,15 @@ class PagedScheduler:
                 tokens = request.token_ids  # a preempted request recomputes its answer too
                 # a prompt scored token by token runs every position: no prefix-cache hits
                 table = self.blocks.admit(tokens, lookup=request.params.prompt_logprobs is None)
+                # (the last token always runs: length >= 1 before the clock has its say)
+                length = min(len(tokens) - table.cached_tokens, budget)
+                length = clock.prompt_chunk(table.cached_tokens, length)
                 # the whole prompt's blocks now, so a prefill in chunks cannot run dry midway
-                if not self.blocks.can_reserve(table, len(tokens)):
+                if length == 0 or not self.blocks.can_reserve(table, len(tokens)):
                     self.blocks.release(table)
                     break
                 self.waiting.popleft()
                 request.blocks, request.computed = table, table.cached_tokens
-                length = min(len(tokens) - request.computed, budget)
                 self.blocks.reserve(table, len(tokens))
                 if request.scheduled_at is None:  # not a preempted one coming back
                     request.scheduled_at = now
@@ -180,6 +213,16 @@ class PagedScheduler:
         for request in leaving:
             self._leave(request)
         return tuple((r, _abandon_reason(r)) for r in gone + leaving)
+
+
+class _NoClock:
+    """No time cap (off, or the cost model still learning): the token budget rules."""
+
+    def decode(self, start: int) -> None:
+        pass
+
+    def prompt_chunk(self, start: int, length: int) -> int:
+        return length
 
 
 def _uncomputed(request: Request) -> int:
