@@ -29,18 +29,18 @@ from server import logs
 from server.blocks import default_kv_memory_bytes, machine_memory_bytes
 from server.config import ServeConfig, grpc_server_options
 from server.drain import wait_until_idle, wait_until_quiet
-from server.engine import Engine, execute, execute_chunks
+from server.engine import Engine, execute_chunks
 from server.generation import Generator
 from server.handover import HandOver
 from server.http_app import HttpDoor, create_app
 from server.http_server import HttpServer
 from server.metrics import Metrics
 from server.paged_runner import PagedRunner, open_paged_runner
-from server.paged_scheduler import PagedScheduler
 from server.runner import OnnxRunner
 from server.scheduler import Scheduler
 from server.security import ServerSecurity, load_security
 from server.service import GenerationService, ServiceInfo
+from server.slot_chunks import SlotPool, execute_slots
 from server.text_stream import detokenizer
 from server.update import Updater
 
@@ -101,14 +101,16 @@ def warm_up(runner: OnnxRunner | PagedRunner, token: int) -> None:
 
 
 def engine_parts(config: ServeConfig, runner: OnnxRunner | PagedRunner):
-    """The scheduler and plan execution that fit the runner's cache: token budget over
-    paged blocks (kernel attention), or slots (the fused graph: CUDA, older artifacts)."""
+    """The one scheduler over the runner's cache, and the plan execution that fits it: paged
+    blocks (kernel attention), or slots with whole prompts (the fused graph: CUDA, older
+    artifacts)."""
     if hasattr(runner, "new_pool"):  # a PagedRunner, or a test's wrapper of one
         memory = config.kv_cache_memory or default_kv_memory_bytes(machine_memory_bytes())
         cache = runner.new_pool(memory, config.prefix_caching)
-        return PagedScheduler(config.paged_scheduler_config(), cache), execute_chunks
-    cache = runner.new_cache(config.max_batch_size)
-    return Scheduler(config.scheduler_config(), cache), execute
+        return Scheduler(config.scheduler_config(), cache), execute_chunks
+    rows = config.max_batch_size
+    pool = SlotPool(lambda: runner.new_cache(rows), rows, config.kv_block_size)
+    return Scheduler(config.scheduler_config(chunked_prefill=False), pool), execute_slots
 
 
 def hand_over(config: ServeConfig, manifest: Manifest) -> HandOver:

@@ -71,20 +71,7 @@ def build_parser() -> Parser:
         metavar="BOOL",
     )
     option(p, "--max-batch-size", d.max_batch_size, "most sequences decoded together", type=int)
-    option(
-        p,
-        "--max-batch-tokens",
-        d.max_batch_tokens,
-        "budget of prompt + max_new_tokens over the running batch",
-        type=int,
-    )
-    option(
-        p,
-        "--max-prefill-tokens",
-        d.max_prefill_tokens,
-        "prompt tokens prefilled per step, so decoding rows are not held up (0 = no limit)",
-        type=int,
-    )
+    _step_options(p, d)
     _paged_options(p, d)
     option(
         p,
@@ -155,8 +142,31 @@ def _handover_options(p: Parser, d: ServeConfig) -> None:
     )
 
 
+def _step_options(p: Parser, d: ServeConfig) -> None:
+    """One engine step's size: a token budget, and a time cap while sequences decode."""
+    option(
+        p,
+        "--max-step-tokens",
+        d.max_step_tokens,
+        "tokens per engine step: one per decoding sequence plus prompt chunks (long prompts "
+        "are cut so decoding sequences never wait for a whole prefill; the fused graph runs "
+        "whole prompts, one over the budget alone)",
+        type=int,
+    )
+    option(
+        p,
+        "--itl-target-ms",
+        d.itl_target_ms,
+        "while sequences are decoding, cut prompt chunks so a step takes about this long "
+        "(their inter-token latency; step times are learnt from the steps run); when their "
+        "own work needs over half of it, --max-step-tokens alone sizes the step (0 = always)",
+        type=float,
+        metavar="MS",
+    )
+
+
 def _paged_options(p: Parser, d: ServeConfig) -> None:
-    """The paged KV cache and the token budget (artifacts exported with --attention kernel)."""
+    """The paged KV cache (artifacts exported with --attention kernel)."""
     g = p.add_argument_group("paged KV cache (kernel-attention artifacts)")
     option(
         g,
@@ -168,24 +178,6 @@ def _paged_options(p: Parser, d: ServeConfig) -> None:
         metavar="SIZE",
     )
     option(g, "--kv-block-size", d.kv_block_size, "tokens per KV cache block", type=int)
-    option(
-        g,
-        "--max-step-tokens",
-        d.max_step_tokens,
-        "tokens per engine step: one per decoding sequence plus prompt chunks (long prompts "
-        "are cut so decoding sequences never wait for a whole prefill)",
-        type=int,
-    )
-    option(
-        g,
-        "--itl-target-ms",
-        d.itl_target_ms,
-        "while sequences are decoding, cut prompt chunks so a step takes about this long "
-        "(their inter-token latency; step times are learnt from the steps run); when their "
-        "own work needs over half of it, --max-step-tokens alone sizes the step (0 = always)",
-        type=float,
-        metavar="MS",
-    )
     option(
         g,
         "--prefix-caching",

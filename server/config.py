@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.handover import DEFAULT_TEXT, check_threshold
-from server.paged_scheduler import PagedSchedulerConfig
 from server.runner import RunnerConfig
 from server.scheduler import SchedulerConfig
 from server.validation import InvalidArgument, Limits
@@ -19,7 +18,6 @@ AT_LEAST_ONE = (
     "max_batch_size",
     "kv_block_size",
     "max_step_tokens",
-    "max_batch_tokens",
     "max_queue",
     "default_max_new_tokens",
     "max_new_tokens_limit",
@@ -38,9 +36,7 @@ class ServeConfig:
     threads: int = 0
     ort_spin: bool = True  # ORT's default; off (threads sleep) suits cores shared with other work
     max_batch_size: int = 32
-    max_batch_tokens: int = 16384  # sum over running rows of prompt + max_new_tokens
     max_queue: int = 256
-    max_prefill_tokens: int = 0
     # paged artifacts (kvserve's attention kernel): memory in blocks, one token budget a step
     kv_cache_memory: int = 0  # bytes of key/value blocks; 0 = a share of the machine's memory
     kv_block_size: int = 16  # tokens per block
@@ -63,20 +59,14 @@ class ServeConfig:
     handover_threshold: float | None = None
     handover_text: str = DEFAULT_TEXT
 
-    def scheduler_config(self) -> SchedulerConfig:
+    def scheduler_config(self, chunked_prefill: bool = True) -> SchedulerConfig:
+        """`chunked_prefill` off for the slot cache (its graph prefills whole prompts)."""
         return SchedulerConfig(
-            max_batch_size=self.max_batch_size,
-            max_batch_tokens=self.max_batch_tokens,
-            max_queue=self.max_queue,
-            max_prefill_tokens=self.max_prefill_tokens,
-        )
-
-    def paged_scheduler_config(self) -> PagedSchedulerConfig:
-        return PagedSchedulerConfig(
             max_batch_size=self.max_batch_size,
             max_queue=self.max_queue,
             max_step_tokens=self.max_step_tokens,
             itl_target_s=self.itl_target_ms / 1000,
+            chunked_prefill=chunked_prefill,
         )
 
     def limits(self, vocab_size: int) -> Limits:
@@ -103,8 +93,6 @@ class ServeConfig:
             return "--kv-cache-memory must be >= 0 (0 = a share of this machine's memory)"
         if not 0 <= self.itl_target_ms < float("inf"):
             return "--itl-target-ms must be >= 0 (0 = the token budget alone)"
-        if self.max_prefill_tokens < 0:
-            return "--max-prefill-tokens must be >= 0"
         if self.max_connection_age_seconds < 0:
             return "--max-connection-age-seconds must be >= 0"
         if self.handover_threshold is not None:

@@ -6,16 +6,17 @@
     deliver(result.events)                   hand each event to its request's sink
     scheduler.finish_step(plan, output)      what was computed is kept, finished ones leave
 
-Two caches, two executions of a plan: the slot cache (`execute`: each prefill group, then
-one decode step over the running rows; the CUDA graph) and the paged cache
-(`execute_chunks`: every sequence's tokens of the step flattened into one call).
+One scheduler (server/scheduler.py), two executions of its plan: over the paged cache
+(`execute_chunks`: every sequence's tokens of the step flattened into one call) and over the
+slot cache of the fused graph (server/slot_chunks.py `execute_slots`: a decode call over the
+rows, a prefill call per group of new prompts).
 
 The data between the stages is in server/step.py. The loop runs steps while there is work
 and sleeps when there is none. ONNX Runtime releases the GIL, so the asyncio service thread
 stays responsive while a step runs. The service hands requests in with `submit`
 (thread-safe) and gets results back through each request's `emit`, which the service points
 at `loop.call_soon_threadsafe`. Whatever a step throws, the loop lives on: its requests fail
-and the slot cache starts over.
+and the cache starts over.
 """
 
 from __future__ import annotations
@@ -25,45 +26,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Protocol
 
 import numpy as np
 
-from server.kv_cache import CacheLost, SlotCache
-from server.paged_scheduler import PagedScheduler
+from server.kv_cache import CacheLost
 from server.request import Request, StreamEvent
 from server.scheduler import Scheduler
 from server.step import Batch, Chunk, ModelOutput, Scored, StepPlan, StepStats
 from server.update import Updater
 
 log = logging.getLogger(__name__)
-
-
-class Runner(Protocol):
-    """What the engine needs of a model (server/runner.py OnnxRunner; fakes in the tests)."""
-
-    def new_cache(self, max_rows: int) -> SlotCache:
-        """An empty cache for up to `max_rows` sequences."""
-
-    def prefill(self, cache: SlotCache, prompts: list[list[int]]) -> np.ndarray:
-        """Append a row per prompt to the cache; logits of each prompt's last token `[n, V]`."""
-
-    def decode_step(self, cache: SlotCache, tokens: np.ndarray) -> np.ndarray:
-        """Feed one token to each of the first `len(tokens)` rows; their logits `[B, V]`."""
-
-
-def execute(runner: Runner, plan: StepPlan, cache: SlotCache) -> ModelOutput:
-    """Run the plan's model calls: each prefill group appends its rows after the decoding
-    ones, then one decode step feeds every decoding row its last token. A call that raises
-    is that batch's error (and appends no row): it fails only its own requests."""
-    prefills = tuple(
-        _call(runner.prefill, cache, group, [r.prompt_ids for r in group])
-        for group in plan.prefill_groups
-    )
-    if not plan.decode:
-        return ModelOutput(prefills)
-    tokens = np.array([r.output_ids[-1] for r in plan.decode], dtype=np.int64)  # [B]
-    return ModelOutput(prefills, _call(runner.decode_step, cache, plan.decode, tokens))
 
 
 def execute_chunks(runner, plan: StepPlan, cache) -> ModelOutput:
@@ -118,15 +90,6 @@ def _sampled(chunks: tuple[Chunk, ...], logits: np.ndarray | None) -> ModelOutpu
     return ModelOutput(sampled=batch, scored=tuple(scored))
 
 
-def _call(model_call: Callable, cache: SlotCache, requests: tuple[Request, ...], inputs) -> Batch:
-    try:
-        return Batch(requests, model_call(cache, inputs))
-    except CacheLost:
-        raise  # every row's cache is gone, not just this call's: the engine starts over
-    except Exception as error:  # a bad call fails its own requests, not the server
-        return Batch(requests, error=error)
-
-
 def deliver(events: Sequence[tuple[Request, StreamEvent]]) -> None:
     """Hand each event to its request's sink; a broken sink (its event loop closed, say) ends
     that request only: it is dropped at the next step."""
@@ -141,11 +104,11 @@ def deliver(events: Sequence[tuple[Request, StreamEvent]]) -> None:
 class Engine:
     def __init__(
         self,
-        runner: Runner,
-        scheduler: Scheduler | PagedScheduler,
+        runner,  # server/paged_runner.py PagedRunner or server/runner.py OnnxRunner (or a fake)
+        scheduler: Scheduler,
         updater: Updater,
         on_step: Callable[[StepStats], None] | None = None,
-        execute: Callable[..., ModelOutput] = execute,
+        execute: Callable[..., ModelOutput] = execute_chunks,
     ) -> None:
         self.runner = runner
         self.execute = execute

@@ -77,7 +77,7 @@ class Request:
     last_token_at: float | None = None
     rng: np.random.Generator = field(init=False)  # this request's own: seeds hold in any batch
     text: TextStream | None = field(default=None, init=False)  # opened by the update stage
-    # paged cache (server/paged_scheduler.py): tokens whose keys/values are in the cache, and
+    # paged cache (server/scheduler.py): tokens whose keys/values are in the cache, and
     # the blocks that hold them; the scheduler's alone
     computed: int = field(default=0, init=False)
     blocks: BlockTable | None = field(default=None, init=False, repr=False)

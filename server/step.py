@@ -1,10 +1,11 @@
 """The plain data one engine step hands from stage to stage (vLLM v1's SchedulerOutput and
 ModelRunnerOutput, smaller).
 
-    plan = scheduler.schedule(now)           StepPlan      server/scheduler.py (slots) or
-                                                           server/paged_scheduler.py (blocks)
-    output = execute(runner, plan, cache)    ModelOutput   server/engine.py over server/runner.py
-                                                           (or server/paged_runner.py)
+    plan = scheduler.schedule(now)           StepPlan      server/scheduler.py
+    output = execute(runner, plan, cache)    ModelOutput   server/engine.py execute_chunks over
+                                                           server/paged_runner.py, or
+                                                           server/slot_chunks.py over
+                                                           server/runner.py (the fused graph)
     result = updater.update(plan, output)    StepResult    server/update.py
     deliver(result.events)                                 server/engine.py
     on_step(result.stats)                    StepStats     server/metrics.py observe_step
@@ -36,26 +37,20 @@ class Chunk:
 
 @dataclass(frozen=True)
 class StepPlan:
-    """What one step does, decided before any model work.
-
-    A slot-cache plan fills `prefill_groups` and `decode`; a paged plan fills `chunks` (every
-    running sequence's tokens of this step, decoding ones first, flattened into one call)."""
+    """What one step does, decided before any model work: every running sequence's tokens of
+    this step (`chunks`, decoding ones first), who leaves and who joins."""
 
     dropped: tuple[tuple[Request, FinishReason], ...] = ()  # cancelled or expired: leave now
-    # admitted requests by prompt length, one prefill each; rows appended in this order
-    prefill_groups: tuple[tuple[Request, ...], ...] = ()
-    decode: tuple[Request, ...] = ()  # the running rows 0..n-1, one new token each
     chunks: tuple[Chunk, ...] = ()
-    joined: tuple[Request, ...] = ()  # paged: requests admitted this step (first chunk)
+    joined: tuple[Request, ...] = ()  # requests admitted this step (their first chunk)
 
     @property
     def admitted(self) -> list[Request]:
-        grouped = [request for group in self.prefill_groups for request in group]
-        return grouped + list(self.joined)
+        return list(self.joined)
 
     @property
     def tokens(self) -> int:
-        """Tokens the step's model call runs (paged plans)."""
+        """Tokens the step's model calls run."""
         return sum(chunk.length for chunk in self.chunks)
 
 
@@ -80,20 +75,13 @@ class Scored:
 
 @dataclass(frozen=True)
 class ModelOutput:
-    """What the runner made of a plan: one batch per prefill group, then the decode step."""
+    """What the runner made of a plan: the requests whose chunk ended at their last token,
+    with its logits; and those whose call failed, with the error (their cache writes are not
+    kept)."""
 
-    prefills: tuple[Batch, ...] = ()
-    decode: Batch | None = None  # None when no row was decoding
-    # paged: the requests whose chunk ended at their last token, with its logits; and those
-    # whose chunk failed, with the error (their cache writes are not kept)
     sampled: Batch | None = None
-    failed: tuple[Batch, ...] = ()  # one per failed chunk: its request and the error
-    scored: tuple[Scored, ...] = ()  # paged: the chunks that score their prompt positions
-
-    @property
-    def prefilled(self) -> list[Request]:
-        """Requests whose prefill ran: they own the rows after the decoding ones, in order."""
-        return [r for batch in self.prefills if batch.error is None for r in batch.requests]
+    failed: tuple[Batch, ...] = ()  # one per failed call: its requests and the error
+    scored: tuple[Scored, ...] = ()  # the chunks that score their prompt positions
 
 
 @dataclass

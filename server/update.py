@@ -45,11 +45,7 @@ class Updater:
         now = time.monotonic()
         for request, reason in plan.dropped:
             self._finish(request, reason, now, result)
-        for batch in output.prefills:
-            self._next_tokens(batch, result)
-        if output.decode is not None:
-            self._next_tokens(output.decode, result)
-        for batch in output.failed:  # paged: a chunk that failed fails its request alone
+        for batch in output.failed:  # a call that failed fails its own requests alone
             self._next_tokens(batch, result)
         for scored in output.scored:
             _score_prompt(scored)
@@ -79,11 +75,18 @@ class Updater:
             requests, logits = self._finish_scoring_only(requests, logits, result)
             if not requests:
                 return
-        try:
-            self._append_tokens(requests, logits, result)
-        except Exception as error:  # sampling bugs or odd knobs fail these requests only
-            running = [r for r in requests if r.status is RequestStatus.RUNNING]
-            self._fail(running, error, result)
+        # one draw per request per step, taken once: a retry reuses it, so a seeded request's
+        # tokens do not depend on whether another's sampling failed
+        uniforms = np.array([r.rng.random() for r in requests])
+        picked = self._sample_rows(requests, logits, uniforms, result)
+        now = time.monotonic()
+        result.stats.batch_size += len(picked)
+        result.stats.generated_tokens += len(picked)
+        for request, token, logprob in picked:
+            try:
+                self._append(request, token, now, result, logprob)
+            except Exception as error:  # its detokenizer or stop rule: this request only
+                self._fail([request], error, result)
 
     def _finish_scoring_only(
         self, requests: tuple[Request, ...], logits: np.ndarray, result: StepResult
@@ -96,21 +99,37 @@ class Updater:
             self._finish(request, FinishReason.LENGTH, now, result)
         return tuple(r for r, k in zip(requests, keep, strict=True) if k), logits[keep]
 
-    def _append_tokens(
-        self, requests: tuple[Request, ...], logits: np.ndarray, result: StepResult
-    ) -> None:
+    def _sample_rows(
+        self,
+        requests: tuple[Request, ...],
+        logits: np.ndarray,
+        uniforms: np.ndarray,
+        result: StepResult,
+    ) -> list[tuple[Request, int, TokenLogprob | None]]:
+        """Each request's next token and its logprob. A batch that raises (a sampling bug, an
+        odd knob) is retried row by row, so it fails only the requests that cause it."""
+        try:
+            return self._sample(requests, logits, uniforms)
+        except Exception:
+            picked = []
+            for i, request in enumerate(requests):
+                try:
+                    picked += self._sample((request,), logits[i : i + 1], uniforms[i : i + 1])
+                except Exception as error:
+                    self._fail([request], error, result)
+            return picked
+
+    @staticmethod
+    def _sample(
+        requests: tuple[Request, ...], logits: np.ndarray, uniforms: np.ndarray
+    ) -> list[tuple[Request, int, TokenLogprob | None]]:
         params = [r.params for r in requests]
         seen = [
             NO_TOKENS if r.params.repetition_penalty == 1.0 else r.seen_tokens for r in requests
         ]
-        uniforms = np.array([r.rng.random() for r in requests])  # one draw per request per step
         tokens = select_tokens(logits, params, seen, uniforms)
         logprobs = _sampled_logprobs(requests, logits, tokens)
-        now = time.monotonic()
-        result.stats.batch_size += len(requests)
-        result.stats.generated_tokens += len(requests)
-        for request, token, logprob in zip(requests, tokens.tolist(), logprobs, strict=True):
-            self._append(request, token, now, result, logprob)
+        return list(zip(requests, tokens.tolist(), logprobs, strict=True))
 
     def _append(
         self,

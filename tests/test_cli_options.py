@@ -229,14 +229,16 @@ def test_serve_config_builds_the_servers_parts_from_its_own_fields():
         provider="cpu",
         threads=2,
         max_batch_size=3,
-        max_batch_tokens=5,
         max_queue=7,
+        max_step_tokens=5,
+        itl_target_ms=40,
         default_max_new_tokens=11,
         max_new_tokens_limit=13,
     )
     assert config.scheduler_config() == SchedulerConfig(
-        max_batch_size=3, max_batch_tokens=5, max_queue=7, max_prefill_tokens=0
+        max_batch_size=3, max_queue=7, max_step_tokens=5, itl_target_s=0.04
     )
+    assert not config.scheduler_config(chunked_prefill=False).chunked_prefill
     assert config.limits(vocab_size=100) == Limits(
         default_max_new_tokens=11, max_new_tokens=13, vocab_size=100
     )

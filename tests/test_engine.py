@@ -1,5 +1,6 @@
-"""Whole engine steps (schedule -> execute -> update -> deliver) over a fake runner whose
-"KV cache" stores the token ids themselves.
+"""Whole engine steps (schedule -> execute -> update -> deliver) of the fused graph's engine
+(the one scheduler with whole prompts over the slot cache, server/slot_chunks.py) over a
+fake runner whose "KV cache" stores the token ids themselves.
 
 So after any sequence of admits, drops and row moves we can check that every running row's
 cache holds exactly its own prompt and output, in the right row (`run_to_end` checks after
@@ -42,9 +43,10 @@ def test_finished_rows_are_compacted_by_moving_survivors_into_holes():
     lengths = [1, 6, 2, 6, 6]
     for i, n in enumerate(lengths):
         engine.submit(make_request(str(i), [10 * i + 1], sink, max_new_tokens=n))
-    engine.step()
-    engine.step()  # "0" finished after one token, "2" after two
-    assert [r.request_id for r in engine.scheduler.running] == ["4", "1", "3"]  # "4" took row 0
+    engine.step()  # "0" finishes with its first token
+    engine.step()  # its row leaves: "4" moves into row 0; "2" finishes with its second token
+    engine.step()  # "2"'s row leaves: "3" moves into it
+    assert [r.request_id for r in engine.scheduler.cache.rows] == ["4", "1", "3"]
     check_cache(engine.scheduler)
     run_to_end(engine)
     assert texts(sink["4"]) == [42, 43, 44, 45, 46, 47]
@@ -84,13 +86,15 @@ def test_cancelled_and_expired_requests_leave_at_the_next_step():
     assert texts(sink["keep"]) == [2, 3, 4, 5, 6, 7]
 
 
-def test_batch_size_and_token_budget_limit_admission():
+def test_batch_size_and_step_budget_limit_admission_and_prompts_run_whole():
     runner, sink = TokenEchoRunner(), {}
-    engine = make_engine(runner, max_batch_size=3, max_batch_tokens=20)
+    engine = make_engine(runner, max_batch_size=3, max_step_tokens=7)
     for i in range(5):
-        engine.submit(make_request(str(i), [1, 2, 3], sink, max_new_tokens=5))  # 8 tokens each
+        engine.submit(make_request(str(i), [1, 2, 3], sink, max_new_tokens=5))
     engine.step()
-    assert len(engine.scheduler.running) == 2  # 3 would need 24 > 20 tokens
+    assert len(engine.scheduler.running) == 2  # a third prompt would make 9 > 7 tokens
+    engine.step()  # 2 decoding + one more whole prompt; the batch is then full
+    assert len(engine.scheduler.running) == 3
     run_to_end(engine)
     assert all(len(texts(sink[str(i)])) == 5 for i in range(5))
     assert max(n for kind, n in runner.calls if kind == "decode") <= 3
@@ -128,7 +132,7 @@ def test_a_failed_prefill_group_leaves_the_next_groups_rows_aligned():
     engine.submit(make_request("long-b", list(range(1, 141)), sink))
     engine.step()  # groups: [short] fails first, then [long-b, long-a] takes rows 0 and 1
     assert sink["short"][-1].finish_reason is FinishReason.ERROR
-    assert [r.request_id for r in engine.scheduler.running] == ["long-b", "long-a"]
+    assert [r.request_id for r in engine.scheduler.cache.rows] == ["long-b", "long-a"]
     check_cache(engine.scheduler)
     run_to_end(engine)
     assert len(texts(sink["long-a"])) == len(texts(sink["long-b"])) == 5
@@ -146,7 +150,7 @@ def test_step_stats_count_tokens_and_latencies():
     assert second.running == 2 and second.kv_cache_bytes > 0
     third = engine.step()
     assert third.finished == [FinishReason.LENGTH, FinishReason.LENGTH]
-    assert third.running == 0 and engine.scheduler.cache.size == 0
+    assert third.running == 0
 
 
 def test_prompts_of_very_different_lengths_prefill_in_separate_groups():
@@ -158,7 +162,23 @@ def test_prompts_of_very_different_lengths_prefill_in_separate_groups():
     engine.step()
     # one call for the short three, one for the long two: no 16-token row padded to 200
     assert [c for c in runner.calls if c[0] == "prefill"] == [("prefill", 3), ("prefill", 2)]
-    assert sorted(len(r.prompt_ids) for r in engine.scheduler.running[:3]) == [16, 17, 18]
+    assert sorted(len(r.prompt_ids) for r in engine.scheduler.cache.rows[:3]) == [16, 17, 18]
     check_cache(engine.scheduler)
     run_to_end(engine)
     assert sum(len(e.token_ids) for rid in lengths for e in sink[rid]) == 5 * len(lengths)
+
+
+def test_a_prompt_over_the_step_budget_runs_whole_and_alone():
+    runner, sink = TokenEchoRunner(), {}
+    engine = make_engine(runner, max_step_tokens=8, max_context=256)
+    engine.submit(make_request("early", [1, 2], sink, max_new_tokens=6))
+    engine.step()
+    engine.submit(make_request("long", list(range(1, 21)), sink, max_new_tokens=2))
+    engine.submit(make_request("after", [3, 4], sink, max_new_tokens=2))
+    engine.step()  # "early" decodes; "long" (20 > 7 tokens left) runs whole, "after" waits
+    assert [r.request_id for r in engine.scheduler.running] == ["early", "long"]
+    assert runner.calls[-2:] == [("decode", 1), ("prefill", 1)]
+    engine.step()
+    assert "after" in [r.request_id for r in engine.scheduler.running]
+    run_to_end(engine)
+    assert texts(sink["long"]) == [21, 22] and texts(sink["after"]) == [5, 6]

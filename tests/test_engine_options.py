@@ -12,11 +12,14 @@ def test_ort_threads_spin_unless_told_not_to():
     assert parse_args(["--model", "m", "--ort-spin", "false"]).ort_spin is False
 
 
-def test_prefill_budget_is_off_by_default_and_never_negative():
-    assert parse_args(["--model", "m"]).max_prefill_tokens == 0
-    assert parse_args(["--model", "m", "--max-prefill-tokens", "512"]).max_prefill_tokens == 512
-    with pytest.raises(SystemExit):
-        parse_args(["--model", "m", "--max-prefill-tokens", "-1"])
+def test_the_slot_engines_own_budgets_are_gone_for_the_one_step_budget(capsys):
+    for gone in ("--max-batch-tokens", "--max-prefill-tokens"):
+        with pytest.raises(SystemExit):
+            parse_args(["--model", "m", gone, "512"])
+        assert "unrecognized arguments" in capsys.readouterr().err
+    config = parse_args(["--model", "m", "--max-step-tokens", "256", "--itl-target-ms", "80"])
+    assert config.scheduler_config().max_step_tokens == 256
+    assert config.scheduler_config().itl_target_s == pytest.approx(0.08)
 
 
 @pytest.mark.parametrize(
@@ -27,6 +30,7 @@ def test_prefill_budget_is_off_by_default_and_never_negative():
         (["--kv-cache-memory", "lots"], "expected a size such as 2GiB"),
         (["--kv-block-size", "0"], "--kv-block-size must be >= 1"),
         (["--max-step-tokens", "0"], "--max-step-tokens must be >= 1"),
+        (["--itl-target-ms", "-5"], "--itl-target-ms must be >= 0"),
     ],
 )
 def test_bad_engine_values_are_one_line_naming_the_option(argv, says, capsys):
@@ -39,5 +43,5 @@ def test_bad_engine_values_are_one_line_naming_the_option(argv, says, capsys):
 def test_paged_cache_options_reach_the_config():
     config = parse_args(["--model", "m", "--kv-cache-memory", "512MiB", "--kv-block-size", "32"])
     assert config.kv_cache_memory == 512 << 20 and config.kv_block_size == 32
-    assert config.paged_scheduler_config().max_step_tokens == 512  # the default budget
+    assert config.scheduler_config().max_step_tokens == 512  # the default budget
     assert parse_args(["--model", "m", "--prefix-caching", "off"]).prefix_caching is False

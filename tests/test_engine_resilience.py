@@ -26,10 +26,11 @@ def test_a_sampling_failure_fails_its_step_not_the_engine(monkeypatch):
     engine.step()
     assert sink["evil"][-1].finish_reason is FinishReason.ERROR
     assert "sampler blew up" in sink["evil"][-1].error
-    assert engine.scheduler.running == [] and engine.scheduler.cache.size == 0
+    assert engine.scheduler.running == []
     engine.submit(make_request("fine", [1], sink, max_new_tokens=3))
     run_to_end(engine)
     assert texts(sink["fine"]) == [2, 3, 4]
+    assert [r.request_id for r in engine.scheduler.cache.rows] == ["fine"]  # "evil"'s row left
 
 
 def test_engine_loop_survives_a_step_that_raises():
@@ -47,13 +48,13 @@ def test_engine_loop_survives_a_step_that_raises():
         return lambda: sink[rid] and sink[rid][-1].finish_reason is not None
 
     scheduler.schedule = exploding_once
-    old_cache = scheduler.cache
+    old_cache = scheduler.cache.slots
     engine.start()
     try:
         engine.submit(make_request("victim", [1], sink))
         wait_until(finished("victim"), timeout=5, interval=0.005)
         assert sink["victim"][-1].finish_reason is FinishReason.ERROR
-        assert scheduler.cache is not old_cache  # the cache started over
+        assert scheduler.cache.slots is not old_cache  # the cache started over
         engine.submit(make_request("survivor", [1], sink, max_new_tokens=3))
         wait_until(finished("survivor"), timeout=5, interval=0.005)
         assert texts(sink["survivor"]) == [2, 3, 4]

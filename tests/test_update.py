@@ -21,14 +21,15 @@ from tests.support.engine import (
 
 
 def prefill(updater: Updater, requests: list[Request], logits: np.ndarray) -> StepResult:
-    group = tuple(requests)
-    plan = StepPlan(prefill_groups=(group,))
-    return updater.update(plan, ModelOutput(prefills=(Batch(group, logits),)))
+    """A step where these requests joined and sampled their first token."""
+    joined = tuple(requests)
+    plan = StepPlan(joined=joined)
+    return updater.update(plan, ModelOutput(sampled=Batch(joined, logits)))
 
 
 def decode(updater: Updater, requests: list[Request], logits: np.ndarray) -> StepResult:
     rows = tuple(requests)
-    return updater.update(StepPlan(decode=rows), ModelOutput(decode=Batch(rows, logits)))
+    return updater.update(StepPlan(), ModelOutput(sampled=Batch(rows, logits)))
 
 
 def generate(updater: Updater, request: Request, tokens: list[int]) -> list[StreamEvent]:
@@ -105,10 +106,10 @@ def test_a_failed_model_call_fails_only_its_own_requests():
     steady = running(make_request("steady", [1], sink))
     deliver(prefill(updater, [steady], one_hot([2])).events)
     bad = running(make_request("bad", [13], sink))
-    plan = StepPlan(prefill_groups=((bad,),), decode=(steady,))
+    plan = StepPlan(joined=(bad,))
     output = ModelOutput(
-        prefills=(Batch((bad,), error=RuntimeError("bad kernel")),),
-        decode=Batch((steady,), one_hot([3])),
+        sampled=Batch((steady,), one_hot([3])),
+        failed=(Batch((bad,), error=RuntimeError("bad kernel")),),
     )
     deliver(updater.update(plan, output).events)
     assert sink["bad"][-1].finish_reason is FinishReason.ERROR
@@ -116,18 +117,25 @@ def test_a_failed_model_call_fails_only_its_own_requests():
     assert texts(sink["steady"]) == [2, 3] and steady.status is RequestStatus.RUNNING
 
 
-def test_a_sampling_failure_fails_that_calls_requests_only(monkeypatch):
+def test_a_sampling_failure_fails_only_the_request_that_causes_it(monkeypatch):
     break_sampling_for_seed(monkeypatch, 666)
     updater, sink = make_updater(), {}
-    fine = running(make_request("fine", [1], sink))
+    fine = running(make_request("fine", [1], sink, temperature=1.0, seed=7))
+    twin = make_request("twin", [1], {}, temperature=1.0, seed=7)  # fine's seed, alone
     deliver(prefill(updater, [fine], one_hot([2])).events)
+    deliver(prefill(make_updater(), [running(twin)], one_hot([2])).events)
     evil = running(make_request("evil", [1], sink, seed=666))
-    plan = StepPlan(prefill_groups=((evil,),), decode=(fine,))
-    output = ModelOutput((Batch((evil,), one_hot([4])),), Batch((fine,), one_hot([3])))
-    deliver(updater.update(plan, output).events)
+    logits = np.zeros((1, VOCAB), np.float32)  # all alike: the draw alone picks the token
+    plan = StepPlan(joined=(evil,))
+    output = ModelOutput(sampled=Batch((evil, fine), np.concatenate([one_hot([4]), logits])))
+    result = updater.update(plan, output)
+    deliver(result.events)
     assert sink["evil"][-1].finish_reason is FinishReason.ERROR
     assert "sampler blew up" in sink["evil"][-1].error
-    assert texts(sink["fine"]) == [2, 3]
+    assert fine.status is RequestStatus.RUNNING and result.stats.generated_tokens == 1
+    # fine's token is the one it draws with no failing company: its seed's next draw
+    decode(make_updater(), [twin], logits)
+    assert fine.output_ids == twin.output_ids
 
 
 def test_stats_count_admissions_tokens_and_latencies():

@@ -17,10 +17,10 @@ from server.blocks import BlockManager
 from server.config import ServeConfig
 from server.engine import Engine, execute_chunks
 from server.kv_cache import SlotCache
-from server.paged_scheduler import PagedScheduler
 from server.request import Request, RequestStatus, StreamEvent
 from server.sampling import SamplingParams
 from server.scheduler import Scheduler, SchedulerConfig
+from server.slot_chunks import SlotPool, execute_slots
 from server.update import Updater
 
 VOCAB = 50
@@ -100,28 +100,38 @@ def make_updater(eos: int = EOS, max_context: int = 64) -> Updater:
     return Updater(eos_token_id=eos, max_context=max_context, detokenize=letters)
 
 
-def scheduler_config(**changes) -> SchedulerConfig:
-    """The server's batch and queue limits (ServeConfig's defaults), with a test's changes."""
-    return replace(ServeConfig(model=Path(".")).scheduler_config(), **changes)
+def scheduler_config(chunked_prefill: bool = True, **changes) -> SchedulerConfig:
+    """The server's step and queue limits (ServeConfig's defaults), with a test's changes."""
+    config = ServeConfig(model=Path(".")).scheduler_config(chunked_prefill)
+    return replace(config, **changes)
 
 
 def make_engine(runner=None, eos: int = EOS, max_context: int = 64, **scheduler_options) -> Engine:
-    """The real scheduler, update stage and engine over a fake runner (TokenEchoRunner)."""
+    """The fused graph's engine (the one scheduler with whole prompts, the slot cache) and
+    the real update stage over a fake runner (TokenEchoRunner)."""
     runner = runner or TokenEchoRunner()
-    config = scheduler_config(**scheduler_options)
-    scheduler = Scheduler(config, runner.new_cache(config.max_batch_size))
-    return Engine(runner, scheduler, make_updater(eos, max_context))
+    config = scheduler_config(chunked_prefill=False, **scheduler_options)
+    rows = config.max_batch_size
+    pool = SlotPool(lambda: runner.new_cache(rows), rows, block_size=16)
+    scheduler = Scheduler(config, pool)
+    return Engine(runner, scheduler, make_updater(eos, max_context), execute=execute_slots)
 
 
 def check_cache(scheduler: Scheduler) -> None:
-    """Row i of the cache = running[i]'s prompt + outputs except the last (not yet fed)."""
-    cache = scheduler.cache
-    assert cache.size == len(scheduler.running)
+    """Row i of the slot cache is owned by a running sequence and holds its prompt + outputs
+    except the last (not yet fed); every running sequence that decoded owns a row."""
+    pool = scheduler.cache
+    cache = pool.slots
+    assert cache.size == len(pool.rows)
     key = cache.layers[0][0]
-    for row, request in enumerate(scheduler.running):
+    running = {id(r) for r in scheduler.running}
+    for row, request in enumerate(pool.rows):
+        if id(request) not in running:
+            continue  # finished this step: its row leaves at the next one
         expected = request.prompt_ids + request.output_ids[:-1]
         assert cache.lengths[row] == len(expected)
         assert key[row, 0, : len(expected), 0].astype(int).tolist() == expected
+    assert running <= {id(r) for r in pool.rows}
 
 
 def run_to_end(engine: Engine, max_steps: int = 100) -> None:
@@ -200,13 +210,13 @@ def paged_engine(
     cache: TokenPagedCache | None = None, eos: int = EOS, max_context: int = 64, **options
 ) -> Engine:
     """The paged scheduler and the real update stage over TokenEchoPagedRunner."""
-    config = replace(ServeConfig(model=Path(".")).paged_scheduler_config(), **options)
-    scheduler = PagedScheduler(config, cache or TokenPagedCache())
+    config = replace(ServeConfig(model=Path(".")).scheduler_config(), **options)
+    scheduler = Scheduler(config, cache or TokenPagedCache())
     updater = make_updater(eos, max_context)
     return Engine(TokenEchoPagedRunner(), scheduler, updater, execute=execute_chunks)
 
 
-def check_blocks(scheduler: PagedScheduler) -> None:
+def check_blocks(scheduler: Scheduler) -> None:
     """Every running sequence's blocks hold its computed tokens, in order."""
     cache = scheduler.cache
     size = cache.blocks.block_size
