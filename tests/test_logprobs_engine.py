@@ -17,6 +17,7 @@ from tests.support.engine import (
     EOS,
     VOCAB,
     TokenPagedCache,
+    artifact_engine,
     make_request,
     paged_engine,
     run_paged_to_end,
@@ -185,20 +186,7 @@ def test_the_gate_held_prompt_scoring_to_pytorch(tiny_artifact):
 
 @pytest.fixture(scope="module")
 def real_engine(tiny_artifact):
-    from server.app import engine_parts, load_model
-    from server.config import ServeConfig
-    from server.engine import Engine
-    from server.text_stream import detokenizer
-    from server.update import Updater
-
-    config = ServeConfig(model=tiny_artifact, kv_cache_memory=64 << 20, max_step_tokens=48)
-    model = load_model(config)
-    scheduler, run_plan = engine_parts(config, model.runner)
-    manifest = model.manifest
-    updater = Updater(
-        manifest.eos_token_id, manifest.architecture.max_positions, detokenizer(model.tokenizer)
-    )
-    engine = Engine(model.runner, scheduler, updater, execute=run_plan)
+    engine, model = artifact_engine(tiny_artifact, kv_cache_memory=64 << 20, max_step_tokens=48)
     assert engine.scores_prompts
     return engine, model
 

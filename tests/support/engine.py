@@ -236,3 +236,19 @@ def run_paged_to_end(engine: Engine, max_steps: int = 500) -> None:
         engine.step()
         check_blocks(engine.scheduler)
     raise AssertionError("engine did not finish")
+
+
+def artifact_engine(artifact: Path, **options):
+    """The server's engine over a real artifact, in process (no doors, not started): its
+    scheduler, cache and plan execution as `kvserve-serve` picks them; (engine, model)."""
+    from server.app import engine_parts, load_model
+    from server.text_stream import detokenizer
+
+    config = ServeConfig(model=artifact, **options)
+    model = load_model(config)
+    scheduler, run_plan = engine_parts(config, model.runner)
+    manifest = model.manifest
+    updater = Updater(
+        manifest.eos_token_id, manifest.architecture.max_positions, detokenizer(model.tokenizer)
+    )
+    return Engine(model.runner, scheduler, updater, execute=run_plan), model
