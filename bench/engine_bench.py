@@ -322,7 +322,7 @@ async def drive(target: str, jobs: list[Job], concurrency: int):
 class LatencyResult:
     """Concurrency 1: the server's token gap against the artifact's bare decode step."""
 
-    bare_step_ms: dict[int, float]  # context -> median decode step, OnnxRunner alone
+    bare_step_ms: dict[int, float]  # context -> median decode step, the runner alone
     server_itl_ms: dict[int, float]  # context -> ITL p50 over gRPC, one stream at a time
 
     @property
@@ -345,18 +345,17 @@ def run_latency(
     server requests alternate, round after round, so a busy machine slows both alike;
     medians over all steps / gaps of a case."""
     from artifact import read_manifest
-    from server.runner import OnnxRunner, RunnerConfig
+    from server.paged_runner import open_runner
+    from server.runner import RunnerConfig
 
     rng = np.random.default_rng(seed)
     cut = PromptCutter(checkpoint)
     new = 48
     contexts = (50, 1000)
     manifest = read_manifest(artifact)
-    runner = OnnxRunner(
-        artifact / manifest.model_file,
-        manifest.architecture,
-        RunnerConfig("cpu", threads, spin=True),
-    )
+    # the runner the server uses for this artifact (paged pieces + kernel, or the fused graph)
+    config = RunnerConfig("cpu", threads, spin=True)
+    runner = open_runner(artifact, manifest.interface, manifest.architecture, config)
     flags = ["--max-batch-size", "1", "--threads", str(threads), "--max-new-tokens-limit", "1024"]
     server = ServerProcess.start(artifact, workdir / "latency.log", flags)
     steps: dict[int, list[float]] = {ctx: [] for ctx in contexts}
