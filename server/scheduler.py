@@ -117,7 +117,7 @@ class Scheduler:
     def finish_step(self, plan: StepPlan, output: ModelOutput) -> None:
         """After the update stage: what the step computed is in the cache (its full blocks
         enter the prefix cache); finished sequences free their blocks."""
-        failed = {id(batch.requests[0]) for batch in output.failed}
+        failed = {id(r) for batch in output.failed for r in batch.requests}
         for chunk in plan.chunks:
             request = chunk.request
             if id(request) not in failed and request.blocks is not None:
