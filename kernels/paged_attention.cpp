@@ -23,8 +23,9 @@
 //
 // Dispatch: an AVX-512 path (F/BW/VL/DQ, functions compiled with target attributes; the
 // module itself is built for baseline x86-64, no -march=native) for D in {16, 32, 64, 128}
-// and B a multiple of 16, chosen at run time with __builtin_cpu_supports; otherwise a
-// portable path written for the compiler's auto-vectoriser (online softmax, float math).
+// and B a multiple of 16, chosen at run time with __builtin_cpu_supports (kernels/isa.h);
+// otherwise a portable path written for the compiler's auto-vectoriser (online softmax, float
+// math).
 // set_isa("portable") forces the portable path (tests).
 // AVX-512: three passes per (queries, head): scores -> exp -> weighted values. Decode rows
 // (chunks under 4 tokens) run one query at a time straight from the pools, prefetching the
@@ -47,6 +48,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+
+#include "isa.h"
 
 #include <algorithm>
 #include <atomic>
@@ -599,33 +602,16 @@ KV_AVX512 void widen_blocks(const int8_t* base, const Blocks& blk, int64_t nbloc
 // Dispatch.
 
 // avx512vnni: avx512 plus the int8-value decode pass that needs AVX512_VNNI (vpdpbusd).
+// Levels as kernels/isa.h numbers them.
 enum class Isa { portable, avx512, avx512vnni };
+constexpr int kTopIsa = static_cast<int>(Isa::avx512vnni);
 
-Isa best_supported() {
-#if KV_X86
-  __builtin_cpu_init();
-  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-                      __builtin_cpu_supports("fma");
-  if (!avx512) return Isa::portable;
-  return __builtin_cpu_supports("avx512vnni") ? Isa::avx512vnni : Isa::avx512;
-#else
-  return Isa::portable;
-#endif
-}
-
-const Isa g_best = best_supported();
+const Isa g_best = static_cast<Isa>(kv_isa::best_level(kTopIsa));
 std::atomic<Isa> g_isa{g_best};  // set_isa() may pick a lesser one
 
 Isa active_isa() { return g_isa.load(std::memory_order_relaxed); }
 
-std::string isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::avx512vnni: return "avx512vnni";
-    case Isa::avx512: return "avx512";
-    default: return "portable";
-  }
-}
+std::string isa_name(Isa isa) { return kv_isa::kNames[static_cast<int>(isa)]; }
 
 struct Scratch {
   std::vector<float> portable;
@@ -1152,22 +1138,7 @@ void paged_attention(const py::object& qkv_o, const py::object& key_pool_o,
 }
 
 void set_isa(const std::string& name) {
-  Isa wanted;
-  if (name == "auto") {
-    wanted = g_best;
-  } else if (name == "portable") {
-    wanted = Isa::portable;
-  } else if (name == "avx512") {
-    wanted = Isa::avx512;
-  } else if (name == "avx512vnni") {
-    wanted = Isa::avx512vnni;
-  } else {
-    fail("isa must be 'auto', 'portable', 'avx512' or 'avx512vnni', got '" + name + "'");
-  }
-  if (static_cast<int>(wanted) > static_cast<int>(g_best))
-    fail("this CPU (or OS) cannot run the '" + name + "' path; it runs '" + isa_name(g_best) +
-         "'");
-  g_isa = wanted;
+  g_isa = static_cast<Isa>(kv_isa::choose(name, kTopIsa, static_cast<int>(g_best)));
 }
 
 }  // namespace
@@ -1180,10 +1151,5 @@ PYBIND11_MODULE(_native, m) {
         py::arg("value_scale") = py::none(), py::arg("threads") = 1);
   m.def("set_isa", &set_isa, py::arg("name"));
   m.def("isa", [] { return isa_name(active_isa()); });
-  m.def("supported", [] {
-    std::vector<std::string> names{"portable"};
-    if (g_best != Isa::portable) names.push_back("avx512");
-    if (g_best == Isa::avx512vnni) names.push_back("avx512vnni");
-    return names;
-  });
+  m.def("supported", [] { return kv_isa::supported(static_cast<int>(g_best)); });
 }

@@ -33,8 +33,9 @@
 //
 // Dispatch: an AVX-512 path (F/BW/VL/DQ + FMA, the same set as the attention kernel's, in
 // functions compiled with target attributes; the module is built for baseline x86-64, never
-// -march=native), chosen at run time with __builtin_cpu_supports; otherwise a portable path in
-// plain C++ blocks of 16 that the auto-vectoriser turns into SSE2 (same algorithm and exp).
+// -march=native), chosen at run time with __builtin_cpu_supports (kernels/isa.h); otherwise a
+// portable path in plain C++ blocks of 16 that the auto-vectoriser turns into SSE2 (same
+// algorithm and exp).
 // set_isa("portable") forces the portable path (kernels.set_isa sets it with the attention
 // kernel's).
 //
@@ -51,6 +52,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+
+#include "isa.h"
 
 #include <algorithm>
 #include <atomic>
@@ -400,21 +403,11 @@ LP_AVX512 void row_avx512(const float* x, int64_t V, int k, int64_t token, const
 // ---------------------------------------------------------------------------------------------
 // Dispatch.
 
+// Levels as kernels/isa.h numbers them (no VNNI pass here).
 enum class Isa { portable, avx512 };
+constexpr int kTopIsa = static_cast<int>(Isa::avx512);
 
-Isa best_supported() {
-#if LP_X86
-  __builtin_cpu_init();
-  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-                      __builtin_cpu_supports("fma");
-  return avx512 ? Isa::avx512 : Isa::portable;
-#else
-  return Isa::portable;
-#endif
-}
-
-const Isa g_best = best_supported();
+const Isa g_best = static_cast<Isa>(kv_isa::best_level(kTopIsa));
 std::atomic<Isa> g_isa{g_best};
 
 using RowFn = void (*)(const float*, int64_t, int, int64_t, const float*, const RowOut&);
@@ -532,23 +525,10 @@ py::tuple token_logprobs(const py::object& logits_o, const py::object& tokens_o,
   return py::make_tuple(logprob, top_ids, top_lp);
 }
 
-std::string isa_name(Isa isa) { return isa == Isa::avx512 ? "avx512" : "portable"; }
+std::string isa_name(Isa isa) { return kv_isa::kNames[static_cast<int>(isa)]; }
 
 void set_isa(const std::string& name) {
-  Isa wanted;
-  if (name == "auto") {
-    wanted = g_best;
-  } else if (name == "portable") {
-    wanted = Isa::portable;
-  } else if (name == "avx512") {
-    wanted = Isa::avx512;
-  } else {
-    fail("isa must be 'auto', 'portable' or 'avx512', got '" + name + "'");
-  }
-  if (static_cast<int>(wanted) > static_cast<int>(g_best))
-    fail("this CPU (or OS) cannot run the '" + name + "' path; it runs '" + isa_name(g_best) +
-         "'");
-  g_isa = wanted;
+  g_isa = static_cast<Isa>(kv_isa::choose(name, kTopIsa, static_cast<int>(g_best)));
 }
 
 }  // namespace
@@ -559,9 +539,5 @@ PYBIND11_MODULE(_logprobs, m) {
         py::arg("threads") = 1);
   m.def("set_isa", &set_isa, py::arg("name"));
   m.def("isa", [] { return isa_name(g_isa.load(std::memory_order_relaxed)); });
-  m.def("supported", [] {
-    std::vector<std::string> names{"portable"};
-    if (g_best == Isa::avx512) names.push_back("avx512");
-    return names;
-  });
+  m.def("supported", [] { return kv_isa::supported(static_cast<int>(g_best)); });
 }

@@ -287,7 +287,7 @@ def confidence_of(content) -> float:
 
 
 def test_chat_logprobs_are_real_and_carry_bytes(client, stub, model):
-    reply = client.chat.completions.create(
+    ask = dict(
         model=model,
         messages=CHAT,
         max_tokens=16,
@@ -296,6 +296,7 @@ def test_chat_logprobs_are_real_and_carry_bytes(client, stub, model):
         top_logprobs=3,
         extra_body={"handover_threshold": 0},  # never hand over: the answer is shown
     )
+    reply = client.chat.completions.create(**ask)
     (choice,) = reply.choices
     content = choice.logprobs.content
     assert bytes(b for entry in content for b in entry.bytes).decode() == choice.message.content
@@ -313,16 +314,7 @@ def test_chat_logprobs_are_real_and_carry_bytes(client, stub, model):
     assert answer.confidence == pytest.approx(extra["confidence"], abs=1e-5)
     assert [x.token for x in answer.logprobs][: len(content)] == [e.token for e in content]
 
-    stream = client.chat.completions.create(
-        model=model,
-        messages=CHAT,
-        max_tokens=16,
-        temperature=0,
-        logprobs=True,
-        top_logprobs=3,
-        stream=True,
-        extra_body={"handover_threshold": 0},
-    )
+    stream = client.chat.completions.create(**ask, stream=True)
     chunks = list(stream)
     streamed = [e for c in chunks if c.choices[0].logprobs for e in c.choices[0].logprobs.content]
     assert [(e.token, e.logprob, e.bytes) for e in streamed] == [

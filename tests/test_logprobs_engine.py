@@ -22,6 +22,7 @@ from tests.support.engine import (
     paged_engine,
     run_paged_to_end,
 )
+from tests.support.hf import PROMPTS, hf_logprobs
 
 HIT = 10.0 - math.log(math.exp(10.0) + VOCAB - 1)  # one-hot logits: the hot token's logprob
 MISS = 0.0 - math.log(math.exp(10.0) + VOCAB - 1)
@@ -189,31 +190,6 @@ def real_engine(tiny_artifact):
     engine, model = artifact_engine(tiny_artifact, kv_cache_memory=64 << 20, max_step_tokens=48)
     assert engine.scores_prompts
     return engine, model
-
-
-def hf_logprobs(checkpoint, sequences: list[list[int]]) -> list[np.ndarray]:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(checkpoint, torch_dtype=torch.float32).eval()
-    out = []
-    with torch.no_grad():
-        for ids in sequences:
-            logits = model(torch.tensor([ids])).logits[0].double()
-            out.append(torch.log_softmax(logits, dim=-1).numpy())  # [n, V]
-    return out
-
-
-PROMPTS = [
-    "How do I reset my password?",
-    "What is the refund policy for annual plans?",
-    "Can I change the celsius setting?",
-    "Where do I find my invoices",
-    "hello",
-    "Is there a mobile app, and does it work offline when the network drops?",
-    "Question: who can see my profile?\nAnswer:",
-    "Why was my card declined twice in a row yesterday evening?",
-]
 
 
 def test_logprobs_equal_hf_log_softmax(real_engine, tiny_checkpoint):

@@ -7,7 +7,6 @@ transformers' log-softmax on the checkpoint the artifact was exported from, with
 from __future__ import annotations
 
 import grpc
-import numpy as np
 import openai
 import pytest
 from tokenizers import Tokenizer
@@ -16,20 +15,11 @@ from artifact import read_manifest
 from proto import kvserve_pb2 as pb
 from proto import kvserve_pb2_grpc as pb_grpc
 from server.process import ServerProcess
+from tests.support.hf import PROMPTS, hf_logprobs
 
 pytestmark = pytest.mark.slow
 NEW_TOKENS = 32
 TOP = 5
-PROMPTS = [
-    "How do I reset my password?",
-    "What is the refund policy for annual plans?",
-    "Can I change the celsius setting?",
-    "Where do I find my invoices",
-    "hello",
-    "Is there a mobile app, and does it work offline?",
-    "Question: who can see my profile?\nAnswer:",
-    "Why was my card declined twice in a row yesterday?",
-]
 
 
 @pytest.fixture(scope="module")
@@ -38,17 +28,6 @@ def server(tiny_artifact, tmp_path_factory):
     process = ServerProcess.start(tiny_artifact, log, ["--max-batch-size", "8"], http=True)
     yield process
     assert process.stop() == 0, log.read_text()[-3000:]
-
-
-def hf_logprobs(checkpoint, ids: list[int]) -> np.ndarray:
-    """log_softmax of HF's logits at every position, float64  # [len(ids), V]"""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
-    with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits[0].double()
-    return torch.log_softmax(logits, dim=-1).numpy()
 
 
 def test_both_doors_return_hf_logprobs(server, tiny_artifact, tiny_checkpoint):
@@ -70,7 +49,7 @@ def test_both_doors_return_hf_logprobs(server, tiny_artifact, tiny_checkpoint):
             prompt_ids = tokenizer.encode(prompt).ids
             ids = prompt_ids + list(reply.token_ids)
             assert len(reply.token_ids) == NEW_TOKENS
-            reference = hf_logprobs(tiny_checkpoint, ids)
+            (reference,) = hf_logprobs(tiny_checkpoint, [ids])
             # gRPC: prompt_logprobs[i] scores prompt token i (the first has no logprob)
             entries = list(reply.prompt_logprobs)[1:] + list(reply.logprobs)
             assert not reply.prompt_logprobs[0].HasField("logprob")

@@ -106,15 +106,21 @@ WATCH = """(selector) => {  // every text length the answer shows, as it changes
 }"""
 
 
-@needs_chromium
-def test_a_question_typed_and_sent_with_enter_streams_its_answer(browser, server, tmp_path):
-    page, problems = open_page(browser, server, 1100, 900)
+def ask_watched(page) -> None:
+    """QUESTION typed and sent with Enter, 48 tokens at most, the answer box's text lengths
+    recorded as it streams (WATCH); returns once the answer is done."""
     page.get_by_label("Max tokens").first.fill("48")
     page.evaluate(WATCH, "#answer-ask")
     question = page.get_by_label("Question")
     question.fill(QUESTION)
     question.press("Enter")
     page.wait_for_function("document.querySelector('#answer-ask').dataset.done === 'true'")
+
+
+@needs_chromium
+def test_a_question_typed_and_sent_with_enter_streams_its_answer(browser, server, tmp_path):
+    page, problems = open_page(browser, server, 1100, 900)
+    ask_watched(page)
     answer = page.locator("#answer-ask").inner_text()
     lengths = page.evaluate("window.lengths")
     stats = {
@@ -219,12 +225,7 @@ def test_a_handed_over_answer_shows_the_hand_over_text_not_the_guess(
     browser, handover_server, tmp_path
 ):
     page, problems = open_page(browser, handover_server, 1100, 900)
-    page.get_by_label("Max tokens").first.fill("48")
-    page.evaluate(WATCH, "#answer-ask")
-    question = page.get_by_label("Question")
-    question.fill(QUESTION)
-    question.press("Enter")
-    page.wait_for_function("document.querySelector('#answer-ask').dataset.done === 'true'")
+    ask_watched(page)
     shown = page.locator("#answer-ask").inner_text()
     lengths = page.evaluate("window.lengths")
     notice = page.locator("#handover-ask")
