@@ -155,7 +155,7 @@ class Engine:
     def _recover(self, error: Exception) -> None:
         """Last resort when a step raised: fail every request, start over with an empty cache
         (the server goes on serving new requests)."""
-        requests = self.scheduler.start_over(self.runner)
+        requests = self.scheduler.start_over()
         ids = [r.request_id for r in requests]
         log.error("engine step crashed; failing requests %s", ids, exc_info=error)
         deliver(self.updater.fail_all(requests, error))

@@ -141,12 +141,7 @@ class Scheduler:
         )
         self._reported = now
 
-    def start_over(self, runner) -> list[Request]:
-        """After a step that crashed: every request leaves (the caller fails them) and the
-        cache starts over empty."""
-        return self.abandon_all()
-
-    def abandon_all(self) -> list[Request]:
+    def start_over(self) -> list[Request]:
         """After a step that crashed: every request leaves (the caller fails them) and the
         cache starts over empty."""
         with self._lock:
