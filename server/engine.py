@@ -15,8 +15,8 @@ The data between the stages is in server/step.py. The loop runs steps while ther
 and sleeps when there is none. ONNX Runtime releases the GIL, so the asyncio service thread
 stays responsive while a step runs. The service hands requests in with `submit`
 (thread-safe) and gets results back through each request's `emit`, which the service points
-at `loop.call_soon_threadsafe`. Whatever a step throws, the loop lives on: its requests fail
-and the cache starts over.
+at its asyncio loop (server/event_inbox.py: one wake-up per step). Whatever a step throws,
+the loop lives on: its requests fail and the cache starts over.
 """
 
 from __future__ import annotations

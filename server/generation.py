@@ -28,6 +28,7 @@ from tokenizers import Tokenizer
 from artifact import Manifest
 from server import logs
 from server.engine import Engine
+from server.event_inbox import EventInbox
 from server.handover import NO_VERDICT, HandOver, Verdict, answer_logprobs
 from server.logprobs import TokenLogprob
 from server.request import FinishReason, Request, StreamEvent, Timing
@@ -247,6 +248,7 @@ class Generator:
         # the artifact's own calibration and threshold; server/app.py puts the serve
         # options' HandOver here
         self.handover = HandOver(manifest.confidence)
+        self._inbox: EventInbox | None = None  # on the running loop, made at the first submit
 
     @property
     def scores_prompts(self) -> bool:
@@ -372,11 +374,13 @@ class Generator:
     def _queue(self, prepared: Prepared) -> Generation:
         queue: asyncio.Queue[StreamEvent] = asyncio.Queue()
         loop = asyncio.get_running_loop()
+        if self._inbox is None or self._inbox.loop is not loop:
+            self._inbox = EventInbox(loop)
         request = Request(
             request_id=prepared.request_id,
             prompt_ids=list(prepared.prompt.token_ids),
             params=prepared.params,
-            emit=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event),
+            emit=self._inbox.sink(queue),
             deadline=prepared.deadline,
         )
         self.engine.submit(request)

@@ -259,3 +259,62 @@ def test_workload_defaults_and_report_paths(tmp_path, monkeypatch):
     assert peers.parse_args([*kv, "--longest", "24"]).out == tmp_path / "peers-smoke.json"
     shape = peers.WORKLOADS["short"]
     assert (shape.prompt_tokens, shape.new_tokens) == ((16, 48), (8, 48))
+
+
+def test_offline_systems_are_neither_side_of_the_bars_but_get_their_own_ratios():
+    medians = {
+        "kvserve-int8kv": fake_run(700, 400, 30, 800),
+        "kvserve-int8kv-offline": fake_run(1400, 300, 20, 600),
+        "ov-int8": fake_run(1000, 300, 20, 700),
+    }
+    found = {b.name: b for b in peers.bars(medians)}
+    best = found["best kvserve (kvserve-int8kv) / best peer (ov-int8) tok/s"]
+    assert best.value == 0.7 and "NOT met" in best.verdict  # gRPC against the peer
+    door = found["kvserve-int8kv / kvserve-int8kv-offline tok/s"]
+    assert door.value == 0.5 and door.verdict == ""
+    assert found["kvserve-int8kv-offline / ov-int8 tok/s"].value == 1.4
+    assert set(peers.ratios(medians)) == {
+        "kvserve-int8kv/ov-int8",
+        "kvserve-int8kv-offline/ov-int8",
+    }
+
+
+def test_an_offline_system_runs_its_twins_artifact(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_export(checkpoint, out, precision, *extra):
+        calls.append(out)
+        out.mkdir(exist_ok=True)
+        (out / "manifest.json").write_text(json.dumps({"interface": "paged-v1"}))
+        return out
+
+    monkeypatch.setattr(peers, "export", fake_export)
+    system = peers.SYSTEMS["kvserve-int8kv-offline"]
+    assert peers.prepare(system, tmp_path / "ckpt", tmp_path) == tmp_path / "kvserve-int8kv"
+    assert calls == [tmp_path / "kvserve-int8kv"]
+
+
+def test_the_offline_worker_runs_kvserves_engine_on_an_artifact(tiny_artifact, tmp_path):
+    prompts, new_tokens = [[5, 6, 7], [8, 9], [10, 11, 12, 13]], [4, 1, 6]
+    worker_io.Workload(str(tiny_artifact), 1, 2, prompts, new_tokens).write(tmp_path / "w.json")
+    out = tmp_path / "r.json"
+    process = subprocess.Popen(
+        [sys.executable, str(PEERS / "kvserve_offline_worker.py"), str(tmp_path / "w.json")]
+        + [str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout.readline().strip() == worker_io.READY
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        _, errors = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 0, errors
+    result = worker_io.WorkerResult.read(out)
+    assert [sum(n for _, n in s.arrivals) for s in result.streams] == new_tokens
+    assert [len(s.arrivals) for s in result.streams] == new_tokens  # a token per step each
+    assert result.engine.startswith("kvserve ") and result.seconds > 0

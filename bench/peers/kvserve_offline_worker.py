@@ -1,0 +1,62 @@
+"""kvserve's engine run as the peers run theirs: offline, in-process, token ids in, under the
+project's own venv (see worker_io for the protocol).
+
+The same artifact, scheduler, update stage (sampling and detokenizing) and engine step the
+server runs (server/app.py wires them alike), minus the front door: every request is handed
+to the engine before its first step and `step()` runs until none is left; each request's
+tokens are timed as the step emits them. bench/peers.py runs it beside the gRPC figure of
+the same artifact, so the share the front door and its client take is measured, not guessed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from worker_io import Arrivals, WorkerResult, Workload, worker_main
+
+from server.app import engine_parts, load_model
+from server.cli import parse_args
+from server.engine import Engine
+from server.request import Request
+from server.sampling import SamplingParams
+from server.text_stream import detokenizer
+from server.update import Updater
+
+
+def version() -> str:
+    """The checkout's commit, as bench/peers.py names the served kvserve."""
+    root = Path(__file__).resolve().parents[2]
+    head = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return head.stdout.strip() or "unknown"
+
+
+def load(work: Workload) -> Engine:
+    config = parse_args(
+        ["--model", str(Path(work.model)), "--threads", str(work.threads)]
+        + ["--max-batch-size", str(work.max_batch), "--max-queue", str(len(work.prompts))]
+        + ["--max-new-tokens-limit", "1024"]
+    )
+    model = load_model(config)
+    scheduler, run_plan = engine_parts(config, model.runner)
+    m = model.manifest
+    updater = Updater(m.eos_token_id, m.architecture.max_positions, detokenizer(model.tokenizer))
+    return Engine(model.runner, scheduler, updater, execute=run_plan)
+
+
+def generate(engine: Engine, work: Workload) -> WorkerResult:
+    clock = Arrivals(len(work.prompts))
+    clock.hand_over()
+    for i, (prompt, n) in enumerate(zip(work.prompts, work.new_tokens, strict=True)):
+        params = SamplingParams(max_new_tokens=n, ignore_eos=True)
+        emit = lambda event, i=i: clock.add(i, len(event.token_ids))  # noqa: E731
+        engine.submit(Request(f"r{i}", list(prompt), params, emit))
+    while engine.busy():
+        engine.step()
+    return clock.result(f"kvserve {version()} offline engine")
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker_main(load, generate))
