@@ -106,7 +106,7 @@ def engine_parts(config: ServeConfig, runner: OnnxRunner | PagedRunner):
     artifacts)."""
     if hasattr(runner, "new_pool"):  # a PagedRunner, or a test's wrapper of one
         memory = config.kv_cache_memory or default_kv_memory_bytes(machine_memory_bytes())
-        cache = runner.new_pool(memory, config.prefix_caching)
+        cache = runner.new_pool(memory, config.prefix_caching, config.prefix_cache_memory)
         return Scheduler(config.scheduler_config(), cache), execute_chunks
     rows = config.max_batch_size
     pool = SlotPool(lambda: runner.new_cache(rows), rows, config.kv_block_size)

@@ -12,11 +12,18 @@ takes a reference on every leading full block found, and the runner computes fro
 `cached_tokens` on. A shared block is never written: only full, computed blocks are shared,
 and everything a sequence still writes lies in blocks it alone holds.
 
-Free blocks come in two kinds: plain ones (never hashed, or hashed contents forgotten),
-reused most-recently-freed first so the pages touched stay as few as the peak use needs; and
-evictable ones (registered, nobody holds them), still findable by the prefix cache, handed out
-only when no plain block is left, the longest unused first. Every operation costs O(1) per
-block it touches; nothing scans the pool.
+Free blocks come in three kinds: plain ones (used before; never hashed, or hashed contents
+forgotten), reused most-recently-freed first; evictable ones (registered, nobody holds them),
+still findable by the prefix cache, the longest unused handed out first; and untouched ones,
+never handed out, whose pages were never written. A block comes from the plain ones first;
+then from the untouched ones while the evictable ones number no more than `cache_blocks` (the
+prefix cache's budget); then from the evictable ones. So the pages touched stay as few as the
+peak use and the cache's budget need. Writing a page for the first time costs its zeroing by
+the kernel (a 2 MiB huge page for numpy's pools) and, in a virtual machine, the host's own
+fault: measured in the engine (issue 20), kernel calls that wrote into new pages took 3-10 ms
+instead of 0.6, half the attention time of a short-prompt workload, because with no budget a
+prefix-caching server touched every block of its pool in turn (nearly every freed block is a
+registered one). Every operation costs O(1) per block it touches; nothing scans the pool.
 
 Hand-written because this bookkeeping is the engine's core and no serving library exposes
 one apart from its own engine (vLLM's and nano-vllm's block managers are the models; their
@@ -66,10 +73,19 @@ class _Block:
 class BlockManager:
     """The pool's bookkeeping: admission with prefix lookup, reservation, commit, release."""
 
-    def __init__(self, num_blocks: int, block_size: int, prefix_caching: bool = True) -> None:
-        if num_blocks < 0 or block_size < 1:
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int,
+        prefix_caching: bool = True,
+        cache_blocks: int | None = None,
+    ) -> None:
+        """`cache_blocks`: how many free blocks the prefix cache keeps before its least
+        recently used is reused rather than a block never touched (None: the whole pool)."""
+        if num_blocks < 0 or block_size < 1 or (cache_blocks is not None and cache_blocks < 0):
             raise ValueError(
-                f"need num_blocks >= 0 and block_size >= 1: {num_blocks}, {block_size}"
+                f"need num_blocks >= 0, block_size >= 1 and cache_blocks >= 0: {num_blocks}, "
+                f"{block_size}, {cache_blocks}"
             )
         self.num_blocks = num_blocks
         self.block_size = block_size
@@ -77,8 +93,10 @@ class BlockManager:
         self.queried_tokens = 0  # tokens looked up at admission (admissions that took effect)
         self.hit_tokens = 0  # of those, found in the prefix cache
         self._blocks = [_Block() for _ in range(num_blocks)]
-        # plain free blocks as a stack: block 0 first, then the most recently freed
-        self._plain: list[int] = list(range(num_blocks - 1, -1, -1))
+        # free blocks used before, unregistered, as a stack: the most recently freed on top
+        self._plain: list[int] = []
+        self._untouched = 0  # blocks self._untouched .. num_blocks - 1 were never handed out
+        self.cache_blocks = num_blocks if cache_blocks is None else cache_blocks
         self._evictable: OrderedDict[int, None] = OrderedDict()  # oldest first
         self._cached: dict[bytes, int] = {}  # digest -> registered block
         self._epoch = 0  # bumped by reset_prefix_cache: older tables register nothing more
@@ -86,7 +104,12 @@ class BlockManager:
     @property
     def free_blocks(self) -> int:
         """Blocks that can be handed out now: plain free ones and evictable cached ones."""
-        return len(self._plain) + len(self._evictable)
+        return len(self._plain) + len(self._evictable) + self.untouched_blocks
+
+    @property
+    def untouched_blocks(self) -> int:
+        """Free blocks never handed out (counted in free_blocks)."""
+        return self.num_blocks - self._untouched
 
     @property
     def used_blocks(self) -> int:
@@ -199,6 +222,15 @@ class BlockManager:
         table.cached_tokens = 0
         table._released = True
 
+    def cleared(self) -> BlockManager:
+        """A manager of the same pool with no sequences and nothing cached (after a crashed
+        step), which still knows the blocks used before: they are handed out first."""
+        fresh = BlockManager(self.num_blocks, self.block_size, self.prefix_caching)
+        fresh.cache_blocks = self.cache_blocks
+        fresh._plain = list(range(self._untouched - 1, -1, -1))
+        fresh._untouched = self._untouched
+        return fresh
+
     def reset_prefix_cache(self) -> None:
         """Forget every hash, so nothing computed before hits again (e.g. after a weights
         change). Evictable blocks become plain free blocks; blocks still held stay with their
@@ -235,10 +267,14 @@ class BlockManager:
         block.ref_count += 1
 
     def _allocate(self) -> int:
-        """A free block for one sequence alone: a plain one if any, else the evictable one
-        unused longest, whose hash is forgotten."""
+        """A free block for one sequence alone: a plain one if any; else an untouched one
+        while the prefix cache keeps no more free blocks than its budget; else the evictable one
+        unused longest, whose hash is forgotten (the module's docstring says why)."""
         if self._plain:
             block_id = self._plain.pop()
+        elif self.untouched_blocks and len(self._evictable) <= self.cache_blocks:
+            block_id = self._untouched
+            self._untouched += 1
         else:
             block_id, _ = self._evictable.popitem(last=False)
             block = self._blocks[block_id]

@@ -187,6 +187,15 @@ def _paged_options(p: Parser, d: ServeConfig) -> None:
         type=boolean,
         metavar="BOOL",
     )
+    option(
+        g,
+        "--prefix-cache-memory",
+        d.prefix_cache_memory,
+        "free blocks the prefix cache keeps, e.g. 64MiB; beyond, it gives up its least "
+        "recently used block rather than have the server write memory it never used",
+        type=memory_size,
+        metavar="SIZE",
+    )
 
 
 UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3, "mb": 10**6}

@@ -43,6 +43,9 @@ class ServeConfig:
     max_step_tokens: int = 512  # decoding tokens + prompt chunks run in one step
     itl_target_ms: float = 100.0  # a step's time while sequences decode; 0 = tokens alone
     prefix_caching: bool = True
+    # free blocks the prefix cache keeps before its oldest is reused rather than memory never
+    # written (server/blocks.py says why): a few thousand tokens of shared prefixes
+    prefix_cache_memory: int = 64 << 20
     default_max_new_tokens: int = 64
     max_new_tokens_limit: int = 1024
     grace_seconds: float = 30.0
@@ -91,6 +94,8 @@ class ServeConfig:
             return "--threads must be >= 0 (0 = one per core)"
         if self.kv_cache_memory < 0:
             return "--kv-cache-memory must be >= 0 (0 = a share of this machine's memory)"
+        if self.prefix_cache_memory < 0:
+            return "--prefix-cache-memory must be >= 0"
         if not 0 <= self.itl_target_ms < float("inf"):
             return "--itl-target-ms must be >= 0 (0 = the token budget alone)"
         if self.max_connection_age_seconds < 0:

@@ -58,7 +58,7 @@ class PagedCache:
 
     def reset(self) -> None:
         """Forget every sequence (after a crashed step); the pools stay allocated."""
-        self.blocks = BlockManager(self.blocks.num_blocks, self.block_size, self.prefix_caching)
+        self.blocks = self.blocks.cleared()
 
 
 @dataclass
@@ -106,17 +106,21 @@ class PagedRunner:
         per_layer = 2 * arch.num_heads * self.block_size * arch.head_dim
         return arch.num_layers * per_layer * np.dtype(self.dtype).itemsize
 
-    def new_pool(self, memory_bytes: int, prefix_caching: bool = True) -> PagedCache:
+    def new_pool(
+        self, memory_bytes: int, prefix_caching: bool = True, cache_bytes: int | None = None
+    ) -> PagedCache:
         """Block pools holding up to `memory_bytes` of keys and values (untouched pages cost
-        no memory until a sequence writes them)."""
+        no memory until a sequence writes them); the prefix cache keeps up to `cache_bytes` of
+        free blocks before it reuses its oldest rather than touch new ones (None: no bound)."""
         arch = self.architecture
         num_blocks = max(1, memory_bytes // self.block_bytes())
+        cache_blocks = None if cache_bytes is None else cache_bytes // self.block_bytes()
         shape = (num_blocks, arch.num_heads, self.block_size, arch.head_dim)
         layers = [
             (np.zeros(shape, self.dtype), np.zeros(shape, self.dtype))
             for _ in range(arch.num_layers)
         ]
-        manager = BlockManager(num_blocks, self.block_size, prefix_caching)
+        manager = BlockManager(num_blocks, self.block_size, prefix_caching, cache_blocks)
         return PagedCache(manager, layers, prefix_caching)
 
     def run_chunks(self, cache: PagedCache, chunks: tuple[Chunk, ...]) -> np.ndarray:

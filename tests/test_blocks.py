@@ -285,6 +285,45 @@ def test_released_blocks_stay_cached_and_evict_longest_unused_first():
     assert manager.admit([3] * BS + [4] * BS + [0]).blocks == new_blocks
 
 
+def test_untouched_blocks_wait_for_the_used_ones_and_the_cache_budget():
+    manager = BlockManager(8, BS, cache_blocks=2)
+    assert (manager.free_blocks, manager.untouched_blocks) == (8, 8)
+    first = computed(manager, [1] * BS + [2] * BS + [3] * BS + [0])  # 3 registered + 1 plain
+    assert first.blocks == [0, 1, 2, 3]  # untouched ones, in order
+    manager.release(first)
+    assert (manager.evictable_blocks, manager.untouched_blocks) == (3, 4)
+    taker = manager.admit([9])
+    assert manager.reserve(taker, BS)
+    assert taker.blocks == [3]  # the plain block used before, not an untouched one
+    assert manager.reserve(taker, 2 * BS)
+    assert taker.blocks[1] == 2  # the cache holds 3 > 2 free blocks: its oldest goes (a tail)
+    assert manager.reserve(taker, 3 * BS)
+    assert taker.blocks[2] == 4  # now it holds 2 (its budget): an untouched block
+    assert manager.admit([1] * BS + [2] * BS + [0]).cached_tokens == 2 * BS  # kept
+
+
+def test_without_a_free_used_block_an_untouched_one_is_taken_whatever_the_budget():
+    manager = BlockManager(3, BS, cache_blocks=0)
+    held = computed(manager, [1] * BS + [0])
+    other = manager.admit([5])
+    assert manager.reserve(other, BS) and other.blocks == [2]
+    manager.release(held)  # a registered block and a plain one come back
+    third = manager.admit([6])
+    assert manager.reserve(third, 2 * BS)
+    assert third.blocks == [1, 0]  # the plain one, then the cached one (a budget of 0)
+    assert manager.untouched_blocks == 0
+
+
+def test_cleared_forgets_sequences_and_hashes_but_reuses_the_used_blocks_first():
+    manager = BlockManager(6, BS)
+    computed(manager, [1] * BS + [2] * BS + [0])  # blocks 0-2, never released
+    cleared = manager.cleared()
+    assert (cleared.free_blocks, cleared.used_blocks, cleared.untouched_blocks) == (6, 0, 3)
+    table = cleared.admit([1] * BS + [2] * BS + [0])
+    assert table.cached_tokens == 0
+    assert cleared.reserve(table, 4 * BS) and table.blocks == [0, 1, 2, 3]
+
+
 def test_a_hit_takes_an_evictable_block_back():
     manager = BlockManager(3, BS)
     tokens = [1] * BS + [2] * BS + [0]
@@ -382,9 +421,14 @@ class BlockMachine(RuleBasedStateMachine):
         self.next_id = 0
         self.resets = 0
 
-    @initialize(num_blocks=st.integers(1, 14), block_size=st.integers(1, 4), caching=st.booleans())
-    def start(self, num_blocks: int, block_size: int, caching: bool) -> None:
-        self.manager = BlockManager(num_blocks, block_size, prefix_caching=caching)
+    @initialize(
+        num_blocks=st.integers(1, 14),
+        block_size=st.integers(1, 4),
+        caching=st.booleans(),
+        cache_blocks=st.none() | st.integers(0, 4),
+    )
+    def start(self, num_blocks: int, block_size: int, caching: bool, cache_blocks) -> None:
+        self.manager = BlockManager(num_blocks, block_size, caching, cache_blocks)
         self.contents = {b: [None] * block_size for b in range(num_blocks)}
 
     @rule(data=st.data(), tail=st.lists(st.integers(0, 3), max_size=8))
@@ -479,8 +523,9 @@ class BlockMachine(RuleBasedStateMachine):
             for block_id in seq["table"].blocks:
                 holders.setdefault(block_id, []).append(seq)
         plain, evictable = manager._plain, set(manager._evictable)
+        touched = set(range(manager.num_blocks - manager.untouched_blocks))
         assert len(set(plain)) == len(plain) and set(plain).isdisjoint(evictable)
-        assert set(plain) | evictable | set(holders) == set(range(manager.num_blocks))
+        assert set(plain) | evictable | set(holders) == touched  # the rest never handed out
         assert set(holders).isdisjoint(set(plain) | evictable)
         for block_id, block in enumerate(manager._blocks):
             held_by = holders.get(block_id, [])

@@ -45,3 +45,26 @@ def test_paged_cache_options_reach_the_config():
     assert config.kv_cache_memory == 512 << 20 and config.kv_block_size == 32
     assert config.scheduler_config().max_step_tokens == 512  # the default budget
     assert parse_args(["--model", "m", "--prefix-caching", "off"]).prefix_caching is False
+
+
+def test_the_prefix_cache_budget_reaches_the_pool_in_blocks():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from artifact import Architecture
+    from server.app import engine_parts
+    from server.paged_runner import PagedRunner
+
+    arch = Architecture(
+        num_layers=2, num_heads=2, head_dim=8, hidden_size=16, vocab_size=50, max_positions=64
+    )
+    runner = PagedRunner(SimpleNamespace(provider="cpu"), arch, np.int8, block_size=4)
+    block = runner.block_bytes()  # 2 layers x k, v x 2 heads x 4 tokens x 8 dims x 1 byte
+    argv = ["--model", "m", "--kv-cache-memory", str(100 * block)]
+    assert parse_args(argv).prefix_cache_memory == 64 << 20  # the default
+    config = parse_args([*argv, "--prefix-cache-memory", str(10 * block + 1)])
+    scheduler, _ = engine_parts(config, runner)
+    assert scheduler.cache.blocks.num_blocks == 100 and scheduler.cache.blocks.cache_blocks == 10
+    with pytest.raises(SystemExit):
+        parse_args([*argv, "--prefix-cache-memory", "-1"])
