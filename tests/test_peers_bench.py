@@ -318,3 +318,11 @@ def test_the_offline_worker_runs_kvserves_engine_on_an_artifact(tiny_artifact, t
     assert [sum(n for _, n in s.arrivals) for s in result.streams] == new_tokens
     assert [len(s.arrivals) for s in result.streams] == new_tokens  # a token per step each
     assert result.engine.startswith("kvserve ") and result.seconds > 0
+
+
+def test_an_offline_system_gets_its_twins_server_flags():
+    offline = peers.SYSTEMS["kvserve-int8kv-offline"]
+    flags = peers.offline_flags(offline, settings(256))["serve_flags"].split()
+    assert flags == peers.kvserve_flags(peers.SYSTEMS["kvserve-int8kv"], settings(256))
+    assert flags[-2:] == ["--max-step-tokens", "256"]
+    assert peers.offline_flags(peers.SYSTEMS["ov-int8"], settings()) == {}

@@ -34,11 +34,13 @@ def version() -> str:
 
 
 def load(work: Workload) -> Engine:
-    config = parse_args(
-        ["--model", str(Path(work.model)), "--threads", str(work.threads)]
-        + ["--max-batch-size", str(work.max_batch), "--max-queue", str(len(work.prompts))]
-        + ["--max-new-tokens-limit", "1024"]
-    )
+    """The engine as `kvserve-serve` builds it, with the flags bench/peers.py gives the
+    served twin (option `serve_flags`; else its thread, batch and queue settings)."""
+    flags = work.options.get("serve_flags", "").split() or [
+        *("--threads", str(work.threads), "--max-batch-size", str(work.max_batch)),
+        *("--max-queue", str(len(work.prompts)), "--max-new-tokens-limit", "1024"),
+    ]
+    config = parse_args(["--model", str(Path(work.model)), *flags])
     model = load_model(config)
     scheduler, run_plan = engine_parts(config, model.runner)
     m = model.manifest
@@ -46,13 +48,17 @@ def load(work: Workload) -> Engine:
     return Engine(model.runner, scheduler, updater, execute=run_plan)
 
 
+def timed(clock: Arrivals, request: int):
+    """The request's `emit`: called by `step()`, in this thread."""
+    return lambda event: clock.add(request, len(event.token_ids))
+
+
 def generate(engine: Engine, work: Workload) -> WorkerResult:
     clock = Arrivals(len(work.prompts))
     clock.hand_over()
     for i, (prompt, n) in enumerate(zip(work.prompts, work.new_tokens, strict=True)):
         params = SamplingParams(max_new_tokens=n, ignore_eos=True)
-        emit = lambda event, i=i: clock.add(i, len(event.token_ids))  # noqa: E731
-        engine.submit(Request(f"r{i}", list(prompt), params, emit))
+        engine.submit(Request(f"r{i}", list(prompt), params, timed(clock, i)))
     while engine.busy():
         engine.step()
     return clock.result(f"kvserve {version()} offline engine")
