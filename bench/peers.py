@@ -335,11 +335,13 @@ def warmup_job(artifact: Path, job: Job) -> Job:
     return Job(text, ids, WARMUP_NEW_TOKENS)
 
 
-def offline_flags(system: System, settings: Settings) -> dict[str, str]:
-    """An offline system's server flags, as its served twin gets them (option `serve_flags`)."""
+def offline_options(system: System, settings: Settings) -> dict[str, str]:
+    """An offline system's worker options: the server flags its served twin gets
+    (`serve_flags`) and the name its result carries (`engine`)."""
     if system.engine != OFFLINE:
         return {}
-    return {"serve_flags": " ".join(kvserve_flags(system, settings))}
+    flags = " ".join(kvserve_flags(system, settings))
+    return {"serve_flags": flags, "engine": f"{kvserve_version()} offline engine"}
 
 
 def kvserve_version() -> str:
@@ -360,7 +362,7 @@ def run_peer(system: System, model: Path, jobs: list[Job], settings: Settings) -
         max_batch=settings.concurrency,
         prompts=[j.prompt_ids for j in jobs],
         new_tokens=[j.new_tokens for j in jobs],
-        options={**system.options, "cache_gb": KV_CACHE_GB} | offline_flags(system, settings),
+        options={**system.options, "cache_gb": KV_CACHE_GB} | offline_options(system, settings),
     ).write(workload_path)
     log_path = settings.workdir / f"{system.name}.log"
     python = VENVS[system.engine] / "bin" / "python"

@@ -103,7 +103,7 @@ class BlockManager:
 
     @property
     def free_blocks(self) -> int:
-        """Blocks that can be handed out now: plain free ones and evictable cached ones."""
+        """Blocks that can be handed out now: plain, evictable (cached) and untouched ones."""
         return len(self._plain) + len(self._evictable) + self.untouched_blocks
 
     @property

@@ -37,7 +37,6 @@ class PagedCache:
 
     blocks: BlockManager
     layers: list[tuple[np.ndarray, np.ndarray]]  # per layer (key, value) [blocks, H, bs, D]
-    prefix_caching: bool = True
 
     @property
     def nbytes(self) -> int:
@@ -121,7 +120,7 @@ class PagedRunner:
             for _ in range(arch.num_layers)
         ]
         manager = BlockManager(num_blocks, self.block_size, prefix_caching, cache_blocks)
-        return PagedCache(manager, layers, prefix_caching)
+        return PagedCache(manager, layers)
 
     def run_chunks(self, cache: PagedCache, chunks: tuple[Chunk, ...]) -> np.ndarray:
         """One engine step: logits `[S, V]` of the chunks that sample, in their order."""

@@ -296,7 +296,10 @@ def test_an_offline_system_runs_its_twins_artifact(tmp_path, monkeypatch):
 
 def test_the_offline_worker_runs_kvserves_engine_on_an_artifact(tiny_artifact, tmp_path):
     prompts, new_tokens = [[5, 6, 7], [8, 9], [10, 11, 12, 13]], [4, 1, 6]
-    worker_io.Workload(str(tiny_artifact), 1, 2, prompts, new_tokens).write(tmp_path / "w.json")
+    flags = "--threads 1 --max-batch-size 2 --max-queue 3"
+    options = {"serve_flags": flags, "engine": "kvserve test offline engine"}
+    work = worker_io.Workload(str(tiny_artifact), 1, 2, prompts, new_tokens, options)
+    work.write(tmp_path / "w.json")
     out = tmp_path / "r.json"
     process = subprocess.Popen(
         [sys.executable, str(PEERS / "kvserve_offline_worker.py"), str(tmp_path / "w.json")]
@@ -317,12 +320,16 @@ def test_the_offline_worker_runs_kvserves_engine_on_an_artifact(tiny_artifact, t
     result = worker_io.WorkerResult.read(out)
     assert [sum(n for _, n in s.arrivals) for s in result.streams] == new_tokens
     assert [len(s.arrivals) for s in result.streams] == new_tokens  # a token per step each
-    assert result.engine.startswith("kvserve ") and result.seconds > 0
+    assert result.engine == "kvserve test offline engine" and result.seconds > 0
 
 
 def test_an_offline_system_gets_its_twins_server_flags():
     offline = peers.SYSTEMS["kvserve-int8kv-offline"]
-    flags = peers.offline_flags(offline, settings(256))["serve_flags"].split()
+    options = peers.offline_options(offline, settings(256))
+    flags = options["serve_flags"].split()
     assert flags == peers.kvserve_flags(peers.SYSTEMS["kvserve-int8kv"], settings(256))
     assert flags[-2:] == ["--max-step-tokens", "256"]
-    assert peers.offline_flags(peers.SYSTEMS["ov-int8"], settings()) == {}
+    assert options["engine"].startswith("kvserve ") and options["engine"].endswith(
+        " offline engine"
+    )
+    assert peers.offline_options(peers.SYSTEMS["ov-int8"], settings()) == {}

@@ -10,9 +10,6 @@ the same artifact, so the share the front door and its client take is measured, 
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 from worker_io import Arrivals, WorkerResult, Workload, worker_main
 
 from server.app import engine_parts, load_model
@@ -24,23 +21,10 @@ from server.text_stream import detokenizer
 from server.update import Updater
 
 
-def version() -> str:
-    """The checkout's commit, as bench/peers.py names the served kvserve."""
-    root = Path(__file__).resolve().parents[2]
-    head = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    return head.stdout.strip() or "unknown"
-
-
 def load(work: Workload) -> Engine:
     """The engine as `kvserve-serve` builds it, with the flags bench/peers.py gives the
-    served twin (option `serve_flags`; else its thread, batch and queue settings)."""
-    flags = work.options.get("serve_flags", "").split() or [
-        *("--threads", str(work.threads), "--max-batch-size", str(work.max_batch)),
-        *("--max-queue", str(len(work.prompts)), "--max-new-tokens-limit", "1024"),
-    ]
-    config = parse_args(["--model", str(Path(work.model)), *flags])
+    served twin (option `serve_flags`)."""
+    config = parse_args(["--model", work.model, *work.options["serve_flags"].split()])
     model = load_model(config)
     scheduler, run_plan = engine_parts(config, model.runner)
     m = model.manifest
@@ -61,7 +45,7 @@ def generate(engine: Engine, work: Workload) -> WorkerResult:
         engine.submit(Request(f"r{i}", list(prompt), params, timed(clock, i)))
     while engine.busy():
         engine.step()
-    return clock.result(f"kvserve {version()} offline engine")
+    return clock.result(work.options["engine"])
 
 
 if __name__ == "__main__":
